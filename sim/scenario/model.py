@@ -1,0 +1,395 @@
+"""The typed scenario: what a scenario file means once validated.
+
+A scenario is a host (personality, sysctls, limits), a set of processes, and an ordered list of
+steps executed in that global order by either backend. Every model forbids unknown keys, so a
+misspelt option is an error with its line, never silently ignored.
+
+Names: a step with ``as: NAME`` binds NAME to the fd the call returned (socket, accept, dup,
+dup2) or to the new process (fork). Later steps refer to sockets by name (``sock: srv``) or by a
+literal fd number (``sock: 3``). Names are per process; a forked child inherits its parent's.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+
+ERRNO_NAMES = {
+    "EPERM", "ENOENT", "EBADF", "EAGAIN", "EWOULDBLOCK", "ENOMEM", "EACCES", "EFAULT", "EINVAL",
+    "ENFILE", "EMFILE", "EPIPE", "ENOTSOCK", "EDESTADDRREQ", "EPROTOTYPE", "ENOPROTOOPT",
+    "EPROTONOSUPPORT", "ESOCKTNOSUPPORT", "EOPNOTSUPP", "ENOTSUP", "EPFNOSUPPORT", "EAFNOSUPPORT",
+    "EADDRINUSE", "EADDRNOTAVAIL", "ENETDOWN", "ENETUNREACH", "ECONNABORTED", "ECONNRESET",
+    "ENOBUFS", "EISCONN", "ENOTCONN", "ESHUTDOWN", "ETIMEDOUT", "ECONNREFUSED", "EALREADY",
+    "EINPROGRESS", "EINTR",
+}
+OUTCOME_WORDS = {"ok", "BLOCKED"}
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$", max_length=64)]
+SockRef = Union[Annotated[int, Field(ge=0, le=1 << 20)], Name]
+Port = Annotated[int, Field(ge=0, le=65535)]
+Seconds = Annotated[float, Field(ge=0, le=10 * 24 * 3600)]
+
+SOCKOPTS = (
+    "SO_REUSEADDR", "SO_REUSEPORT", "SO_LINGER", "SO_SNDBUF", "SO_RCVBUF", "SO_KEEPALIVE",
+    "SO_ERROR", "SO_TYPE", "SO_ACCEPTCONN", "IPV6_V6ONLY", "TCP_NODELAY", "TCP_MAXSEG",
+    "IP_BIND_ADDRESS_NO_PORT", "TCP_LINGER2", "TCP_SYNCNT", "SO_EXCLUSIVEADDRUSE",
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _check_addr(v: str) -> str:
+    try:
+        ipaddress.ip_address(v)
+    except ValueError:
+        raise ValueError(f"not an IPv4 or IPv6 address: {v!r}") from None
+    return v
+
+
+# ----------------------------------------------------------------------------- host
+
+
+class Sysctls(_Strict):
+    """Per-network-namespace sysctls (Linux names, net.ipv4.* / net.core.* without prefix)."""
+
+    ip_local_port_range: tuple[Annotated[int, Field(ge=1, le=65535)], Annotated[int, Field(ge=1, le=65535)]] = (32768, 60999)
+    ip_local_reserved_ports: list[Port] = []
+    ip_unprivileged_port_start: Port = 1024
+    ip_autobind_reuse: Literal[0, 1] = 0
+    tcp_max_tw_buckets: Annotated[int, Field(ge=0)] = 131072
+    tcp_tw_reuse: Literal[0, 1, 2] = 2
+    tcp_tw_reuse_delay: Annotated[int, Field(ge=1, le=600000)] = 1000  # ms
+    tcp_timestamps: Literal[0, 1, 2] = 1
+    tcp_fin_timeout: Annotated[int, Field(ge=1, le=3600)] = 60
+    somaxconn: Annotated[int, Field(ge=0, le=2147483647)] = 4096
+    tcp_max_syn_backlog: Annotated[int, Field(ge=1)] = 2048
+    tcp_syncookies: Literal[0, 1, 2] = 1
+    tcp_abort_on_overflow: Literal[0, 1] = 0
+    tcp_syn_retries: Annotated[int, Field(ge=1, le=127)] = 6
+    tcp_wmem: tuple[int, int, int] = (4096, 16384, 4194304)
+    tcp_rmem: tuple[int, int, int] = (4096, 131072, 33554432)
+    # Host-global on Linux (cannot be set inside a namespace): the real backend cannot apply them.
+    wmem_max: Annotated[int, Field(ge=1)] = 4194304
+    rmem_max: Annotated[int, Field(ge=1)] = 4194304
+    tcp_mem: tuple[int, int, int] = (287898, 383867, 575796)  # pages
+    bindv6only: Literal[0, 1] = 0
+
+    @model_validator(mode="after")
+    def _range_ordered(self) -> Sysctls:
+        lo, hi = self.ip_local_port_range
+        if lo > hi:
+            raise ValueError(f"ip_local_port_range: low {lo} is above high {hi}")
+        return self
+
+
+HOST_GLOBAL_SYSCTLS = ("wmem_max", "rmem_max", "tcp_mem")
+
+
+class Host(_Strict):
+    personality: Literal["linux", "windows"] = "linux"
+    sysctls: Sysctls = Sysctls()
+    file_max: Annotated[int, Field(ge=1)] = 2466170  # fs.file-max (host-global)
+    latency: Annotated[float, Field(ge=0, le=10)] = 0.00002  # loopback one-way delay, seconds
+
+
+class Process(_Strict):
+    nofile: Annotated[int, Field(ge=3, le=1048576)] = 1024  # RLIMIT_NOFILE soft limit
+    uid: Annotated[int, Field(ge=0, le=65535)] = 0
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+class Tolerance(_Strict):
+    """Where the real kernel legitimately differs from the model, and why (crosscheck only)."""
+
+    field: Literal["ret", "err", "blocked", "completed_after", "obs", "all"]
+    reason: Annotated[str, Field(min_length=3)]
+    rel: Annotated[float, Field(ge=0, le=10)] | None = None  # relative tolerance for numbers
+    abs: Annotated[float, Field(ge=0)] | None = None  # absolute tolerance for numbers
+
+
+class _Step(_Strict):
+    note: str | None = None
+    expect: Any = None
+    tolerate: list[Tolerance] = []
+
+    @field_validator("expect")
+    @classmethod
+    def _expect_word(cls, v: Any) -> Any:
+        if isinstance(v, str) and v not in ERRNO_NAMES | OUTCOME_WORDS:
+            raise ValueError(
+                f"expect: {v!r} is not 'ok', 'BLOCKED' or an errno name (e.g. EADDRINUSE)"
+            )
+        return v
+
+
+class _Call(_Step):
+    proc: Name
+
+
+class SocketCall(_Call):
+    call: Literal["socket"]
+    family: Literal["AF_INET", "AF_INET6", "AF_UNIX", "AF_PACKET"] = "AF_INET"
+    type: Literal["SOCK_STREAM", "SOCK_DGRAM", "SOCK_RAW", "SOCK_SEQPACKET"] = "SOCK_STREAM"
+    protocol: Literal[0, "IPPROTO_TCP", "IPPROTO_UDP", "IPPROTO_SCTP"] = 0
+    nonblock: bool = False
+    as_: Name | None = Field(None, alias="as")
+
+
+class SetsockoptCall(_Call):
+    call: Literal["setsockopt"]
+    sock: SockRef
+    opt: Literal[SOCKOPTS]  # type: ignore[valid-type]
+    value: Union[int, tuple[int, int]] = 1  # SO_LINGER takes [onoff, seconds]
+
+
+class GetsockoptCall(_Call):
+    call: Literal["getsockopt"]
+    sock: SockRef
+    opt: Literal[SOCKOPTS]  # type: ignore[valid-type]
+
+
+class BindCall(_Call):
+    call: Literal["bind"]
+    sock: SockRef
+    addr: str = "0.0.0.0"
+    port: Port = 0
+
+    _addr = field_validator("addr")(classmethod(lambda cls, v: _check_addr(v)))
+
+
+class ListenCall(_Call):
+    call: Literal["listen"]
+    sock: SockRef
+    backlog: Annotated[int, Field(ge=-(2**31), le=2**31 - 1)] = 128
+
+
+class ConnectCall(_Call):
+    call: Literal["connect"]
+    sock: SockRef
+    addr: str = "127.0.0.1"
+    port: Port
+
+    _addr = field_validator("addr")(classmethod(lambda cls, v: _check_addr(v)))
+
+
+class AcceptCall(_Call):
+    call: Literal["accept"]
+    sock: SockRef
+    as_: Name | None = Field(None, alias="as")
+
+
+MsgFlag = Literal["MSG_DONTWAIT", "MSG_NOSIGNAL", "MSG_PEEK", "MSG_OOB", "MSG_WAITALL"]
+
+
+class SendCall(_Call):
+    call: Literal["send"]
+    sock: SockRef
+    bytes: Annotated[int, Field(ge=0, le=1 << 30)]
+    flags: list[MsgFlag] = []
+
+
+class RecvCall(_Call):
+    call: Literal["recv"]
+    sock: SockRef
+    bytes: Annotated[int, Field(ge=0, le=1 << 30)] = 65536
+    flags: list[MsgFlag] = []
+
+
+class ShutdownCall(_Call):
+    call: Literal["shutdown"]
+    sock: SockRef
+    how: Literal["SHUT_RD", "SHUT_WR", "SHUT_RDWR"] = "SHUT_WR"
+
+
+class CloseCall(_Call):
+    call: Literal["close"]
+    sock: SockRef
+
+
+class DupCall(_Call):
+    call: Literal["dup"]
+    sock: SockRef
+    as_: Name | None = Field(None, alias="as")
+
+
+class Dup2Call(_Call):
+    call: Literal["dup2"]
+    sock: SockRef
+    fd: Annotated[int, Field(ge=0, le=1 << 20)]
+    as_: Name | None = Field(None, alias="as")
+
+
+class ForkCall(_Call):
+    call: Literal["fork"]
+    as_: Name = Field(alias="as")
+
+
+class ExitCall(_Call):
+    call: Literal["exit"]
+
+
+class GetsocknameCall(_Call):
+    call: Literal["getsockname"]
+    sock: SockRef
+
+
+class SetNonblockCall(_Call):
+    """fcntl(F_SETFL, O_NONBLOCK) on Linux, ioctlsocket(FIONBIO) on Windows."""
+
+    call: Literal["set_nonblocking"]
+    sock: SockRef
+    on: bool = True
+
+
+Call = Annotated[
+    Union[
+        SocketCall, SetsockoptCall, GetsockoptCall, BindCall, ListenCall, ConnectCall, AcceptCall,
+        SendCall, RecvCall, ShutdownCall, CloseCall, DupCall, Dup2Call, ForkCall, ExitCall,
+        GetsocknameCall, SetNonblockCall,
+    ],
+    Field(discriminator="call"),
+]
+CALL_NAMES = (
+    "socket", "setsockopt", "getsockopt", "bind", "listen", "connect", "accept", "send", "recv",
+    "shutdown", "close", "dup", "dup2", "fork", "exit", "getsockname", "set_nonblocking",
+)
+
+
+class SleepStep(_Step):
+    sleep: Seconds
+
+
+class ObserveTcp(_Strict):
+    """TCP states of the sockets whose local or remote port is ``port`` (as /proc/net/tcp shows)."""
+
+    what: Literal["tcp_states"]
+    port: Port
+
+
+class ObserveFds(_Strict):
+    """The socket fd numbers open in a process (as /proc/PID/fd shows), in ascending order."""
+
+    what: Literal["fds"]
+    proc: Name
+
+
+class ObserveSockstat(_Strict):
+    """/proc/net/sockstat TCP line: inuse, orphan, tw (per namespace), as deltas from the start."""
+
+    what: Literal["sockstat"]
+
+
+class ObserveQueues(_Strict):
+    """Bytes in a socket's receive and send queues (SIOCINQ, SIOCOUTQ)."""
+
+    what: Literal["queues"]
+    proc: Name
+    sock: SockRef
+
+
+Observation = Annotated[
+    Union[ObserveTcp, ObserveFds, ObserveSockstat, ObserveQueues], Field(discriminator="what")
+]
+
+
+class ObserveStep(_Step):
+    observe: Observation
+
+
+class LoadSpec(_Strict):
+    """Repeat a connection pattern at a fixed rate for a duration.
+
+    The client process opens a socket, connects to ``addr:port`` and closes; the server process
+    (``accept_proc``/``listener``) accepts each connection and closes it. ``close_first`` says who
+    closes first (the active closer keeps the TIME_WAIT entry).
+    """
+
+    proc: Name
+    addr: str = "127.0.0.1"
+    port: Port
+    rate: Annotated[float, Field(gt=0, le=1e6)]  # connections per second
+    duration: Annotated[float, Field(gt=0, le=7 * 24 * 3600)]
+    accept_proc: Name | None = None
+    listener: SockRef | None = None
+    close_first: Literal["client", "server"] = "client"
+    reuseaddr: bool = False  # SO_REUSEADDR on each client socket before connect
+    bind_addr: str | None = None  # explicit bind(addr, 0) before connect
+    stop_on_error: bool = False
+
+    _addr = field_validator("addr")(classmethod(lambda cls, v: _check_addr(v)))
+
+    @model_validator(mode="after")
+    def _server_pair(self) -> LoadSpec:
+        if (self.accept_proc is None) != (self.listener is None):
+            raise ValueError("accept_proc and listener go together: give both or neither")
+        return self
+
+
+class LoadStep(_Step):
+    load: LoadSpec
+
+
+STEP_KINDS = ("call", "sleep", "observe", "load")
+
+
+def _step_tag(v: Any) -> str | None:
+    if isinstance(v, dict):
+        for k in STEP_KINDS:
+            if k in v:
+                return k
+        return None
+    return step_kind(v)
+
+
+Step = Annotated[
+    Union[
+        Annotated[Call, Tag("call")],
+        Annotated[SleepStep, Tag("sleep")],
+        Annotated[ObserveStep, Tag("observe")],
+        Annotated[LoadStep, Tag("load")],
+    ],
+    Discriminator(_step_tag, custom_error_type="step_kind",
+                  custom_error_message="a step needs one of call:, sleep:, observe: or load:"),
+]
+
+
+class Scenario(_Strict):
+    name: Name
+    description: str = ""
+    tags: list[str] = []
+    slow: bool = False  # the real run waits out kernel timers (e.g. 60 s TIME_WAIT)
+    host: Host = Host()
+    processes: dict[Name, Process]
+    steps: Annotated[list[Step], Field(min_length=1)]
+    seed: int = 0
+    # filled in by the loader, not by the file:
+    source: str | None = Field(None, exclude=True)
+    step_lines: tuple[int, ...] = Field((), exclude=True)
+
+    @model_validator(mode="after")
+    def _known_processes(self) -> Scenario:
+        if not self.processes:
+            raise ValueError("processes: at least one process is needed")
+        return self
+
+
+def step_kind(step: Any) -> str:
+    if isinstance(step, SleepStep):
+        return "sleep"
+    if isinstance(step, ObserveStep):
+        return "observe"
+    if isinstance(step, LoadStep):
+        return "load"
+    return "call"
+
+
+def call_args(step: Any) -> dict[str, Any]:
+    """The call's arguments as the trace shows them (no bookkeeping fields)."""
+    data = step.model_dump(by_alias=True, exclude={"note", "expect", "tolerate", "proc", "call"})
+    return {k: v for k, v in data.items() if v is not None and v != []}

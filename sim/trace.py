@@ -1,0 +1,154 @@
+"""The trace schema shared by both backends.
+
+A trace is what one backend (the simulator or the real kernel) did with one scenario: for every
+step, when it ran, which process issued which call with which arguments, what the call returned,
+the canonical error *name* (``EADDRINUSE``, never a number), whether it blocked and when it woke,
+and what observations saw. Only the simulator fills ``rule``/``cite``/``events``: the real kernel
+cannot say why.
+
+Both backends produce this schema and :mod:`sim.compare` compares two of them field by field.
+The schema is plain JSON so that ``--json`` output is stable and diffable.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+# Outcome markers that are not errno names.
+BLOCKED = "BLOCKED"  # the call did not return at issue; see ``completed_after``
+PROCESS_BUSY = "PROCESS_BUSY"  # the step's process was still blocked in an earlier call
+PROCESS_GONE = "PROCESS_GONE"  # the step's process had exited or was killed
+
+
+@dataclass
+class StepRecord:
+    index: int  # position in the scenario's step list (0-based)
+    line: int  # line of the step in the scenario file (1-based; 0 if unknown)
+    kind: str  # "call", "sleep", "observe", "load"
+    proc: str | None = None
+    call: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+    time: float = 0.0  # seconds since the scenario started, when the step was issued
+    ret: Any = None  # POSIX-style return value: fd, byte count, option value, port, 0, or -1
+    err: str | None = None  # canonical errno name, BLOCKED, PROCESS_BUSY, PROCESS_GONE, or None
+    blocked: bool = False  # the call did not complete when issued
+    completed_after: int | None = None  # for a blocked call: index of the step after which it returned
+    completed_time: float | None = None
+    obs: Any = None  # observation result (observe steps), or load statistics (load steps)
+    rule: str | None = None  # simulator only: id of the rule that decided the outcome
+    cite: str | None = None  # simulator only: that rule's source
+    trail: list[str] = field(default_factory=list)  # simulator only: every rule consulted
+    facts: list[str] = field(default_factory=list)  # simulator only: facts the rule looked at
+    expect: Any = None  # the scenario's expectation, if any
+    expect_ok: bool | None = None  # None when the step has no expectation
+
+    def outcome(self) -> str:
+        """Short text of the outcome: ``ok``, ``3``, ``EADDRINUSE``, ``BLOCKED``."""
+        if self.err:
+            return self.err
+        if self.ret is None or self.ret == 0:
+            return "ok"
+        return str(self.ret)
+
+
+@dataclass
+class Trace:
+    scenario: str
+    backend: str  # "sim" or "real"
+    personality: str = "linux"
+    seed: int | None = None
+    steps: list[StepRecord] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)  # end-of-run tables (sim) / counters (real)
+    meta: dict[str, Any] = field(default_factory=dict)  # kernel version, host, duration, ...
+    schema: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, default=_json_default)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Trace:
+        steps = [StepRecord(**s) for s in data.get("steps", [])]
+        rest = {k: v for k, v in data.items() if k != "steps"}
+        return cls(steps=steps, **rest)
+
+    @property
+    def failed_expectations(self) -> list[StepRecord]:
+        return [s for s in self.steps if s.expect_ok is False]
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    return str(obj)
+
+
+# --------------------------------------------------------------------------- the backend contract
+#
+# Both backends are driven by the scenario runner (sim/scenario/runner.py) one step at a time, in
+# the scenario's global order, through this plain-data interface. Nothing here depends on the
+# scenario model: the runner passes dicts (``Scenario.model_dump(by_alias=True)``) and resolves
+# socket names to fd numbers before each call, so a backend only ever sees ints.
+
+from typing import Protocol  # noqa: E402
+
+
+@dataclass
+class CallResult:
+    ret: Any = None  # fd / byte count / option value / port / 0; -1 on error
+    err: str | None = None  # errno name; None on success
+    blocked: bool = False  # True: the call has not returned yet (it may complete later)
+    rule: str | None = None  # simulator only
+    cite: str | None = None
+    trail: list[str] = field(default_factory=list)
+    facts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Completion:
+    """A call that blocked earlier and has now returned."""
+
+    index: int  # the step index of the call
+    result: CallResult
+    time: float
+
+
+class Backend(Protocol):
+    name: str
+
+    def start(self, scenario: dict[str, Any]) -> None:
+        """Set up the host (sysctls, limits) and one process per entry of ``processes``."""
+
+    def now(self) -> float:
+        """Seconds since start (simulated or real)."""
+
+    def call(self, index: int, proc: str, call: str, args: dict[str, Any]) -> CallResult:
+        """Issue one call in process ``proc``; ``args['sock']`` is already an fd number.
+
+        Returns when the call returned, or with ``blocked=True`` when it did not within the
+        backend's bound (the call stays pending; see :meth:`completions`). Before returning, the
+        backend lets the network settle (segments in flight on loopback are delivered).
+        """
+
+    def sleep(self, seconds: float) -> None:
+        """Let time pass (the simulator advances its clock; the real backend really sleeps)."""
+
+    def observe(self, obs: dict[str, Any]) -> Any:
+        """Run one observation; ``obs['sock']`` is already an fd number."""
+
+    def load(self, index: int, spec: dict[str, Any]) -> dict[str, Any]:
+        """Run a load step; returns its statistics (see docs/scenarios.md)."""
+
+    def completions(self) -> list[Completion]:
+        """Pending calls that returned since the last time this was asked."""
+
+    def close(self) -> dict[str, Any]:
+        """Tear everything down; return the end-of-run summary."""
