@@ -134,9 +134,9 @@ class _Call(_Step):
 
 class SocketCall(_Call):
     call: Literal["socket"]
-    family: Literal["AF_INET", "AF_INET6", "AF_UNIX", "AF_PACKET"] = "AF_INET"
+    family: Literal["AF_INET", "AF_INET6"] = "AF_INET"
     type: Literal["SOCK_STREAM", "SOCK_DGRAM", "SOCK_RAW", "SOCK_SEQPACKET"] = "SOCK_STREAM"
-    protocol: Literal[0, "IPPROTO_TCP", "IPPROTO_UDP", "IPPROTO_SCTP"] = 0
+    protocol: Literal[0, "IPPROTO_TCP", "IPPROTO_UDP"] = 0
     nonblock: bool = False
     as_: Name | None = Field(None, alias="as")
 

@@ -1,0 +1,188 @@
+"""The ``socksim`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+
+EXIT_OK, EXIT_DIFF, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def scenarios_dir() -> Path:
+    """The bundled scenarios: ``scenarios/`` of the checkout (or $SOCKSIM_SCENARIOS)."""
+    env = os.environ.get("SOCKSIM_SCENARIOS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "scenarios"
+
+
+def _bad(msg: str) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _write_json(path: str, data: Any, force: bool = True) -> str | None:
+    p = Path(path)
+    if p.is_dir():
+        return f"{path}: is a directory, expected a file path for the JSON output"
+    if not p.parent.exists():
+        return f"{path}: the folder {p.parent} does not exist"
+    tmp = p.with_name(p.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        os.replace(tmp, p)
+    except OSError as e:
+        return f"{path}: cannot write: {e.strerror}"
+    return None
+
+
+def _load(path: str):
+    from .scenario.loader import ScenarioError, load_file
+
+    try:
+        return load_file(path), None
+    except ScenarioError as e:
+        return None, str(e)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .engine import SimBackend
+    from .report.terminal import print_summary, print_timeline
+    from .scenario.runner import run
+
+    sc, err = _load(args.file)
+    if err:
+        return _bad(err)
+    seed = args.seed if args.seed is not None else sc.seed
+    trace = run(sc, SimBackend(seed=seed), seed=seed)
+    if args.json:
+        e = _write_json(args.json, trace.to_dict())
+        if e:
+            return _bad(e)
+    if not args.quiet:
+        print_timeline(trace, sc, explain=args.explain)
+        print_summary(trace)
+    failed = trace.failed_expectations
+    if failed:
+        print(f"{len(failed)} expectation(s) not met: steps "
+              + ", ".join(str(s.index) for s in failed), file=sys.stderr)
+        return EXIT_DIFF
+    return EXIT_OK
+
+
+def cmd_crosscheck(args: argparse.Namespace) -> int:
+    from .compare import compare_traces
+    from .engine import SimBackend
+    from .real.backend import RealBackend
+    from .report.terminal import print_side_by_side
+    from .scenario.runner import run
+
+    sc, err = _load(args.file)
+    if err:
+        return _bad(err)
+    ok, why = RealBackend.available()
+    if not ok:
+        return _bad(f"cannot run on the real kernel here: {why}")
+    seed = args.seed if args.seed is not None else sc.seed
+    sim_trace = run(sc, SimBackend(seed=seed), seed=seed)
+    try:
+        real_trace = run(sc, RealBackend())
+    except KeyboardInterrupt:
+        print("interrupted: the namespace and its processes were cleaned up", file=sys.stderr)
+        return 130
+    result = compare_traces(sc, sim_trace, real_trace)
+    if args.json:
+        e = _write_json(args.json, {"verdict": result.to_dict(), "sim": sim_trace.to_dict(),
+                                    "real": real_trace.to_dict()})
+        if e:
+            return _bad(e)
+    if not args.quiet:
+        print_side_by_side(sc, sim_trace, real_trace, result)
+    return EXIT_OK if result.agree else EXIT_DIFF
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .scenario.loader import ScenarioError, load_file
+
+    root = scenarios_dir()
+    files = sorted(p for p in root.rglob("*.yaml"))
+    if not files:
+        print(f"no scenarios under {root}")
+        return EXIT_OK
+    for f in files:
+        rel = f.relative_to(root)
+        try:
+            sc = load_file(f)
+            desc = (sc.description.strip().splitlines() or [""])[0]
+            slow = " [slow]" if sc.slow else ""
+            print(f"{str(rel):48s} {desc}{slow}")
+        except ScenarioError as e:
+            print(f"{str(rel):48s} (invalid: {e.message})")
+    return EXIT_OK
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    from .kernel import stack  # noqa: F401  (registers every rule)
+    from .kernel.rules import RULES
+
+    for rid in sorted(RULES):
+        print(f"{rid:32s} {RULES[rid].cite}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="socksim",
+        description="Simulate the kernel's socket machinery and check it against the real kernel.")
+    ap.add_argument("--version", action="version", version=f"socksim {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run a scenario on the simulator and show its timeline",
+                       description="Run a scenario file on the simulated kernel: a timeline of every "
+                                   "call, its result and the kernel rule behind it.")
+    r.add_argument("file", help="scenario .yaml file")
+    r.add_argument("--json", metavar="PATH", help="also write the trace as JSON to PATH")
+    r.add_argument("--seed", type=int, help="seed for the kernel's random choices (default: the scenario's)")
+    r.add_argument("--explain", action="store_true", help="show the facts behind every outcome")
+    r.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("crosscheck", help="run a scenario on the simulator and on the real kernel, compare",
+                       description="Run the scenario on the simulator and on this host's kernel (inside a "
+                                   "private network namespace) and compare the traces step by step. "
+                                   "Exit 0 when they agree, 1 when a step disagrees, 2 for bad input.")
+    c.add_argument("file", help="scenario .yaml file")
+    c.add_argument("--json", metavar="PATH", help="write both traces and the verdict as JSON to PATH")
+    c.add_argument("--seed", type=int, help="seed for the simulator")
+    c.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    c.set_defaults(func=cmd_crosscheck)
+
+    ls = sub.add_parser("list", help="list the bundled scenarios", description="List the bundled scenarios.")
+    ls.set_defaults(func=cmd_list)
+
+    ru = sub.add_parser("rules", help="list the model's rules and their sources",
+                        description="List every rule of the kernel model with its source.")
+    ru.set_defaults(func=cmd_rules)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if not getattr(args, "func", None):
+        ap.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        return args.func(args)
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Compare two traces of one scenario step by step.
+
+Per step: the return value, the errno name, whether the call blocked and after which step it
+returned, and the observation. Nothing is tolerated unless the scenario names a tolerance for
+that step and field, with its reason (the real kernel's random ephemeral port choice, byte counts
+that depend on skb truesize, ...). Times are never compared: simulated and real clocks differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .trace import Trace
+
+FIELDS = ("ret", "err", "blocked", "completed_after", "obs")
+
+
+@dataclass
+class StepDiff:
+    index: int
+    line: int
+    differences: list[str] = field(default_factory=list)  # every difference found
+    tolerated: list[str] = field(default_factory=list)  # differences covered by a tolerance
+    disagree: list[str] = field(default_factory=list)  # differences that count
+
+
+@dataclass
+class Comparison:
+    scenario: str
+    steps: list[StepDiff] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)
+
+    @property
+    def disagreeing(self) -> list[int]:
+        return [d.index for d in self.steps if d.disagree]
+
+    @property
+    def agree(self) -> bool:
+        return not self.disagreeing
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["agree"] = self.agree
+        d["disagreeing"] = self.disagreeing
+        return d
+
+    def first_divergence(self) -> StepDiff | None:
+        for d in self.steps:
+            if d.disagree:
+                return d
+        return None
+
+
+def _num_close(a: Any, b: Any, rel: float | None, abs_: float | None) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool) or not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
+        return a == b
+    diff = abs(a - b)
+    if abs_ is not None and diff <= abs_:
+        return True
+    if rel is not None and diff <= rel * max(abs(a), abs(b)):
+        return True
+    return diff == 0
+
+
+def values_match(a: Any, b: Any, rel: float | None = None, abs_: float | None = None) -> bool:
+    """Equal, or numerically within the tolerance (applied to every number inside dicts/lists)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(values_match(a[k], b[k], rel, abs_) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(values_match(x, y, rel, abs_) for x, y in zip(a, b))
+    if rel is None and abs_ is None:
+        return a == b
+    return _num_close(a, b, rel, abs_)
+
+
+def compare_traces(scenario: Any, sim: Trace, real: Trace) -> Comparison:
+    result = Comparison(scenario=sim.scenario)
+    unapplied = (real.summary or {}).get("unapplied") or {}
+    if unapplied:
+        result.unchecked.append(
+            "host-global settings differ from the scenario and cannot be set inside a namespace: "
+            + ", ".join(f"{k} (scenario {v.get('scenario') if isinstance(v, dict) else v}, "
+                        f"host {v.get('host') if isinstance(v, dict) else '?'})" for k, v in unapplied.items()))
+    steps = list(getattr(scenario, "steps", []))
+    if len(sim.steps) != len(real.steps):
+        result.unchecked.append(f"the traces have {len(sim.steps)} and {len(real.steps)} steps")
+    for a, b in zip(sim.steps, real.steps):
+        d = StepDiff(a.index, a.line)
+        tols = list(getattr(steps[a.index], "tolerate", [])) if a.index < len(steps) else []
+        for f in FIELDS:
+            va, vb = getattr(a, f), getattr(b, f)
+            if f == "obs" and a.kind == "load" and isinstance(va, dict):
+                va = {k: v for k, v in va.items() if k != "model"}  # model-only data
+            if f == "completed_after" and not (a.blocked or b.blocked):
+                continue
+            tol = [t for t in tols if t.field in (f, "all")]
+            rel = next((t.rel for t in tol if t.rel is not None), None)
+            ab = next((t.abs for t in tol if t.abs is not None), None)
+            if values_match(va, vb):
+                continue
+            text = f"{f}: simulator {_short(va)}, real {_short(vb)}"
+            d.differences.append(text)
+            if tol and (rel is not None or ab is not None):
+                if values_match(va, vb, rel, ab):
+                    d.tolerated.append(f"{text} (within tolerance: {tol[0].reason})")
+                    continue
+                d.disagree.append(text + " (outside the tolerance)")
+                continue
+            if tol:
+                d.tolerated.append(f"{text} ({tol[0].reason})")
+            elif unapplied:
+                d.tolerated.append(f"{text} (host-global setting not applied)")
+            else:
+                d.disagree.append(text)
+        if d.differences:
+            result.steps.append(d)
+    return result
+
+
+def _short(v: Any) -> str:
+    s = repr(v) if not isinstance(v, str) else v
+    return s if len(s) <= 80 else s[:77] + "..."

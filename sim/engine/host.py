@@ -1,0 +1,224 @@
+"""``SimBackend``: one simulated host (kernel + processes) on one ``simpy.Environment``.
+
+Time is SimPy's; the kernel model only ever sees ``now``. Segments travel on a loopback wire with
+a fixed latency and kernel timers have fixed durations, so both sit in FIFOs that keep a single
+pending SimPy timeout for their head (the way a timer wheel avoids per-timer cost): entries of one
+duration expire in insertion order, and a re-armed or cancelled entry is skipped by generation.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Callable
+
+import simpy
+
+from ..kernel.rules import RULES
+from ..kernel.stack import Blocked, Kernel, Outcome
+from ..trace import CallResult, Completion
+
+MAX_SETTLE_EVENTS = 1_000_000
+
+
+class FifoTimers:
+    """Fixed-duration timers: one deque per duration, one pending SimPy timeout per deque head."""
+
+    def __init__(self, env: simpy.Environment, fire: Callable[[Any], None]):
+        self.env = env
+        self.fire = fire
+        self.queues: dict[float, deque[tuple[float, Any]]] = {}
+        self.wakeups: dict[float, simpy.Event | None] = {}
+        self.pending = 0
+
+    def add(self, delay: float, item: Any) -> None:
+        q = self.queues.get(delay)
+        if q is None:
+            q = self.queues[delay] = deque()
+            self.wakeups[delay] = None
+            self.env.process(self._run(delay, q))
+        q.append((self.env.now + delay, item))
+        self.pending += 1
+        ev = self.wakeups[delay]
+        if ev is not None and not ev.triggered:
+            self.wakeups[delay] = None
+            ev.succeed()
+
+    def _run(self, delay: float, q: deque) -> Any:
+        env = self.env
+        while True:
+            if not q:
+                ev = self.wakeups[delay] = env.event()
+                yield ev
+                continue
+            due = q[0][0]
+            if due > env.now:
+                yield env.timeout(due - env.now)
+            while q and q[0][0] <= env.now:
+                _, item = q.popleft()
+                self.pending -= 1
+                self.fire(item)
+
+
+class SimBackend:
+    """The simulator behind the :class:`sim.trace.Backend` contract."""
+
+    name = "sim"
+
+    def __init__(self, seed: int = 0, explain: bool = True):
+        self.seed = seed
+        self.env = simpy.Environment()
+        self.kernel: Kernel | None = None
+        self.latency = 0.00002
+        self.pending: dict[str, tuple[int, Blocked]] = {}  # proc -> (step index, blocked call)
+        self.waiters: list[tuple[Blocked, Callable[[Outcome], None]]] = []
+        self.done: list[Completion] = []
+        self.segments = 0
+        self.wire: FifoTimers | None = None
+        self.timers: FifoTimers | None = None
+        self.samples: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ set-up
+    def start(self, scenario: dict[str, Any]) -> None:
+        host = scenario.get("host", {})
+        sysctls = dict(host.get("sysctls", {}))
+        self.latency = float(host.get("latency", self.latency))
+        self.kernel = Kernel(sysctls, int(host.get("file_max", 2466170)), seed=self.seed)
+        for name, p in scenario["processes"].items():
+            self.kernel.add_process(name, int(p.get("nofile", 1024)), int(p.get("uid", 0)))
+        self.wire = FifoTimers(self.env, self._arrive)
+        self.timers = FifoTimers(self.env, self._timer)
+
+    def now(self) -> float:
+        return float(self.env.now)
+
+    # ------------------------------------------------------------------ plumbing
+    def _arrive(self, seg: Any) -> None:
+        self.segments += 1
+        self.kernel.deliver(seg, self.env.now)
+        self._flush()
+
+    def _timer(self, item: tuple[str, Any, int]) -> None:
+        kind, obj, gen = item
+        self.kernel.timer(kind, obj, gen, self.env.now)
+        self._flush()
+
+    def _flush(self) -> None:
+        k = self.kernel
+        while k.outbox or k.timer_requests:
+            out, k.outbox = k.outbox, []
+            for seg in out:
+                self.wire.add(self.latency, seg)
+            reqs, k.timer_requests = k.timer_requests, []
+            for kind, delay, obj, gen in reqs:
+                self.timers.add(delay, (kind, obj, gen))
+        self._wake()
+
+    def _wake(self) -> None:
+        if not self.pending and not self.waiters:
+            return
+        for proc, (index, blk) in list(self.pending.items()):
+            out = blk.resume(self.env.now)
+            if out.blocked is not None:
+                self.pending[proc] = (index, Blocked(proc, blk.call, out.blocked.resume, out.blocked.reason))
+                continue
+            del self.pending[proc]
+            self.done.append(Completion(index, self._result(out), self.env.now))
+            self._flush()
+        if self.waiters:
+            waiters, self.waiters = self.waiters, []
+            for blk, cb in waiters:
+                out = blk.resume(self.env.now)
+                if out.blocked is not None:
+                    self.waiters.append((Blocked(blk.proc, blk.call, out.blocked.resume, out.blocked.reason), cb))
+                else:
+                    cb(out)
+            if self.kernel.outbox or self.kernel.timer_requests:
+                self._flush()
+
+    def settle(self) -> None:
+        """Deliver every segment in flight (loopback is fast); timers due meanwhile fire too."""
+        n = 0
+        while self.wire.pending and n < MAX_SETTLE_EVENTS:
+            self.env.step()
+            n += 1
+
+    @staticmethod
+    def _result(out: Outcome) -> CallResult:
+        rid = out.rule
+        return CallResult(ret=out.ret, err=out.err, blocked=False, rule=rid,
+                          cite=RULES[rid].cite if rid in RULES else None,
+                          trail=out.trail, facts=out.facts)
+
+    # ------------------------------------------------------------------ the contract
+    def call(self, index: int, proc: str, call: str, args: dict[str, Any]) -> CallResult:
+        p = self.kernel.procs.get(proc)
+        if p is None or not p.alive:
+            return CallResult(ret=-1, err="PROCESS_GONE")
+        if proc in self.pending:
+            return CallResult(ret=-1, err="PROCESS_BUSY")
+        args = dict(args)
+        if call != "fork":
+            args.pop("as", None)
+        out = self.kernel.syscall(proc, call, args, self.env.now)
+        self._flush()
+        if out.blocked is not None:
+            self.pending[proc] = (index, out.blocked)
+            self.settle()
+            # the call may have completed while the network settled
+            for i, c in enumerate(self.done):
+                if c.index == index:
+                    self.done.pop(i)
+                    return c.result
+            r = CallResult(ret=None, err="BLOCKED", blocked=True)
+            r.facts = list(out.facts) + [out.blocked.reason]
+            r.trail = list(out.trail)
+            return r
+        self.settle()
+        return self._result(out)
+
+    def sleep(self, seconds: float) -> None:
+        self.env.run(until=self.env.now + seconds)
+        self.settle()
+
+    def observe(self, obs: dict[str, Any]) -> Any:
+        k = self.kernel
+        what = obs["what"]
+        if what == "tcp_states":
+            port = obs["port"]
+            rows = k.tcp_rows()
+            return {"local": sorted(r[4] for r in rows if r[1] == port),
+                    "remote": sorted(r[4] for r in rows if r[3] == port and r[2] is not None)}
+        if what == "fds":
+            return k.socket_fds(obs["proc"])
+        if what == "sockstat":
+            return k.sockstat()
+        if what == "queues":
+            return k.queues(obs["proc"], obs["sock"])
+        raise ValueError(what)
+
+    def completions(self) -> list[Completion]:
+        done, self.done = self.done, []
+        return done
+
+    def load(self, index: int, spec: dict[str, Any]) -> dict[str, Any]:
+        from .load import run_load
+
+        return run_load(self, spec)
+
+    def close(self) -> dict[str, Any]:
+        k = self.kernel
+        return {
+            "time": self.env.now,
+            "segments": self.segments,
+            "sockstat": k.sockstat(),
+            "time_wait": k.tw.count,
+            "time_wait_peak": k.tw.peak,
+            "tw_overflows": k.tw.overflows,
+            "tw_recycled": k.tw.recycled,
+            "ports_in_use": len(k.bhash.buckets),
+            "tcp_mem_bytes": k.pool.bytes,
+            "tcp_mem_peak_bytes": k.pool.peak,
+            "mib": dict(k.mib),
+            "processes": {n: {"fds": sorted(p.files.fds), "alive": p.alive} for n, p in k.procs.items()},
+            "tcp": [list(r) for r in k.tcp_rows()],
+        }

@@ -1,0 +1,156 @@
+"""Load steps: a connection pattern repeated at a fixed rate, driven as SimPy processes.
+
+The client process opens a socket, optionally sets SO_REUSEADDR and binds, connects, and closes
+(or waits for the server's FIN when the server closes first). The server process, if given,
+accepts each connection and closes it when the client has (or at once when it closes first).
+Every call goes through the same kernel syscalls as a scenario step.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..kernel.stack import Blocked, Outcome
+
+if TYPE_CHECKING:
+    from .host import SimBackend
+
+CONNECT_TIMEOUT = 2.0  # the real backend bounds each connect() at 2 s; so does the model
+
+
+def run_load(b: SimBackend, spec: dict[str, Any]) -> dict[str, Any]:
+    env, k = b.env, b.kernel
+    client, server = spec["proc"], spec.get("accept_proc")
+    rate, duration = float(spec["rate"]), float(spec["duration"])
+    start = env.now
+    n_total = int(round(rate * duration))
+    stats: dict[str, Any] = {"attempts": 0, "ok": 0, "errors": {}, "first_error": None,
+                             "first_error_at": None, "accepted": 0}
+    state = {"stop": False, "accepting": True}
+    samples: list[tuple[float, int, int]] = []
+
+    def sys(proc: str, call: str, **args: Any) -> Outcome:
+        out = k.syscall(proc, call, args, env.now)
+        b._flush()
+        return out
+
+    def error(name: str) -> None:
+        stats["errors"][name] = stats["errors"].get(name, 0) + 1
+        if stats["first_error"] is None:
+            stats["first_error"] = name
+            stats["first_error_at"] = round(env.now - start, 6)
+            if spec.get("stop_on_error"):
+                state["stop"] = True
+
+    def wait(out: Outcome, then: Callable[[Outcome], None]) -> None:
+        if out.blocked is None:
+            then(out)
+        else:
+            b.waiters.append((out.blocked, then))
+
+    def close_when_eof(proc: str, fd: int) -> None:
+        def after_recv(o: Outcome) -> None:
+            if o.err is None and o.ret and o.ret > 0:
+                wait(sys(proc, "recv", sock=fd, bytes=65536), after_recv)
+                return
+            sys(proc, "close", sock=fd)
+        wait(sys(proc, "recv", sock=fd, bytes=65536), after_recv)
+
+    def one_connection() -> None:
+        stats["attempts"] += 1
+        o = sys(client, "socket")
+        if o.err:
+            error(o.err)
+            return
+        fd = o.ret
+        if spec.get("reuseaddr"):
+            sys(client, "setsockopt", sock=fd, opt="SO_REUSEADDR", value=1)
+        if spec.get("bind_addr"):
+            o = sys(client, "bind", sock=fd, addr=spec["bind_addr"], port=0)
+            if o.err:
+                error(o.err)
+                sys(client, "close", sock=fd)
+                return
+        deadline = env.now + CONNECT_TIMEOUT
+
+        def after_connect(o: Outcome) -> None:
+            if o.err:
+                error(o.err)
+                sys(client, "close", sock=fd)
+                return
+            stats["ok"] += 1
+            if spec.get("close_first", "client") == "client":
+                sys(client, "close", sock=fd)
+            else:
+                close_when_eof(client, fd)
+
+        out = sys(client, "connect", sock=fd, addr=spec["addr"], port=spec["port"])
+        if out.blocked is not None:
+            blk = out.blocked
+
+            def resume_or_timeout(now: float) -> Outcome:
+                if now >= deadline:
+                    return Outcome(ret=-1, err="ETIMEDOUT")
+                return blk.resume(now)
+
+            b.waiters.append((Blocked(client, "connect", resume_or_timeout), after_connect))
+            env.process(_poke(env, deadline, b))
+        else:
+            after_connect(out)
+
+    def acceptor() -> Any:
+        listener = spec["listener"]
+
+        def after_accept(o: Outcome) -> None:
+            if not state["accepting"]:
+                return
+            if o.err is None:
+                stats["accepted"] += 1
+                fd = o.ret
+                if spec.get("close_first", "client") == "server":
+                    sys(server, "close", sock=fd)
+                else:
+                    close_when_eof(server, fd)
+                out = sys(server, "accept", sock=listener)
+                if out.blocked is not None:
+                    b.waiters.append((Blocked(server, "accept", out.blocked.resume), after_accept))
+                else:
+                    after_accept(out)
+
+        out = sys(server, "accept", sock=listener)
+        if out.blocked is not None:
+            b.waiters.append((Blocked(server, "accept", out.blocked.resume), after_accept))
+        else:
+            after_accept(out)
+        yield env.timeout(0)
+
+    def generator() -> Any:
+        for i in range(n_total):
+            due = start + i / rate
+            if due > env.now:
+                yield env.timeout(due - env.now)
+            if state["stop"]:
+                break
+            one_connection()
+            if i % 50 == 0:
+                samples.append((round(env.now - start, 6), k.tw.count, len(k.bhash.buckets)))
+
+    if server is not None:
+        env.process(acceptor())
+    proc = env.process(generator())
+    env.run(until=proc)
+    env.run(until=max(env.now, start + duration))
+    b.settle()
+    state["accepting"] = False
+    # abandon the acceptor's pending accept so it does not outlive the step
+    b.waiters = [(blk, cb) for blk, cb in b.waiters if blk.proc != server or blk.call != "accept"]
+    # what only the model can know (not compared with the real kernel)
+    stats["model"] = {"time_wait_peak": k.tw.peak, "samples": samples,
+                      "columns": ["t", "time_wait", "ports_in_use"]}
+    return stats
+
+
+def _poke(env: Any, at: float, b: SimBackend) -> Any:
+    """Wake the waiters at a connect() deadline so a timed-out connect is reported."""
+    yield env.timeout(max(0.0, at - env.now))
+    b._wake()

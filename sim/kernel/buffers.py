@@ -1,0 +1,97 @@
+"""Socket buffers: SO_SNDBUF/SO_RCVBUF as stored and reported, queue capacities, the TCP pool.
+
+Socket buffer memory is kernel memory that is never paged out (skbs are allocated from slab
+caches in the kernel's direct map). TCP charges it to one global pool measured in pages against
+``net.ipv4.tcp_mem`` (min, pressure, max).
+"""
+
+from __future__ import annotations
+
+from .rules import fact, rule
+
+SKB_TRUESIZE_OVERHEAD = 256  # SKB_DATA_ALIGN(sizeof(struct sk_buff)) on x86_64
+TCP_SKB_MIN_TRUESIZE = 2048 + SKB_TRUESIZE_OVERHEAD
+SOCK_MIN_SNDBUF = 2 * TCP_SKB_MIN_TRUESIZE  # 4608
+SOCK_MIN_RCVBUF = TCP_SKB_MIN_TRUESIZE  # 2304
+PAGE = 4096
+# Payload that fits in a buffer of a given size: the kernel charges skb truesize, not payload.
+# Measured on loopback (6.18): about three quarters of the buffer holds payload.
+PAYLOAD_RATIO = 0.75
+# tcp_sndbuf_expand(): 2 * per_mss * nr_segs on loopback (MSS 65483); measured 3939840 = 30 * 131328.
+LOOPBACK_EXPANDED_SNDBUF = 3939840
+
+
+@rule("buf.sndbuf", "buffers")
+def set_sndbuf(val: int, wmem_max: int, force: bool = False) -> int:
+    """sk_setsockopt() SO_SNDBUF in net/core/sock.c: min(val, wmem_max) doubled, at least SOCK_MIN_SNDBUF."""
+    v = val if force else min(val, wmem_max)
+    v = max(v, 0)
+    stored = max(v * 2, SOCK_MIN_SNDBUF)
+    fact(f"SO_SNDBUF {val}: capped by wmem_max {wmem_max} -> {v}, doubled and floored at "
+         f"{SOCK_MIN_SNDBUF} -> {stored}")
+    return stored
+
+
+@rule("buf.rcvbuf", "buffers")
+def set_rcvbuf(val: int, rmem_max: int, force: bool = False) -> int:
+    """__sock_set_rcvbuf() in net/core/sock.c: min(val, rmem_max) doubled, at least SOCK_MIN_RCVBUF."""
+    v = val if force else min(val, rmem_max)
+    v = max(v, 0)
+    stored = max(v * 2, SOCK_MIN_RCVBUF)
+    fact(f"SO_RCVBUF {val}: capped by rmem_max {rmem_max} -> {v}, doubled and floored at "
+         f"{SOCK_MIN_RCVBUF} -> {stored}")
+    return stored
+
+
+@rule("buf.sndbuf_expand", "buffers")
+def expand_sndbuf(current: int, wmem_max2: int) -> int:
+    """tcp_sndbuf_expand() in net/ipv4/tcp_input.c: an unlocked send buffer grows at connection setup."""
+    new = min(max(current, LOOPBACK_EXPANDED_SNDBUF), wmem_max2)
+    if new != current:
+        fact(f"send buffer autotuned from {current} to {new} (tcp_wmem[2] = {wmem_max2})")
+    return new
+
+
+def payload_capacity(buf: int) -> int:
+    return int(buf * PAYLOAD_RATIO)
+
+
+def pages(nbytes: int) -> int:
+    return (nbytes + PAGE - 1) // PAGE
+
+
+class TcpMemPool:
+    """``tcp_memory_allocated`` against ``tcp_mem`` (pages): the pool that can never be paged out."""
+
+    def __init__(self, tcp_mem: tuple[int, int, int]):
+        self.low, self.pressure, self.high = tcp_mem
+        self.bytes = 0
+        self.peak = 0
+        self.pressure_events = 0
+        self.in_pressure = False
+
+    @property
+    def pages(self) -> int:
+        return pages(self.bytes)
+
+    @rule("buf.tcp_mem", "buffers", "minor")
+    def can_charge(self, nbytes: int) -> bool:
+        """__sk_mem_raise_allocated() in net/core/sock.c: charges over tcp_mem[2] fail (sk_stream_wait_memory)."""
+        after = pages(self.bytes + nbytes)
+        if after > self.high:
+            fact(f"TCP memory would be {after} pages, over tcp_mem[2] = {self.high}")
+            return False
+        if after > self.pressure and not self.in_pressure:
+            self.in_pressure = True
+            self.pressure_events += 1
+            fact(f"TCP memory {after} pages is over tcp_mem[1] = {self.pressure}: memory pressure")
+        return True
+
+    def charge(self, nbytes: int) -> None:
+        self.bytes += nbytes
+        self.peak = max(self.peak, self.bytes)
+
+    def uncharge(self, nbytes: int) -> None:
+        self.bytes -= nbytes
+        if self.in_pressure and pages(self.bytes) < self.low:
+            self.in_pressure = False

@@ -1,0 +1,243 @@
+"""The port-occupancy table: bind buckets, conflict rules, ephemeral port allocation.
+
+One :class:`BindBucket` per port (``inet_bind_bucket``) lists its owners: bound sockets,
+listeners, accepted children (which inherit the listener's bucket), connect()-autobound sockets
+and TIME_WAIT entries. A port is free again when its last owner leaves.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Callable, Iterable
+
+from .errors import SysError
+from .rules import fact, rule
+
+V4_ANY = ipaddress.IPv4Address("0.0.0.0")
+V6_ANY = ipaddress.IPv6Address("::")
+LOOPBACK4_IPV6 = ipaddress.IPv4Address("127.0.0.6")  # inet6_bind(): rcv_saddr of a pure-IPv6 bind
+TIME_WAIT_STATE = 6
+LISTEN_STATE = 10
+
+
+class Endpoint:
+    """The addressing part of a socket or TIME_WAIT entry as the bind rules see it."""
+
+    __slots__ = ()
+
+    # Implementers provide: family (4 or 6), addr6 (IPv6Address | None), saddr4 (IPv4Address),
+    # ipv6only (bool), reuse, reuseport (bool), uid (int), tcp_state (int)
+
+
+def split_addr(family: int, addr: str, v6only: bool) -> tuple[ipaddress.IPv6Address | None, ipaddress.IPv4Address, bool]:
+    """(addr6, rcv_saddr, ipv6only) as inet_bind()/inet6_bind() store them."""
+    ip = ipaddress.ip_address(addr)
+    if family == 4:
+        return None, ip, False  # type: ignore[return-value]
+    assert isinstance(ip, ipaddress.IPv6Address)
+    if ip.ipv4_mapped is not None:
+        return ip, ip.ipv4_mapped, v6only
+    if ip == V6_ANY:
+        return ip, V4_ANY, v6only
+    return ip, LOOPBACK4_IPV6, True  # inet6_bind(): a specific IPv6 address makes the socket v6-only
+
+
+def _v6_type(a: ipaddress.IPv6Address | None) -> str:
+    if a is None or a.ipv4_mapped is not None:
+        return "mapped"
+    if a == V6_ANY:
+        return "any"
+    return "unicast"
+
+
+@rule("bind.addr_overlap", "ports", "minor")
+def rcv_saddr_equal(sk: Any, sk2: Any) -> bool:
+    """inet_rcv_saddr_equal() in net/ipv4/inet_connection_sock.c: do two bound addresses overlap (wildcards match)?"""
+    if sk.family == 4:
+        # ipv4_rcv_saddr_equal(sk1, sk2, ipv6_only_sock(sk2), true, true)
+        if sk2.ipv6only:
+            return False
+        return sk.saddr4 == sk2.saddr4 or sk.saddr4 == V4_ANY or sk2.saddr4 == V4_ANY
+    # ipv6_rcv_saddr_equal()
+    t1 = _v6_type(sk.addr6)
+    t2 = _v6_type(sk2.addr6 if sk2.family == 6 else None)
+    if t1 == "mapped" and t2 == "mapped":
+        if sk2.ipv6only:
+            return False
+        return sk.saddr4 == sk2.saddr4 or sk.saddr4 == V4_ANY or sk2.saddr4 == V4_ANY
+    if t1 == "any" and t2 == "any":
+        return True
+    if t2 == "any" and not (sk2.ipv6only and t1 == "mapped"):
+        return True
+    if t1 == "any" and not (sk.ipv6only and t2 == "mapped"):
+        return True
+    return sk2.family == 6 and sk.addr6 == sk2.addr6
+
+
+@rule("bind.conflict", "ports", "minor")
+def bind_conflict(sk: Any, sk2: Any, relax: bool, reuseport_ok: bool) -> bool:
+    """inet_bind_conflict() via inet_csk_bind_conflict() in net/ipv4/inet_connection_sock.c."""
+    if sk2 is sk:
+        return False
+    if not rcv_saddr_equal(sk, sk2):
+        return False
+    if sk.reuse and sk2.reuse and sk2.tcp_state != LISTEN_STATE:
+        # SO_REUSEADDR on both and the existing one not listening: shared when relaxed
+        if not relax:
+            return True
+        return False
+    if (reuseport_ok and sk.reuseport and sk2.reuseport
+            and (sk2.tcp_state == TIME_WAIT_STATE or sk.uid == sk2.uid)):
+        return False
+    return True
+
+
+def describe_owner(o: Any) -> str:
+    kind = "TIME_WAIT entry" if o.tcp_state == TIME_WAIT_STATE and getattr(o, "is_tw", False) else "socket"
+    flags = [n for n, v in (("SO_REUSEADDR", o.reuse), ("SO_REUSEPORT", o.reuseport)) if v]
+    addr = str(o.addr6) if o.family == 6 else str(o.saddr4)
+    from .tcp import State  # local: avoid a cycle at import time
+
+    st = State(o.tcp_state).name if o.tcp_state in State._value2member_map_ else str(o.tcp_state)
+    if not getattr(o, "is_tw", False) and st == "CLOSE":
+        st = "bound"
+    return f"{kind} {addr} ({st}{', ' + ', '.join(flags) if flags else ', no reuse options'})"
+
+
+class BindBucket:
+    """``inet_bind_bucket``: every owner of one port."""
+
+    __slots__ = ("port", "owners")
+
+    def __init__(self, port: int):
+        self.port = port
+        self.owners: list[Any] = []
+
+    def has_bind_owner(self) -> bool:
+        """fastreuse >= 0 || fastreuseport >= 0: some owner got the port from bind()/listen().
+
+        Since Linux 6.18 ("tcp: Update bind bucket state on port release") the bucket returns to
+        connect()-only use (fastreuse = -1) once its last bind() owner has left.
+        """
+        return any(not o.connect_bind for o in self.owners)
+
+
+class BindTable:
+    """``inet_hashinfo.bhash`` for one network namespace: port -> BindBucket."""
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, BindBucket] = {}
+
+    def owners(self, port: int) -> list[Any]:
+        b = self.buckets.get(port)
+        return b.owners if b else []
+
+    def add(self, port: int, owner: Any) -> None:
+        b = self.buckets.get(port)
+        if b is None:
+            b = self.buckets[port] = BindBucket(port)
+        b.owners.append(owner)
+
+    def remove(self, port: int, owner: Any) -> None:
+        """inet_put_port(): leave the bucket; the bucket goes when its last owner leaves."""
+        b = self.buckets.get(port)
+        if b is None:
+            return
+        try:
+            b.owners.remove(owner)
+        except ValueError:
+            return
+        if not b.owners:
+            del self.buckets[port]
+
+    def conflicts(self, sk: Any, port: int, relax: bool, reuseport_ok: bool) -> list[Any]:
+        return [o for o in self.owners(port) if bind_conflict(sk, o, relax, reuseport_ok)]
+
+    @rule("bind.explicit_port", "ports")
+    def check_explicit(self, sk: Any, port: int) -> None:
+        """inet_csk_get_port() in net/ipv4/inet_connection_sock.c: a taken port gives EADDRINUSE (__inet_bind)."""
+        bad = self.conflicts(sk, port, relax=True, reuseport_ok=True)
+        if bad:
+            for o in bad[:3]:
+                fact(f"port {port} is held by a {describe_owner(o)}")
+            fact("sharing needs SO_REUSEADDR on both sockets with the existing one not listening, "
+                 "or SO_REUSEPORT on both with the same owner uid")
+            raise SysError("EADDRINUSE", "bind.explicit_port")
+        owners = self.owners(port)
+        if owners:
+            fact(f"port {port} is shared with {len(owners)} existing owner(s): no conflict")
+        else:
+            fact(f"port {port} has no owner")
+
+    @rule("bind.find_open_port", "ports", "ephemeral")
+    def find_open_port(self, sk: Any, low: int, high: int, reserved: Iterable[int],
+                       rand_below: Callable[[int], int], autobind_reuse: bool) -> int:
+        """inet_csk_find_open_port() in net/ipv4/inet_connection_sock.c: bind(0)/listen() autobind, odd offsets first."""
+        reserved = set(reserved)
+        relax = False
+        attempt_half = 1 if sk.reuse else 0
+        while True:
+            lo, hi = low, high + 1
+            if hi - lo < 4:
+                attempt_half = 0
+            if attempt_half:
+                half = lo + (((hi - lo) >> 2) << 1)
+                if attempt_half == 1:
+                    hi = half
+                else:
+                    lo = half
+            remaining = hi - lo
+            if remaining > 1:
+                remaining &= ~1
+            offset = rand_below(remaining) if remaining > 0 else 0
+            offset |= 1
+            for _parity in range(2):
+                port = lo + offset
+                for _ in range(0, remaining, 2):
+                    if port >= hi:
+                        port -= remaining
+                    if port not in reserved and not self.conflicts(sk, port, relax, False):
+                        fact(f"port {port} is free for bind (range {low}-{high}, searched from offset {offset})")
+                        return port
+                    port += 2
+                offset -= 1
+                if offset & 1:
+                    break
+            if attempt_half == 1:
+                attempt_half = 2
+                continue
+            if autobind_reuse and not relax:
+                relax = True
+                attempt_half = 0
+                continue
+            fact(f"every port in {low}-{high} conflicts with an existing owner")
+            raise SysError("EADDRINUSE", "bind.find_open_port")
+
+    @rule("connect.hash_connect", "ports", "ephemeral")
+    def hash_connect(self, low: int, high: int, reserved: Iterable[int], start: int,
+                     established_ok: Callable[[int], bool]) -> tuple[int, int]:
+        """__inet_hash_connect() in net/ipv4/inet_hashtables.c: connect() autobind, ports of low's parity first."""
+        reserved = set(reserved)
+        hi = high + 1
+        remaining = hi - low
+        if remaining > 1:
+            remaining &= ~1
+        offset = (start % remaining) & ~1 if remaining > 0 else 0
+        i = 0
+        while True:
+            port = low + offset
+            for i in range(0, remaining, 2):
+                if port >= hi:
+                    port -= remaining
+                if port not in reserved:
+                    b = self.buckets.get(port)
+                    if b is None or (not b.has_bind_owner() and established_ok(port)):
+                        fact(f"port {port} chosen for connect() (4-tuple free; range {low}-{high})")
+                        return port, i
+                port += 2
+            offset += 1
+            if (offset & 1) and remaining > 1:
+                continue
+            break
+        fact(f"no port in {low}-{high} has a free 4-tuple to this destination")
+        raise SysError("EADDRNOTAVAIL", "connect.hash_connect")

@@ -1,0 +1,234 @@
+"""Open sockets (``struct socket`` + ``struct sock``/TCB), socket() validation and socket options."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import deque
+from typing import Any
+
+from . import buffers
+from .errors import SysError
+from .ports import V4_ANY, split_addr
+from .rules import fact, rule
+from .tcp import State
+
+SS_UNCONNECTED, SS_CONNECTING, SS_CONNECTED, SS_DISCONNECTING = range(1, 5)
+RCV_SHUTDOWN, SEND_SHUTDOWN = 1, 2
+
+
+class Sock:
+    """One open socket: the VFS ``struct socket`` and its protocol ``struct sock`` (the TCB for TCP)."""
+
+    _ids = 0
+
+    def __init__(self, family: int, kind: str, uid: int, sndbuf: int, rcvbuf: int, v6only_default: bool):
+        Sock._ids += 1
+        self.id = Sock._ids
+        self.family = family  # 4 or 6
+        self.kind = kind  # "tcp", "udp", "raw"
+        self.uid = uid
+        # options
+        self.reuse = False
+        self.reuseport = False
+        self.linger: tuple[int, int] = (0, 0)
+        self.v6only_opt = v6only_default
+        self.bind_no_port = False
+        self.nodelay = 0
+        self.keepalive = 0
+        self.linger2 = 0
+        self.syn_retries: int | None = None
+        self.sndbuf, self.rcvbuf = sndbuf, rcvbuf
+        self.snd_lock = self.rcv_lock = False
+        # addressing / bind state
+        self.tcp_state = int(State.CLOSE)
+        self.sock_state = SS_UNCONNECTED
+        self.addr6: ipaddress.IPv6Address | None = ipaddress.IPv6Address("::") if family == 6 else None
+        self.saddr4 = V4_ANY
+        self.laddr: str = "::" if family == 6 else "0.0.0.0"
+        self.lport = 0
+        self.raddr: str | None = None
+        self.rport = 0
+        self.bindport_lock = False  # SOCK_BINDPORT_LOCK: keeps the port until close()
+        self.connect_bind = False  # SOCK_CONNECT_BIND: the port came from connect()
+        self.in_bhash = False
+        self.in_ehash = False
+        # listener
+        self.backlog = 0
+        self.accept_q: deque[Sock] = deque()
+        self.parent: Sock | None = None
+        self.is_request = False
+        self.listen_overflows = 0
+        # connection
+        self.err: str | None = None  # sk_err (pending error)
+        self.shutdown = 0
+        self.done = False  # SOCK_DONE: FIN received
+        self.dead = False  # SOCK_DEAD: orphaned (no file refers to it)
+        self.rcv_q = 0  # bytes received, not yet read (SIOCINQ)
+        self.rcv_nxt = 0  # total bytes received
+        self.write_seq = 0  # total bytes queued by the application
+        self.snd_nxt = 0  # total bytes transmitted
+        self.snd_una = 0  # total bytes acknowledged by the peer
+        self.snd_edge = 0  # right edge of the peer's window (ack + wnd)
+        self.fin_pending = False
+        self.fin_sent = False
+        self.fin_acked = False
+        self.syn_gen = 0
+        self.syn_tries = 0
+        self.used_ts = False
+        self.established_at: float | None = None
+
+    @property
+    def snd_q(self) -> int:
+        """write_seq - snd_una: bytes queued and not yet acknowledged (SIOCOUTQ)."""
+        return self.write_seq - self.snd_una
+
+    @property
+    def unsent(self) -> int:
+        return self.write_seq - self.snd_nxt
+
+    # ---- bind-rule view (see ports.py)
+    @property
+    def ipv6only(self) -> bool:
+        return self.family == 6 and self.v6only_opt
+
+    def set_local(self, addr: str, port: int) -> None:
+        fam = self.family
+        a6, s4, only = split_addr(fam, addr, self.v6only_opt)
+        self.addr6, self.saddr4 = a6, s4
+        if fam == 6 and only and not self.v6only_opt:
+            self.v6only_opt = True  # inet6_bind(): binding a specific IPv6 address sets ipv6only
+        self.laddr = norm_addr(addr)
+        self.lport = port
+
+    def key(self) -> tuple:
+        return (self.laddr, self.lport, self.raddr, self.rport)
+
+    def describe(self) -> str:
+        st = State(self.tcp_state).name if self.kind == "tcp" else self.kind.upper()
+        r = f" -> {self.raddr}:{self.rport}" if self.raddr else ""
+        return f"{self.kind} {self.laddr}:{self.lport}{r} {st}"
+
+
+def norm_addr(addr: str) -> str:
+    """4-tuple form of an address: IPv4-mapped IPv6 addresses become plain IPv4."""
+    ip = ipaddress.ip_address(addr)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+FAMILIES = {"AF_INET": 4, "AF_INET6": 6}
+PROTOS = {0: 0, "IPPROTO_TCP": 6, "IPPROTO_UDP": 17}
+
+
+@rule("socket.create", "sockets")
+def socket_kind(family: str, type_: str, protocol: Any, privileged: bool) -> str:
+    """inet_create() in net/ipv4/af_inet.c: the (type, protocol) pair must match an inetsw entry."""
+    if family not in FAMILIES:
+        raise SysError("EAFNOSUPPORT", "socket.create")
+    proto = PROTOS.get(protocol, protocol)
+    table = {"SOCK_STREAM": (6, "tcp"), "SOCK_DGRAM": (17, "udp")}
+    if type_ == "SOCK_RAW":
+        if proto == 0:
+            fact("SOCK_RAW needs an explicit protocol (IPPROTO_IP is no wildcard for raw)")
+            raise SysError("EPROTONOSUPPORT", "socket.create")
+        if not privileged:
+            fact("SOCK_RAW needs CAP_NET_RAW")
+            raise SysError("EPERM", "socket.create")
+        return "raw"
+    if type_ not in table:
+        fact(f"{family} has no {type_} protocol registered (inetsw)")
+        raise SysError("ESOCKTNOSUPPORT", "socket.create")
+    want, kind = table[type_]
+    if proto not in (0, want):
+        fact(f"{type_} with protocol {protocol} has no inetsw entry")
+        raise SysError("EPROTONOSUPPORT", "socket.create")
+    fact(f"{family}/{type_}/{protocol or 0} selects {kind.upper()}")
+    return kind
+
+
+SOL = {
+    "SO_REUSEADDR": "reuse", "SO_REUSEPORT": "reuseport", "SO_KEEPALIVE": "keepalive",
+    "TCP_NODELAY": "nodelay", "IP_BIND_ADDRESS_NO_PORT": "bind_no_port",
+}
+
+
+@rule("sockopt.set", "sockets")
+def setsockopt(sk: Sock, opt: str, value: Any, sysctls: dict) -> None:
+    """sk_setsockopt() in net/core/sock.c; do_tcp_setsockopt(); do_ipv6_setsockopt(); socket(7), tcp(7), ipv6(7)."""
+    if opt in SOL:
+        if not isinstance(value, int):
+            raise SysError("EINVAL", "sockopt.set")
+        setattr(sk, SOL[opt], 1 if value else 0)
+        if opt in ("SO_REUSEADDR", "SO_REUSEPORT"):
+            sk_attr = SOL[opt]
+            setattr(sk, sk_attr, bool(value))
+        return
+    if opt == "SO_LINGER":
+        if not isinstance(value, (tuple, list)):
+            raise SysError("EINVAL", "sockopt.set")
+        sk.linger = (1 if value[0] else 0, max(0, int(value[1])))
+        return
+    if opt == "SO_SNDBUF":
+        sk.sndbuf = buffers.set_sndbuf(int(value), sysctls["wmem_max"])
+        sk.snd_lock = True
+        return
+    if opt == "SO_RCVBUF":
+        sk.rcvbuf = buffers.set_rcvbuf(int(value), sysctls["rmem_max"])
+        sk.rcv_lock = True
+        return
+    if opt == "IPV6_V6ONLY":
+        if sk.family != 6:
+            fact("IPV6_V6ONLY is an IPPROTO_IPV6 option: an AF_INET socket has no such level")
+            raise SysError("ENOPROTOOPT", "sockopt.set")
+        if sk.lport or sk.in_bhash:
+            fact("do_ipv6_setsockopt(): IPV6_V6ONLY cannot change once the socket is bound")
+            raise SysError("EINVAL", "sockopt.set")
+        sk.v6only_opt = bool(value)
+        return
+    if opt == "TCP_LINGER2":
+        sk.linger2 = int(value)
+        return
+    if opt == "TCP_SYNCNT":
+        if not 1 <= int(value) <= 127:
+            raise SysError("EINVAL", "sockopt.set")
+        sk.syn_retries = int(value)
+        return
+    if opt == "TCP_MAXSEG":
+        return
+    if opt in ("SO_ERROR", "SO_TYPE", "SO_ACCEPTCONN"):
+        fact(f"{opt} is read-only")
+        raise SysError("ENOPROTOOPT", "sockopt.set")
+    fact(f"{opt} is not a Linux socket option")
+    raise SysError("ENOPROTOOPT", "sockopt.set")
+
+
+@rule("sockopt.get", "sockets")
+def getsockopt(sk: Sock, opt: str) -> Any:
+    """sk_getsockopt() in net/core/sock.c; do_tcp_getsockopt(); socket(7), tcp(7)."""
+    if opt in SOL:
+        return int(getattr(sk, SOL[opt]))
+    if opt == "SO_LINGER":
+        return list(sk.linger)
+    if opt == "SO_SNDBUF":
+        return sk.sndbuf
+    if opt == "SO_RCVBUF":
+        return sk.rcvbuf
+    if opt == "SO_ERROR":
+        err, sk.err = sk.err, None
+        return err or 0
+    if opt == "SO_TYPE":
+        return {"tcp": 1, "udp": 2, "raw": 3}[sk.kind]
+    if opt == "SO_ACCEPTCONN":
+        return int(sk.tcp_state == State.LISTEN)
+    if opt == "IPV6_V6ONLY":
+        if sk.family != 6:
+            raise SysError("ENOPROTOOPT", "sockopt.get")
+        return int(sk.v6only_opt)
+    if opt == "TCP_LINGER2":
+        return sk.linger2
+    if opt == "TCP_SYNCNT":
+        return sk.syn_retries or 0
+    if opt == "TCP_MAXSEG":
+        return 536 if sk.tcp_state != State.ESTABLISHED else 32741
+    raise SysError("ENOPROTOOPT", "sockopt.get")

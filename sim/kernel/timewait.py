@@ -1,0 +1,112 @@
+"""TIME_WAIT: the small minisock that outlives a closed connection for 2MSL.
+
+``tcp_time_wait()`` replaces the full socket by an ``inet_timewait_sock`` that keeps the
+4-tuple, the reuse flags of its socket, and joins the port's bind bucket, so the port stays
+occupied. Entries are small (``__slots__``) because a busy client can hold hundreds of
+thousands of them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from .rules import fact, rule
+
+TCP_TIMEWAIT_LEN = 60.0  # include/net/tcp.h: (60*HZ), not a sysctl
+TIME_WAIT_STATE = 6
+FIN_WAIT2_STATE = 5
+LOOPBACK_V4 = ipaddress.ip_network("127.0.0.0/8")
+
+
+class TimeWaitSock:
+    """``inet_timewait_sock``: what is left of a connection after the active close."""
+
+    __slots__ = ("family", "addr6", "saddr4", "ipv6only", "reuse", "reuseport", "uid",
+                 "connect_bind", "laddr", "lport", "raddr", "rport", "substate", "entry",
+                 "expires", "ts_recent", "gen")
+    is_tw = True
+    tcp_state = TIME_WAIT_STATE
+
+    def __init__(self, sk: Any, substate: int, now: float, expires: float, ts: bool):
+        self.family = sk.family
+        self.addr6 = sk.addr6
+        self.saddr4 = sk.saddr4
+        self.ipv6only = sk.ipv6only
+        self.reuse = sk.reuse  # tw_reuse = sk->sk_reuse (inet_twsk_alloc)
+        self.reuseport = sk.reuseport
+        self.uid = sk.uid
+        self.connect_bind = sk.connect_bind
+        self.laddr, self.lport, self.raddr, self.rport = sk.laddr, sk.lport, sk.raddr, sk.rport
+        self.substate = substate
+        self.entry = now  # tw_entry_stamp
+        self.expires = expires
+        self.ts_recent = ts  # tw_ts_recent_stamp != 0: the connection used timestamps
+        self.gen = 0
+
+    @property
+    def shown_state(self) -> str:
+        return "FIN_WAIT2" if self.substate == FIN_WAIT2_STATE else "TIME_WAIT"
+
+
+class TimeWaitTable:
+    """``tcp_death_row``: the count of TIME_WAIT (and FIN_WAIT2) minisocks and their cap."""
+
+    def __init__(self, max_buckets: int):
+        self.max_buckets = max_buckets
+        self.count = 0
+        self.overflows = 0  # LINUX_MIB_TCPTIMEWAITOVERFLOW
+        self.recycled = 0  # LINUX_MIB_TWRECYCLED
+        self.peak = 0
+
+    @rule("tw.max_buckets", "timewait")
+    def admit(self) -> bool:
+        """inet_twsk_alloc() in net/ipv4/inet_timewait_sock.c: no minisock at tcp_max_tw_buckets (TCPTimeWaitOverflow)."""
+        if self.count >= self.max_buckets:
+            self.overflows += 1
+            fact(f"{self.count} TIME_WAIT entries already, tcp_max_tw_buckets is {self.max_buckets}: "
+                 "the socket is destroyed without TIME_WAIT")
+            return False
+        self.count += 1
+        self.peak = max(self.peak, self.count)
+        return True
+
+    def release(self) -> None:
+        self.count -= 1
+
+
+@rule("tw.reuse_for_connect", "timewait")
+def twsk_unique(tw: TimeWaitSock, explicitly_bound: bool, tw_reuse: int, reuse_delay_ms: int,
+                now: float) -> bool:
+    """tcp_twsk_unique() in net/ipv4/tcp_ipv4.c: may connect() take over this TIME_WAIT 4-tuple?"""
+    reuse = tw_reuse
+    if tw.substate == FIN_WAIT2_STATE:
+        reuse = 0
+    if reuse == 2:
+        loop = False
+        for a in (tw.laddr, tw.raddr):
+            ip = ipaddress.ip_address(a)
+            if isinstance(ip, ipaddress.IPv6Address):
+                ip = ip.ipv4_mapped or ip
+                loop = loop or ip.is_loopback
+            else:
+                loop = loop or ip in LOOPBACK_V4
+        if not loop:
+            reuse = 0
+    if not tw.ts_recent:
+        fact("the TIME_WAIT entry saw no timestamps (tcp_timestamps=0): never recycled")
+        return False
+    if explicitly_bound:
+        fact("the socket was bound explicitly: a TIME_WAIT 4-tuple with timestamps is recycled at once")
+        return True
+    age_ms = (now - tw.entry) * 1000.0
+    if reuse and age_ms > reuse_delay_ms:
+        fact(f"tcp_tw_reuse={tw_reuse} and the entry is {age_ms:.0f} ms old (> tcp_tw_reuse_delay "
+             f"{reuse_delay_ms} ms): recycled")
+        return True
+    if reuse:
+        fact(f"tcp_tw_reuse={tw_reuse} but the entry is only {age_ms:.0f} ms old "
+             f"(needs > {reuse_delay_ms} ms)")
+    else:
+        fact(f"tcp_tw_reuse={tw_reuse} does not allow reuse here")
+    return False

@@ -1,0 +1,144 @@
+"""Terminal output with rich: the timeline of a run, the end-of-run tables, the crosscheck table."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ..trace import StepRecord, Trace
+
+import sys
+
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+def _args_text(rec: StepRecord) -> str:
+    a = dict(rec.args)
+    if rec.kind == "sleep":
+        return f"sleep {a.get('seconds')} s"
+    if rec.kind == "observe":
+        what = a.pop("what", "")
+        return f"observe {what} " + " ".join(f"{k}={v}" for k, v in a.items())
+    if rec.kind == "load":
+        return (f"load {a.get('rate')}/s for {a.get('duration')} s -> {a.get('addr')}:{a.get('port')}")
+    parts = []
+    if rec.call == "socket":
+        parts = [str(a.get("family", "AF_INET")), str(a.get("type", "SOCK_STREAM")), str(a.get("protocol", 0))]
+        if a.get("nonblock"):
+            parts.append("SOCK_NONBLOCK")
+        a = {"as": a.get("as")}
+    positional = ("sock", "addr", "port", "backlog", "opt", "value", "bytes", "how", "fd")
+    for k, v in a.items():
+        if k in ("as",) or v in (None, []):
+            continue
+        parts.append(f"{v}" if k in positional else f"{k}={v}")
+    call = f"{rec.call}({', '.join(parts)})"
+    if a.get("as"):
+        call += f" as {a['as']}"
+    return call
+
+
+def outcome_text(rec: StepRecord) -> Text:
+    if rec.kind == "observe":
+        return Text(json.dumps(rec.obs, separators=(",", ":")) if not isinstance(rec.obs, str) else rec.obs)
+    if rec.kind == "load":
+        o = rec.obs or {}
+        errs = ", ".join(f"{k} x{v}" for k, v in (o.get("errors") or {}).items())
+        first = f"; first {o.get('first_error')} at {o.get('first_error_at'):.3f} s" if o.get("first_error") else ""
+        return Text(f"{o.get('ok', 0)}/{o.get('attempts', 0)} ok" + (f" ({errs})" if errs else "") + first)
+    if rec.kind == "sleep":
+        return Text("")
+    if rec.blocked:
+        if rec.completed_after is not None:
+            res = rec.err or (str(rec.ret) if rec.ret not in (None, 0) else "ok")
+            return Text(f"blocked -> {res} after step {rec.completed_after}", style="yellow")
+        return Text("BLOCKED", style="yellow")
+    if rec.err:
+        return Text(f"-1 {rec.err}", style="bold red")
+    return Text("ok" if rec.ret in (None, 0) else f"{rec.ret}", style="green")
+
+
+def print_timeline(trace: Trace, scenario: Any = None, explain: bool = False) -> None:
+    t = Table(title=f"{trace.scenario} ({trace.backend}, {trace.personality})", box=box.SIMPLE_HEAD)
+    t.add_column("#", justify="right")
+    t.add_column("time", justify="right")
+    t.add_column("process")
+    t.add_column("call")
+    t.add_column("result")
+    t.add_column("rule (source)", overflow="fold")
+    for rec in trace.steps:
+        rule = ""
+        if rec.rule:
+            rule = f"{rec.rule}: {rec.cite}" if rec.cite else rec.rule
+        if explain and rec.facts:
+            rule += "\n" + "\n".join(f"  - {f}" for f in rec.facts)
+        res = outcome_text(rec)
+        if rec.expect_ok is False:
+            res.append(f"  (expected {rec.expect})", style="bold magenta")
+        t.add_row(str(rec.index), f"{rec.time:.6f}".rstrip("0").rstrip(".") if rec.time else "0",
+                  rec.proc or "", _args_text(rec), res, rule)
+    console.print(t)
+
+
+def print_summary(trace: Trace) -> None:
+    s = trace.summary or {}
+    t = Table(title="kernel tables at the end", box=box.SIMPLE_HEAD, show_header=False)
+    t.add_column("what")
+    t.add_column("value", overflow="fold")
+    ss = s.get("sockstat", {})
+    t.add_row("simulated time", f"{s.get('time', 0):.6f} s")
+    t.add_row("sockstat TCP", " ".join(f"{k} {v}" for k, v in ss.items()))
+    t.add_row("TIME_WAIT entries", f"{s.get('time_wait', 0)} (peak {s.get('time_wait_peak', 0)}, "
+                                   f"overflows {s.get('tw_overflows', 0)}, recycled {s.get('tw_recycled', 0)})")
+    t.add_row("ports occupied", str(s.get("ports_in_use", 0)))
+    t.add_row("TCP memory (never paged)", f"{s.get('tcp_mem_bytes', 0)} B (peak {s.get('tcp_mem_peak_bytes', 0)} B)")
+    for name, p in (s.get("processes") or {}).items():
+        t.add_row(f"process {name}", f"fds {p['fds']}" + ("" if p["alive"] else " (exited)"))
+    rows = s.get("tcp") or []
+    if rows:
+        t.add_row("connections", "\n".join(
+            f"{r[0]}:{r[1]}" + (f" -> {r[2]}:{r[3]}" if r[2] else "") + f"  {r[4]}" for r in rows[:20])
+            + (f"\n... {len(rows) - 20} more" if len(rows) > 20 else ""))
+    if s.get("mib"):
+        t.add_row("counters", " ".join(f"{k} {v}" for k, v in sorted(s["mib"].items())))
+    console.print(t)
+    failed = trace.failed_expectations
+    with_expect = sum(1 for r in trace.steps if r.expect_ok is not None)
+    if with_expect:
+        style = "bold red" if failed else "bold green"
+        console.print(Text(f"expectations: {with_expect - len(failed)}/{with_expect} met", style=style))
+
+
+def print_side_by_side(scenario: Any, sim: Trace, real: Trace, result: Any) -> None:
+    t = Table(title=f"{sim.scenario}: simulator vs real kernel ({real.meta.get('kernel') or real.summary.get('kernel', '')})",
+              box=box.SIMPLE_HEAD)
+    t.add_column("#", justify="right")
+    t.add_column("process")
+    t.add_column("call")
+    t.add_column("simulator")
+    t.add_column("real kernel")
+    t.add_column("", justify="center")
+    t.add_column("simulator's rule / difference", overflow="fold")
+    by_index = {d.index: d for d in result.steps}
+    for a, b in zip(sim.steps, real.steps):
+        d = by_index.get(a.index)
+        mark = Text("=", style="green")
+        note = a.rule or ""
+        if d is not None and d.differences:
+            if d.tolerated:
+                mark = Text("~", style="yellow")
+                note = "tolerated: " + "; ".join(d.tolerated)
+            if d.disagree:
+                mark = Text("X", style="bold red")
+                note = "; ".join(d.disagree) + (f"  [rule {a.rule}: {a.cite}]" if a.rule else "")
+        t.add_row(str(a.index), a.proc or "", _args_text(a), outcome_text(a), outcome_text(b), mark, note)
+    console.print(t)
+    if result.unchecked:
+        console.print(Text("not cross-checkable here: " + "; ".join(result.unchecked), style="yellow"))
+    verdict = "AGREE" if result.agree else f"DISAGREE at step(s) {', '.join(map(str, result.disagreeing))}"
+    console.print(Text(f"verdict: {verdict}", style="bold green" if result.agree else "bold red"))
