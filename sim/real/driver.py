@@ -1,0 +1,787 @@
+"""The processes that live inside the private network namespace.
+
+This file runs as a plain script (``python -I -S driver.py --zygote FD``), so it uses only the
+standard library and imports nothing from ``sim``. Two roles:
+
+* the **zygote**: enters a new network namespace, brings ``lo`` up, writes the scenario's
+  per-namespace sysctls, then forks one scenario process per request. It is a child subreaper
+  (forked scenario processes are re-parented to it) and ignores SIGCHLD (its children are reaped
+  by the kernel). When its control channel to the controller closes, it kills its whole process
+  group and exits, so a controller that dies leaves nothing behind.
+* a **scenario process**: a child of the zygote driven over one AF_UNIX SOCK_SEQPACKET channel,
+  one JSON message per command and one per reply. Every socket call is the raw libc call made
+  through ctypes on plain fd numbers (no Python socket objects, so nothing is ever closed behind
+  the scenario's back), and the kernel decides every error.
+
+File-descriptor layout of a scenario process: 0, 1, 2 are /dev/null, /dev/null and the driver
+log (not sockets, as in a C program with its standard streams open), and the control channel
+sits at fd ``nofile`` -- at or above the RLIMIT_NOFILE soft limit -- so the kernel can never hand
+that slot to the scenario (alloc_fd() allocates below the limit, dup2() above it is EBADF) and
+the scenario sees exactly {0, 1, 2} plus its own sockets. The hard limit is raised to
+``nofile + 3`` so that fork can briefly park the two ends of a new channel above it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import json
+import mmap
+import os
+import resource
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+
+# ----------------------------------------------------------------------------- libc
+
+try:
+    libc = ctypes.CDLL(None, use_errno=True)
+except OSError:  # not a Unix: nothing here can run, but importing must not fail
+    libc = None
+
+c_int, c_uint, c_ulong, c_void_p = ctypes.c_int, ctypes.c_uint, ctypes.c_ulong, ctypes.c_void_p
+c_size_t, c_ssize_t, c_long = ctypes.c_size_t, ctypes.c_ssize_t, ctypes.c_long
+
+
+def _fn(name: str, restype, *argtypes):
+    f = getattr(libc, name, None)
+    if f is None:
+        return None
+    f.restype = restype
+    f.argtypes = list(argtypes)
+    return f
+
+
+_socket = _fn("socket", c_int, c_int, c_int, c_int)
+_bind = _fn("bind", c_int, c_int, c_void_p, c_uint)
+_connect = _fn("connect", c_int, c_int, c_void_p, c_uint)
+_listen = _fn("listen", c_int, c_int, c_int)
+_accept = _fn("accept", c_int, c_int, c_void_p, c_void_p)
+_send = _fn("send", c_ssize_t, c_int, c_void_p, c_size_t, c_int)
+_recv = _fn("recv", c_ssize_t, c_int, c_void_p, c_size_t, c_int)
+_shutdown = _fn("shutdown", c_int, c_int, c_int)
+_close = _fn("close", c_int, c_int)
+_dup = _fn("dup", c_int, c_int)
+_dup2 = _fn("dup2", c_int, c_int, c_int)
+_getsockname = _fn("getsockname", c_int, c_int, c_void_p, ctypes.POINTER(c_uint))
+_setsockopt = _fn("setsockopt", c_int, c_int, c_int, c_int, c_void_p, c_uint)
+_getsockopt = _fn("getsockopt", c_int, c_int, c_int, c_int, c_void_p, ctypes.POINTER(c_uint))
+_fcntl = _fn("fcntl", c_int, c_int, c_int, c_long)
+_ioctl = _fn("ioctl", c_int, c_int, c_ulong, c_void_p)
+_unshare = _fn("unshare", c_int, c_int)
+_prctl = _fn("prctl", c_int, c_int, c_ulong, c_ulong, c_ulong, c_ulong)
+
+CLONE_NEWNET = 0x40000000
+CLONE_NEWUSER = 0x10000000
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+SIOCINQ, SIOCOUTQ = 0x541B, 0x5411
+F_GETFL, F_SETFL, O_NONBLOCK = 3, 4, 0o4000
+SO_DOMAIN = 39
+
+# ----------------------------------------------------------------------------- names -> numbers
+
+FAMILIES = {"AF_UNIX": 1, "AF_INET": 2, "AF_INET6": 10, "AF_PACKET": 17}
+TYPES = {"SOCK_STREAM": 1, "SOCK_DGRAM": 2, "SOCK_RAW": 3, "SOCK_SEQPACKET": 5}
+PROTOCOLS = {0: 0, "0": 0, "IPPROTO_TCP": 6, "IPPROTO_UDP": 17, "IPPROTO_SCTP": 132}
+SOCK_NONBLOCK = 0o4000
+SOL_SOCKET, IPPROTO_IP, IPPROTO_TCP, IPPROTO_IPV6 = 1, 0, 6, 41
+OPTIONS = {
+    "SO_REUSEADDR": (SOL_SOCKET, 2),
+    "SO_REUSEPORT": (SOL_SOCKET, 15),
+    "SO_LINGER": (SOL_SOCKET, 13),
+    "SO_SNDBUF": (SOL_SOCKET, 7),
+    "SO_RCVBUF": (SOL_SOCKET, 8),
+    "SO_KEEPALIVE": (SOL_SOCKET, 9),
+    "SO_ERROR": (SOL_SOCKET, 4),
+    "SO_TYPE": (SOL_SOCKET, 3),
+    "SO_ACCEPTCONN": (SOL_SOCKET, 30),
+    "IPV6_V6ONLY": (IPPROTO_IPV6, 26),
+    "TCP_NODELAY": (IPPROTO_TCP, 1),
+    "TCP_MAXSEG": (IPPROTO_TCP, 2),
+    "IP_BIND_ADDRESS_NO_PORT": (IPPROTO_IP, 24),
+    "TCP_LINGER2": (IPPROTO_TCP, 8),
+    "TCP_SYNCNT": (IPPROTO_TCP, 7),
+    # Winsock's number, (int)~SO_REUSEADDR; Linux has no such option and answers ENOPROTOOPT.
+    "SO_EXCLUSIVEADDRUSE": (SOL_SOCKET, -5),
+}
+MSG_FLAGS = {"MSG_OOB": 0x1, "MSG_PEEK": 0x2, "MSG_DONTWAIT": 0x40, "MSG_WAITALL": 0x100,
+             "MSG_NOSIGNAL": 0x4000}
+SHUT = {"SHUT_RD": 0, "SHUT_WR": 1, "SHUT_RDWR": 2}
+
+# Errno spellings that name the same number on Linux: the trace always uses the first column.
+ERRNO_ALIASES = {"EWOULDBLOCK": "EAGAIN", "ENOTSUP": "EOPNOTSUPP", "EDEADLOCK": "EDEADLK"}
+
+MAX_MSG = 1 << 16
+CHILD_EHASH = 8192  # buckets of the namespace's own established-connection hash table
+LOAD_IO_TIMEOUT = 2.0  # load steps: bound on each connect() and each wait for EOF, seconds
+
+
+def errname(num: int) -> str:
+    name = errno.errorcode.get(num, f"E{num}")
+    return ERRNO_ALIASES.get(name, name)
+
+
+def _result(rc: int) -> tuple[int, str | None]:
+    if rc < 0:
+        return -1, errname(ctypes.get_errno())
+    return int(rc), None
+
+
+def _int32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v & 0x80000000 else v
+
+
+def sockaddr(addr: str, port: int, sock_family: int | None) -> bytes:
+    """struct sockaddr_in / sockaddr_in6 for ``addr``.
+
+    Scenario addresses are family-neutral: an IPv4 literal used on an AF_INET6 socket means its
+    v4-mapped form, and 0.0.0.0 there means the IPv6 wildcard ``::``.
+    """
+    if ":" not in addr and sock_family == socket.AF_INET6:
+        addr = "::" if addr == "0.0.0.0" else "::ffff:" + addr
+    if ":" in addr:
+        return (struct.pack("=H", socket.AF_INET6) + struct.pack("!H", port) + bytes(4)
+                + socket.inet_pton(socket.AF_INET6, addr) + bytes(4))
+    return (struct.pack("=H", socket.AF_INET) + struct.pack("!H", port)
+            + socket.inet_pton(socket.AF_INET, addr) + bytes(8))
+
+
+def sock_family(fd: int) -> int | None:
+    val = c_int(0)
+    ln = c_uint(4)
+    if _getsockopt(fd, SOL_SOCKET, SO_DOMAIN, ctypes.byref(val), ctypes.byref(ln)) < 0:
+        return None
+    return val.value
+
+
+class _Buffer:
+    """An anonymous mapping reused for send/recv; untouched pages read as zeros."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.map: mmap.mmap | None = None
+        self.ref = None
+        self.addr = 0
+
+    def get(self, n: int) -> int:
+        if n > self.size:
+            size = max(n, 1 << 16)
+            m = mmap.mmap(-1, size)
+            ref = ctypes.c_char.from_buffer(m)
+            self.map, self.ref, self.addr, self.size = m, ref, ctypes.addressof(ref), size
+        return self.addr
+
+
+# ----------------------------------------------------------------------------- scenario process
+
+
+class Child:
+    """One scenario process: executes commands from its control channel, one at a time."""
+
+    def __init__(self, ctrl_fd: int, zygote_pid: int) -> None:
+        self.ctrl_fd = ctrl_fd
+        self.zygote_pid = zygote_pid
+        self.chan = socket.socket(fileno=ctrl_fd)
+        self.sendbuf = _Buffer()
+        self.recvbuf = _Buffer()
+        self.server: _LoadServer | None = None
+
+    # -- channel
+    def send(self, msg: dict, fds: list[int] | None = None) -> None:
+        data = json.dumps(msg).encode()
+        try:
+            if fds:
+                socket.send_fds(self.chan, [data], fds)
+            else:
+                self.chan.send(data)
+        except OSError:
+            os._exit(0)
+
+    def hello(self, warn: list[str]) -> None:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.send({"hello": os.getpid(), "ctrl_fd": self.ctrl_fd, "nofile": soft, "hard": hard,
+                   "uid": os.getuid(), "warn": warn})
+
+    def serve(self) -> None:
+        while True:
+            try:
+                data = self.chan.recv(MAX_MSG)
+            except OSError:
+                os._exit(0)
+            if not data:
+                os._exit(0)  # the controller went away
+            msg = json.loads(data)
+            fds: list[int] = []
+            try:
+                op = msg["op"]
+                if op == "call":
+                    if msg["call"] == "exit":
+                        # exit(2): the kernel closes every descriptor (a positive SO_LINGER is
+                        # ignored on this path), exactly as for a C program calling _exit().
+                        self.send({"ret": 0, "err": None, "t": time.monotonic()})
+                        os._exit(0)
+                    reply, fds = self.call(msg["call"], msg.get("args") or {})
+                elif op == "queues":
+                    reply = self.queues(int(msg["sock"]))
+                elif op == "load_client":
+                    reply = self.load_client(msg["spec"])
+                elif op == "load_server_start":
+                    self.server = _LoadServer(int(msg["listener"]), msg["close_first"])
+                    reply = {"ok": True}
+                elif op == "load_server_stop":
+                    reply = self.server.stop() if self.server else {"accepted": 0, "errors": {}}
+                    self.server = None
+                else:
+                    reply = {"internal": f"unknown op {op!r}"}
+            except Exception as exc:  # a driver bug: report it rather than die silently
+                reply, fds = {"internal": f"{type(exc).__name__}: {exc}"}, []
+            self.send(reply, fds)
+            for fd in fds:
+                os.close(fd)
+
+    # -- calls
+    def call(self, name: str, a: dict) -> tuple[dict, list[int]]:
+        fds: list[int] = []
+        if name == "fork":
+            ret, err, fds = self.c_fork()
+        else:
+            fn = getattr(self, "c_" + name, None)
+            if fn is None:
+                return {"internal": f"unknown call {name!r}"}, []
+            ret, err = fn(a)
+        return {"ret": ret, "err": err, "t": time.monotonic()}, fds
+
+    def c_socket(self, a: dict):
+        typ = TYPES[a.get("type", "SOCK_STREAM")] | (SOCK_NONBLOCK if a.get("nonblock") else 0)
+        return _result(_socket(FAMILIES[a.get("family", "AF_INET")], typ,
+                               PROTOCOLS[a.get("protocol", 0)]))
+
+    def c_setsockopt(self, a: dict):
+        level, opt = OPTIONS[a["opt"]]
+        v = a.get("value", 1)
+        vals = list(v) if isinstance(v, (list, tuple)) else [v]
+        raw = struct.pack(f"{len(vals)}i", *(_int32(int(x)) for x in vals))
+        buf = ctypes.create_string_buffer(raw, len(raw))
+        return _result(_setsockopt(int(a["sock"]), level, opt, buf, len(raw)))
+
+    def c_getsockopt(self, a: dict):
+        level, opt = OPTIONS[a["opt"]]
+        size = 8 if a["opt"] == "SO_LINGER" else 4
+        buf = ctypes.create_string_buffer(size)
+        ln = c_uint(size)
+        ret, err = _result(_getsockopt(int(a["sock"]), level, opt, buf, ctypes.byref(ln)))
+        if err:
+            return ret, err
+        raw = buf.raw[: ln.value]
+        if a["opt"] == "SO_LINGER" and len(raw) >= 8:
+            return list(struct.unpack("ii", raw[:8])), None
+        val = struct.unpack("i", raw[:4])[0] if len(raw) >= 4 else int.from_bytes(raw, "little")
+        if a["opt"] == "SO_ERROR":
+            return (errname(val) if val else 0), None
+        return val, None
+
+    def c_bind(self, a: dict):
+        fd = int(a["sock"])
+        sa = sockaddr(a.get("addr", "0.0.0.0"), int(a.get("port", 0)), sock_family(fd))
+        return _result(_bind(fd, sa, len(sa)))
+
+    def c_connect(self, a: dict):
+        fd = int(a["sock"])
+        sa = sockaddr(a.get("addr", "127.0.0.1"), int(a["port"]), sock_family(fd))
+        return _result(_connect(fd, sa, len(sa)))
+
+    def c_listen(self, a: dict):
+        # libc listen(): the backlog reaches the kernel as given (CPython clamps negatives to 0).
+        return _result(_listen(int(a["sock"]), _int32(int(a.get("backlog", 128)))))
+
+    def c_accept(self, a: dict):
+        return _result(_accept(int(a["sock"]), None, None))
+
+    @staticmethod
+    def _flags(a: dict) -> int:
+        flags = 0
+        for f in a.get("flags") or []:
+            flags |= MSG_FLAGS[f]
+        return flags
+
+    def c_send(self, a: dict):
+        n = int(a["bytes"])
+        flags = self._flags(a) | MSG_FLAGS["MSG_NOSIGNAL"]
+        return _result(_send(int(a["sock"]), self.sendbuf.get(n), n, flags))
+
+    def c_recv(self, a: dict):
+        n = int(a.get("bytes", 65536))
+        return _result(_recv(int(a["sock"]), self.recvbuf.get(n), n, self._flags(a)))
+
+    def c_shutdown(self, a: dict):
+        return _result(_shutdown(int(a["sock"]), SHUT[a.get("how", "SHUT_WR")]))
+
+    def c_close(self, a: dict):
+        return _result(_close(int(a["sock"])))
+
+    def c_dup(self, a: dict):
+        return _result(_dup(int(a["sock"])))
+
+    def c_dup2(self, a: dict):
+        return _result(_dup2(int(a["sock"]), int(a["fd"])))
+
+    def c_getsockname(self, a: dict):
+        buf = ctypes.create_string_buffer(128)
+        ln = c_uint(128)
+        ret, err = _result(_getsockname(int(a["sock"]), buf, ctypes.byref(ln)))
+        if err:
+            return ret, err
+        fam = struct.unpack_from("=H", buf.raw, 0)[0]
+        if fam in (socket.AF_INET, socket.AF_INET6):
+            return struct.unpack_from("!H", buf.raw, 2)[0], None
+        return 0, None
+
+    def c_set_nonblocking(self, a: dict):
+        fd = int(a["sock"])
+        flags = _fcntl(fd, F_GETFL, 0)
+        if flags < 0:
+            return _result(flags)
+        new = (flags | O_NONBLOCK) if a.get("on", True) else (flags & ~O_NONBLOCK)
+        ret, err = _result(_fcntl(fd, F_SETFL, new))
+        return (0 if not err else ret), err
+
+    def c_fork(self):
+        """fork(2). The new process gets its own control channel; the scenario sees ret 0.
+
+        The new process is made by a double fork so that it is re-parented to the zygote (a
+        child subreaper) and survives this one's exit, as a real fork child does; only then does
+        it arm PR_SET_PDEATHSIG against the zygote.
+        """
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        try:
+            try:
+                p, q = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            except OSError as exc:
+                return -1, errname(exc.errno), []
+            try:
+                pf = fcntl.fcntl(p.fileno(), fcntl.F_DUPFD, self.ctrl_fd + 1)
+                qf = fcntl.fcntl(q.fileno(), fcntl.F_DUPFD, self.ctrl_fd + 1)
+            finally:
+                p.close()
+                q.close()
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            os.close(pf)
+            os.close(qf)
+            return -1, errname(exc.errno), []
+        if pid == 0:
+            try:
+                if os.fork() == 0:
+                    self._become_forked(pf, qf)
+            finally:
+                os._exit(0)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass  # SIGCHLD is ignored: the kernel reaped it
+        os.close(qf)
+        return 0, None, [pf]
+
+    def _become_forked(self, pf: int, qf: int) -> None:
+        try:
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            os.dup2(qf, self.ctrl_fd)  # replaces the inherited channel of the parent
+            os.close(qf)
+            os.close(pf)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            self.server = None
+            deadline = time.monotonic() + 2.0
+            while os.getppid() != self.zygote_pid and time.monotonic() < deadline:
+                time.sleep(0.0005)
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != self.zygote_pid:
+                os._exit(0)
+            self.hello([])
+            self.serve()
+        finally:
+            os._exit(0)
+
+    # -- observations
+    def queues(self, fd: int) -> dict:
+        out = {}
+        for key, req in (("recv_q", SIOCINQ), ("send_q", SIOCOUTQ)):
+            val = c_int(0)
+            if _ioctl(fd, req, ctypes.byref(val)) < 0:
+                return {"error": errname(ctypes.get_errno())}
+            out[key] = val.value
+        return out
+
+    # -- load
+    def load_client(self, spec: dict) -> dict:
+        rate = float(spec["rate"])
+        duration = float(spec["duration"])
+        hard_stop = duration + max(1.0, 0.25 * duration)
+        errors: dict[str, int] = {}
+        stats = {"attempts": 0, "ok": 0, "errors": errors, "first_error": None,
+                 "first_error_at": None, "late": 0.0, "truncated": False}
+        start = time.monotonic()
+        i = 0
+        while True:
+            offset = i / rate
+            if offset >= duration:
+                break
+            due = start + offset
+            now = time.monotonic()
+            if now - start >= hard_stop:
+                stats["truncated"] = True
+                break
+            if now < due:
+                time.sleep(due - now)
+            else:
+                stats["late"] = max(stats["late"], now - due)
+            i += 1
+            stats["attempts"] += 1
+            err = self._one_connection(spec)
+            if err is None:
+                stats["ok"] += 1
+                continue
+            errors[err] = errors.get(err, 0) + 1
+            if stats["first_error"] is None:
+                stats["first_error"] = err
+                stats["first_error_at"] = time.monotonic() - start
+            if spec.get("stop_on_error"):
+                break
+        # The step lasts its whole duration (as in the model), unless it stopped on an error.
+        if not (spec.get("stop_on_error") and stats["first_error"] is not None):
+            rest = start + duration - time.monotonic()
+            if rest > 0:
+                time.sleep(rest)
+        stats["elapsed"] = time.monotonic() - start
+        return stats
+
+    def _one_connection(self, spec: dict) -> str | None:
+        addr = spec.get("addr", "127.0.0.1")
+        fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        fd = _socket(fam, socket.SOCK_STREAM, 0)
+        if fd < 0:
+            return errname(ctypes.get_errno())
+        try:
+            one = struct.pack("i", 1)
+            if spec.get("reuseaddr"):
+                if _setsockopt(fd, SOL_SOCKET, 2, one, 4) < 0:
+                    return errname(ctypes.get_errno())
+            tv = struct.pack("qq", int(LOAD_IO_TIMEOUT), 0)
+            _setsockopt(fd, SOL_SOCKET, socket.SO_SNDTIMEO, tv, len(tv))  # bounds connect()
+            _setsockopt(fd, SOL_SOCKET, socket.SO_RCVTIMEO, tv, len(tv))  # bounds recv()
+            if spec.get("bind_addr"):
+                sa = sockaddr(spec["bind_addr"], 0, fam)
+                if _bind(fd, sa, len(sa)) < 0:
+                    return errname(ctypes.get_errno())
+            sa = sockaddr(addr, int(spec["port"]), fam)
+            if _connect(fd, sa, len(sa)) < 0:
+                e = errname(ctypes.get_errno())
+                return "ETIMEDOUT" if e in ("EINPROGRESS", "EAGAIN") else e
+            if spec.get("close_first", "client") == "client":
+                return None
+            return _drain(fd, self.recvbuf.get(65536))
+        finally:
+            _close(fd)
+
+
+def _drain(fd: int, buf: int) -> str | None:
+    """recv() until EOF; a wait beyond the socket's receive timeout counts as ETIMEDOUT."""
+    while True:
+        n = _recv(fd, buf, 65536, 0)
+        if n == 0:
+            return None
+        if n < 0:
+            e = errname(ctypes.get_errno())
+            return "ETIMEDOUT" if e == "EAGAIN" else e
+
+
+class _LoadServer:
+    """Accept loop of a load step, in a thread of the accepting scenario process."""
+
+    def __init__(self, listener: int, close_first: str) -> None:
+        self.listener = listener
+        self.close_first = close_first
+        self.accepted = 0
+        self.errors: dict[str, int] = {}
+        self.stopping = threading.Event()
+        self.buf = _Buffer()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        poller = select.poll()
+        poller.register(self.listener, select.POLLIN)
+        addr = self.buf.get(65536)
+        while not self.stopping.is_set():
+            try:
+                ready = poller.poll(20)
+            except OSError:
+                time.sleep(0.01)
+                continue
+            if not ready:
+                continue
+            if ready[0][1] & select.POLLNVAL:
+                self.errors["EBADF"] = self.errors.get("EBADF", 0) + 1
+                return
+            fd = _accept(self.listener, None, None)
+            if fd < 0:
+                e = errname(ctypes.get_errno())
+                if e != "EAGAIN":
+                    self.errors[e] = self.errors.get(e, 0) + 1
+                    time.sleep(0.005)
+                continue
+            self.accepted += 1
+            if self.close_first != "server":
+                tv = struct.pack("qq", int(LOAD_IO_TIMEOUT), 0)
+                _setsockopt(fd, SOL_SOCKET, socket.SO_RCVTIMEO, tv, len(tv))
+                err = _drain(fd, addr)
+                if err:
+                    self.errors[err] = self.errors.get(err, 0) + 1
+            _close(fd)
+
+    def stop(self) -> dict:
+        self.stopping.set()
+        self.thread.join(LOAD_IO_TIMEOUT + 1.0)
+        return {"accepted": self.accepted, "errors": dict(self.errors)}
+
+
+def child_main(chan_fd: int, nofile: int, uid: int, zygote_pid: int, nr_open: int) -> None:
+    """Set up a fresh scenario process (already forked from the zygote) and serve it."""
+    warn: list[str] = []
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max(hard, min(nofile + 3, nr_open))
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+    except (OSError, ValueError):
+        want = hard
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    ctrl = nofile if nofile + 3 <= want else want - 3
+    if ctrl < nofile:
+        warn.append(f"control channel at fd {ctrl}, inside the scenario's RLIMIT_NOFILE {nofile}")
+    if chan_fd != ctrl:
+        os.dup2(chan_fd, ctrl)
+    os.closerange(3, ctrl)
+    os.closerange(ctrl + 1, max(want, 1 << 20) + 1)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(nofile, want), want))
+    if uid:
+        try:
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+        except OSError as exc:
+            warn.append(f"could not switch to uid {uid}: {errname(exc.errno)}")
+    # After the credential change: changing the euid clears the parent-death signal.
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != zygote_pid:
+        os._exit(0)
+    child = Child(ctrl, zygote_pid)
+    child.hello(warn)
+    child.serve()
+
+
+# ----------------------------------------------------------------------------- zygote
+
+
+def _write(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _unshare_or_raise(flags: int, what: str) -> None:
+    if _unshare(flags) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"unshare({what}): {os.strerror(e)}")
+
+
+def enter_netns() -> dict:
+    """unshare(CLONE_NEWNET) as root, or a user namespace plus a network namespace otherwise.
+
+    A new namespace shares the host's established-connection hash table (262144 buckets here),
+    and every read of /proc/net/tcp walks all of it (measured 7 ms per tcp+tcp6 read). So the
+    first namespace only sets ``tcp_child_ehash_entries`` -- a sysctl of that throwaway
+    namespace, read when a namespace is created from it -- and a second unshare makes the
+    scenario's namespace with a private table of CHILD_EHASH buckets (0.2 ms per read).
+    """
+    if os.geteuid() == 0:
+        _unshare_or_raise(CLONE_NEWNET, "CLONE_NEWNET")
+        mode = "netns"
+    else:
+        uid, gid = os.getuid(), os.getgid()
+        _unshare_or_raise(CLONE_NEWUSER | CLONE_NEWNET, "CLONE_NEWUSER|CLONE_NEWNET")
+        _write("/proc/self/setgroups", "deny")
+        _write("/proc/self/uid_map", f"0 {uid} 1")
+        _write("/proc/self/gid_map", f"0 {gid} 1")
+        mode = "userns+netns"
+    ehash = None
+    try:
+        _write("/proc/sys/net/ipv4/tcp_child_ehash_entries", str(CHILD_EHASH))
+        _unshare_or_raise(CLONE_NEWNET, "CLONE_NEWNET")
+        ehash = int(_read("/proc/sys/net/ipv4/tcp_ehash_entries"))
+    except (OSError, ValueError):
+        pass  # older kernel or no permission: keep the first namespace (shared table)
+    return {"mode": mode, "ehash": ehash}
+
+
+def lo_up() -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        ifr = struct.pack("16sH22x", b"lo", 0)
+        flags = struct.unpack_from("16sH", fcntl.ioctl(s, SIOCGIFFLAGS, ifr))[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
+    finally:
+        s.close()
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+def apply_sysctls(items: list[list[str]]) -> dict:
+    """Write each (relative /proc/sys path, text) pair; several passes, since some depend on
+    each other (ip_local_port_range's low end may not go below ip_unprivileged_port_start)."""
+    absent, errors, values = [], {}, {}
+    pending = []
+    for path, text in items:
+        if os.path.exists("/proc/sys/" + path):
+            pending.append((path, text))
+        else:
+            absent.append(path)
+    for _ in range(3):
+        failed = []
+        for path, text in pending:
+            try:
+                fd = os.open("/proc/sys/" + path, os.O_WRONLY)
+                try:
+                    os.write(fd, (text + "\n").encode())
+                finally:
+                    os.close(fd)
+                errors.pop(path, None)
+            except OSError as exc:
+                errors[path] = errname(exc.errno)
+                failed.append((path, text))
+        pending = failed
+        if not pending:
+            break
+    for path, _ in items:
+        if path not in absent:
+            try:
+                values[path] = " ".join(_read("/proc/sys/" + path).split())
+            except OSError as exc:
+                values[path] = errname(exc.errno)
+    return {"absent": absent, "errors": errors, "values": values}
+
+
+def zygote(chan_fd: int) -> int:
+    chan = socket.socket(fileno=chan_fd)
+
+    def send(msg: dict, fds: list[int] | None = None) -> None:
+        data = json.dumps(msg).encode()
+        if fds:
+            socket.send_fds(chan, [data], fds)
+        else:
+            chan.send(data)
+
+    try:
+        ns = enter_netns()
+        lo_up()
+    except OSError as exc:
+        send({"error": str(exc)})
+        return 1
+    _prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the controller's business
+    try:
+        nr_open = int(_read("/proc/sys/fs/nr_open"))
+    except (OSError, ValueError):
+        nr_open = 1 << 20
+    me = os.getpid()
+    send({"ready": True, "pid": me, "mode": ns["mode"], "ehash": ns["ehash"], "nr_open": nr_open})
+    try:
+        while True:
+            try:
+                data = chan.recv(MAX_MSG)
+            except OSError:
+                break
+            if not data:
+                break
+            msg = json.loads(data)
+            op = msg.get("op")
+            if op == "setup":
+                send(apply_sysctls(msg["sysctls"]))
+            elif op == "spawn":
+                a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                try:
+                    pid = os.fork()
+                except OSError as exc:
+                    a.close()
+                    b.close()
+                    send({"error": f"fork: {errname(exc.errno)}"})
+                    continue
+                if pid == 0:
+                    try:
+                        a.detach()
+                        chan.detach()
+                        child_main(b.detach(), int(msg["nofile"]), int(msg["uid"]), me, nr_open)
+                    finally:
+                        os._exit(70)
+                b.close()
+                send({"pid": pid}, [a.fileno()])
+                a.close()
+            elif op == "quit":
+                break
+            else:
+                send({"error": f"unknown op {op!r}"})
+    finally:
+        # Nothing may outlive the zygote: kill its process group (itself included) when it was
+        # started as a group leader, which is how the controller starts it.
+        if os.getpgid(0) == me:
+            os.killpg(me, signal.SIGKILL)
+    return 0
+
+
+def probe() -> int:
+    """Exit 0 when a network namespace with a working loopback can be made here."""
+    try:
+        mode = enter_netns()["mode"]
+        lo_up()
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        c = socket.create_connection(s.getsockname(), timeout=2)
+        c.close()
+        s.close()
+    except OSError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(mode)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) >= 2 and argv[0] == "--zygote":
+        return zygote(int(argv[1]))
+    if argv and argv[0] == "--probe":
+        return probe()
+    print("usage: driver.py --zygote FD | --probe", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
