@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import simpy
 
-from ..kernel.rules import RULES
+from ..kernel.rules import HITS, RULES
 from ..kernel.stack import Blocked, Kernel, Outcome
 from ..trace import CallResult, Completion
 
@@ -85,6 +85,7 @@ class SimBackend:
         self.kernel = Kernel(sysctls, int(host.get("file_max", 2466170)), seed=self.seed)
         for name, p in scenario["processes"].items():
             self.kernel.add_process(name, int(p.get("nofile", 1024)), int(p.get("uid", 0)))
+        HITS.clear()
         self.wire = FifoTimers(self.env, self._arrive)
         self.timers = FifoTimers(self.env, self._timer)
 
@@ -221,4 +222,5 @@ class SimBackend:
             "mib": dict(k.mib),
             "processes": {n: {"fds": sorted(p.files.fds), "alive": p.alive} for n, p in k.procs.items()},
             "tcp": [list(r) for r in k.tcp_rows()],
+            "rules_hit": dict(sorted(HITS.items())),
         }

@@ -38,6 +38,7 @@ class Trail:
 
 
 TRAIL = Trail()
+HITS: dict[str, int] = {}  # every rule invocation since the last reset (coverage: `socksim rules`)
 
 
 def rule(rule_id: str, *tags: str) -> Callable[[F], F]:
@@ -54,6 +55,7 @@ def rule(rule_id: str, *tags: str) -> Callable[[F], F]:
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             TRAIL.rules.append(rule_id)
+            HITS[rule_id] = HITS.get(rule_id, 0) + 1
             return func(*args, **kwargs)
 
         wrapper.rule_id = rule_id  # type: ignore[attr-defined]

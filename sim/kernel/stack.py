@@ -287,10 +287,20 @@ class Kernel:
                 return ip in (ipaddress.IPv6Address("::"), ipaddress.IPv6Address("::1"))
         return ip == ipaddress.IPv4Address("0.0.0.0") or ip in LOOPBACK4
 
+    @staticmethod
+    def _v6_form(sk: Sock, addr: str) -> str:
+        """The scenario convention: an IPv4 address given to an AF_INET6 socket means its v4-mapped
+        form (0.0.0.0 means ::), as a program using getaddrinfo with AI_V4MAPPED would pass it."""
+        ip = ipaddress.ip_address(addr)
+        if sk.family == 6 and ip.version == 4:
+            return "::" if ip == ipaddress.IPv4Address("0.0.0.0") else f"::ffff:{ip}"
+        return addr
+
     @rule("sys.bind", "ports")
     def sys_bind(self, p: Process, sock: int, addr: str = "0.0.0.0", port: int = 0) -> int:
         """__inet_bind() in net/ipv4/af_inet.c (inet6_bind() for IPv6); bind(2)."""
         _, sk = self._sock(p, sock)
+        addr = self._v6_form(sk, addr)
         ip = ipaddress.ip_address(addr)
         if (ip.version == 6) != (sk.family == 6):
             fact(f"an {('AF_INET6' if ip.version == 6 else 'AF_INET')} address given to an "
@@ -402,6 +412,7 @@ class Kernel:
             return self._connect_finish(sk)
         if sk.sock_state != SS_UNCONNECTED:
             raise SysError("EINVAL", "sys.connect")
+        addr = self._v6_form(sk, addr)
         if sk.tcp_state != State.CLOSE:
             fact(f"the socket is {State(sk.tcp_state).name}")
             raise SysError("EISCONN", "sys.connect")

@@ -24,7 +24,7 @@ ERRNO_NAMES = {
     "ENOBUFS", "EISCONN", "ENOTCONN", "ESHUTDOWN", "ETIMEDOUT", "ECONNREFUSED", "EALREADY",
     "EINPROGRESS", "EINTR",
 }
-OUTCOME_WORDS = {"ok", "BLOCKED"}
+OUTCOME_WORDS = {"ok", "BLOCKED", "PROCESS_BUSY", "PROCESS_GONE"}
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$", max_length=64)]
 SockRef = Union[Annotated[int, Field(ge=0, le=1 << 20)], Name]
