@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -65,6 +67,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         e = _write_json(args.json, trace.to_dict())
         if e:
             return _bad(e)
+    if args.html:
+        if Path(args.html).is_dir():
+            return _bad(f"{args.html}: is a directory, expected a file path for the HTML page")
+        if importlib.util.find_spec("sim.report.page") is None:
+            return _bad("--html needs sim.report.page, which this installation lacks")
+        from .report.page import write_page
+
+        write_page(sc, trace, args.html, seed=seed)
     if not args.quiet:
         print_timeline(trace, sc, explain=args.explain)
         print_summary(trace)
@@ -136,6 +146,11 @@ def cmd_rules(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# Commands that live in their own modules: each module has register(subparsers), which adds its
+# subcommand with set_defaults(func=...) returning an exit code (0 ok, 1 disagreement, 2 bad input).
+EXTRA_COMMANDS = ("fuzz", "sweep", "report.command", "bench", "explain")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="socksim",
@@ -150,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", metavar="PATH", help="also write the trace as JSON to PATH")
     r.add_argument("--seed", type=int, help="seed for the kernel's random choices (default: the scenario's)")
     r.add_argument("--explain", action="store_true", help="show the facts behind every outcome")
+    r.add_argument("--html", metavar="OUT.html", help="also write a self-contained page: timeline, "
+                   "object graph and explanation at every step")
     r.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     r.set_defaults(func=cmd_run)
 
@@ -169,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     ru = sub.add_parser("rules", help="list the model's rules and their sources",
                         description="List every rule of the kernel model with its source.")
     ru.set_defaults(func=cmd_rules)
+    for mod in EXTRA_COMMANDS:
+        if importlib.util.find_spec(f"sim.{mod}") is None:
+            continue
+        importlib.import_module(f"sim.{mod}").register(sub)
     return ap
 
 
