@@ -34,7 +34,8 @@ class StepRecord:
     args: dict[str, Any] = field(default_factory=dict)
     time: float = 0.0  # seconds since the scenario started, when the step was issued
     ret: Any = None  # POSIX-style return value: fd, byte count, option value, port, 0, or -1
-    err: str | None = None  # canonical errno name, BLOCKED, PROCESS_BUSY, PROCESS_GONE, or None
+    err: str | None = None  # errno name (WSA name under windows), BLOCKED, PROCESS_BUSY, PROCESS_GONE
+    errno: int | None = None  # the error's number as the program sees it (errno / WSAGetLastError)
     blocked: bool = False  # the call did not complete when issued
     completed_after: int | None = None  # for a blocked call: index of the step after which it returned
     completed_time: float | None = None
@@ -105,6 +106,7 @@ from typing import Protocol  # noqa: E402
 class CallResult:
     ret: Any = None  # fd / byte count / option value / port / 0; -1 on error
     err: str | None = None  # errno name; None on success
+    errno: int | None = None
     blocked: bool = False  # True: the call has not returned yet (it may complete later)
     rule: str | None = None  # simulator only
     cite: str | None = None

@@ -11,10 +11,13 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Callable
 
+import importlib
+
 import simpy
 
+from ..personality import get as get_personality
 from ..kernel.rules import HITS, RULES
-from ..kernel.stack import Blocked, Kernel, Outcome
+from ..kernel.stack import Blocked, Kernel, Outcome  # noqa: F401
 from ..trace import CallResult, Completion
 
 MAX_SETTLE_EVENTS = 1_000_000
@@ -64,7 +67,8 @@ class SimBackend:
 
     name = "sim"
 
-    def __init__(self, seed: int = 0, explain: bool = True):
+    def __init__(self, seed: int = 0, explain: bool = True, personality: str | None = None):
+        self.personality = personality
         self.seed = seed
         self.env = simpy.Environment()
         self.kernel: Kernel | None = None
@@ -82,7 +86,10 @@ class SimBackend:
         host = scenario.get("host", {})
         sysctls = dict(host.get("sysctls", {}))
         self.latency = float(host.get("latency", self.latency))
-        self.kernel = Kernel(sysctls, int(host.get("file_max", 2466170)), seed=self.seed)
+        pers = get_personality(self.personality or host.get("personality", "linux"))
+        module, cls = pers.kernel_class.split(":")
+        kclass = getattr(importlib.import_module(f"sim.kernel.{module}"), cls)
+        self.kernel = kclass(sysctls, int(host.get("file_max", 2466170)), seed=self.seed)
         for name, p in scenario["processes"].items():
             self.kernel.add_process(name, int(p.get("nofile", 1024)), int(p.get("uid", 0)))
         HITS.clear()
@@ -220,7 +227,7 @@ class SimBackend:
             "tcp_mem_bytes": k.pool.bytes,
             "tcp_mem_peak_bytes": k.pool.peak,
             "mib": dict(k.mib),
-            "processes": {n: {"fds": sorted(p.files.fds), "alive": p.alive} for n, p in k.procs.items()},
+            "processes": {n: {"fds": p.files.sockets(), "alive": p.alive} for n, p in k.procs.items()},
             "tcp": [list(r) for r in k.tcp_rows()],
             "rules_hit": dict(sorted(HITS.items())),
         }

@@ -25,30 +25,34 @@ class OpenFile:
         self.nonblock = False  # O_NONBLOCK lives on the open file, shared by dup/fork copies
 
 
+STD_STREAM = OpenFile(None)  # stdin/stdout/stderr: open files that are not sockets
+STD_STREAM.f_count = 1 << 30
+
+
 class FileTable:
     """``struct files_struct``: fd -> OpenFile, lowest-free allocation, RLIMIT_NOFILE."""
 
-    __slots__ = ("fds", "nofile", "first_fd", "reserved")
+    __slots__ = ("fds", "nofile")
 
-    def __init__(self, nofile: int, reserved: int = 3):
-        self.fds: dict[int, OpenFile] = {}
+    def __init__(self, nofile: int, std_streams: int = 3):
+        # fds 0..2 are open on stdin/stdout/stderr, as in any program started from a shell
+        self.fds: dict[int, OpenFile] = {i: STD_STREAM for i in range(std_streams)}
         self.nofile = nofile
-        self.reserved = reserved  # fds 0..reserved-1 are stdin/stdout/stderr (not sockets)
 
     def copy(self) -> FileTable:
-        t = FileTable(self.nofile, self.reserved)
+        t = FileTable(self.nofile, 0)
         t.fds = dict(self.fds)
         for f in t.fds.values():
             f.f_count += 1
         return t
 
-    def is_open(self, fd: int) -> bool:
-        return fd in self.fds or 0 <= fd < self.reserved
+    def sockets(self) -> list[int]:
+        return sorted(fd for fd, f in self.fds.items() if f.sock is not None)
 
     @rule("fd.alloc_lowest", "fd", "minor")
     def alloc_fd(self) -> int:
         """alloc_fd() in fs/file.c: the lowest free index below RLIMIT_NOFILE, else EMFILE."""
-        fd = self.reserved
+        fd = 0
         while fd in self.fds:
             fd += 1
         if fd >= self.nofile:
@@ -66,11 +70,11 @@ class FileTable:
         """fdget() in fs/file.c; sock_from_file() in net/socket.c: EBADF if not open, ENOTSOCK if not a socket."""
         f = self.fds.get(fd)
         if f is None:
-            if 0 <= fd < self.reserved:
-                fact(f"fd {fd} is a standard stream, not a socket")
-                raise SysError("ENOTSOCK", "fd.lookup")
             fact(f"fd {fd} is not open in this process")
             raise SysError("EBADF", "fd.lookup")
+        if f.sock is None:
+            fact(f"fd {fd} is open but is not a socket (a standard stream)")
+            raise SysError("ENOTSOCK", "fd.lookup")
         return f
 
     def remove(self, fd: int) -> OpenFile:

@@ -92,10 +92,20 @@ DEFAULT_SYSCTLS: dict[str, Any] = {
 
 
 class Kernel:
-    """One host kernel (one network namespace) with its processes."""
+    """One host kernel (one network namespace) with its processes: the Linux rules.
+
+    Another personality subclasses this class and overrides the rule methods where its kernel
+    differs (see sim/kernel/winsock.py); the subclass is chosen once per host.
+    """
+
+    personality = "linux"
+    TIME_WAIT_LEN = TCP_TIMEWAIT_LEN
+    NONBLOCK_CONNECT_ERR = "EINPROGRESS"  # __inet_stream_connect(): -EINPROGRESS
+    DEFAULTS: dict[str, Any] = {}  # personality defaults applied under the scenario's sysctls
 
     def __init__(self, sysctls: dict[str, Any] | None = None, file_max: int = 2466170, seed: int = 0):
         self.sysctls = dict(DEFAULT_SYSCTLS)
+        self.sysctls.update(self.DEFAULTS)
         self.sysctls.update(sysctls or {})
         self.rng = random.Random(seed)
         self.procs: dict[str, Process] = {}
@@ -119,9 +129,12 @@ class Kernel:
     # ------------------------------------------------------------------ processes
     def add_process(self, name: str, nofile: int = 1024, uid: int = 0) -> Process:
         self._pid += 1
-        p = Process(name, FileTable(nofile), uid, self._pid)
+        p = Process(name, self.new_file_table(nofile), uid, self._pid)
         self.procs[name] = p
         return p
+
+    def new_file_table(self, nofile: int) -> FileTable:
+        return FileTable(nofile)
 
     def _mib(self, name: str, n: int = 1) -> None:
         self.mib[name] = self.mib.get(name, 0) + n
@@ -188,13 +201,11 @@ class Kernel:
         """close(2), close_fd() in fs/file.c: drop one reference; the socket is released with the last (sock_close)."""
         f = p.files.fds.get(sock)
         if f is None:
-            if 0 <= sock < p.files.reserved:
-                p.files.reserved = min(p.files.reserved, sock)  # closing a std stream frees its index
-                return 0
             fact(f"fd {sock} is not open in this process")
             raise SysError("EBADF", "sys.close")
         p.files.remove(sock)
-        self._fput(f, exiting=False)
+        if f.sock is not None:
+            self._fput(f, exiting=False)
         return 0
 
     def _fput(self, f: OpenFile, exiting: bool) -> None:
@@ -208,7 +219,9 @@ class Kernel:
     @rule("sys.dup", "fd")
     def sys_dup(self, p: Process, sock: int) -> int:
         """dup(2), f_dupfd() in fs/file.c: a new fd (lowest free) for the same open file."""
-        f = p.files.get(sock)
+        f = p.files.fds.get(sock)
+        if f is None:
+            raise SysError("EBADF", "sys.dup")
         fd = p.files.alloc_fd()
         p.files.install(fd, f)
         return fd
@@ -216,7 +229,9 @@ class Kernel:
     @rule("sys.dup2", "fd")
     def sys_dup2(self, p: Process, sock: int, fd: int) -> int:
         """dup2(2), do_dup2() in fs/file.c: EBADF past RLIMIT_NOFILE; an open target is closed silently."""
-        f = p.files.get(sock)
+        f = p.files.fds.get(sock)
+        if f is None:
+            raise SysError("EBADF", "sys.dup2")
         if fd >= p.files.nofile:
             fact(f"target fd {fd} is not below RLIMIT_NOFILE {p.files.nofile}")
             raise SysError("EBADF", "sys.dup2")
@@ -225,7 +240,8 @@ class Kernel:
         old = p.files.fds.get(fd)
         if old is not None:
             p.files.remove(fd)
-            self._fput(old, exiting=False)
+            if old.sock is not None:
+                self._fput(old, exiting=False)
         p.files.install(fd, f)
         return fd
 
@@ -244,7 +260,8 @@ class Kernel:
         """do_exit() -> exit_files(): every fd is closed; a positive SO_LINGER is ignored (PF_EXITING)."""
         for fd in sorted(p.files.fds):
             f = p.files.remove(fd)
-            self._fput(f, exiting=True)
+            if f.sock is not None:
+                self._fput(f, exiting=True)
         p.alive = False
         return 0
 
@@ -260,8 +277,11 @@ class Kernel:
         _, sk = self._sock(p, sock)
         if sk.kind != "tcp" and opt.startswith("TCP_"):
             raise SysError("ENOPROTOOPT", "sockopt.set")
-        setsockopt(sk, opt, value, self.sysctls)
+        self.set_option(sk, opt, value)
         return 0
+
+    def set_option(self, sk: Sock, opt: str, value: Any) -> None:
+        setsockopt(sk, opt, value, self.sysctls)
 
     def sys_getsockopt(self, p: Process, sock: int, opt: str) -> Any:
         _, sk = self._sock(p, sock)
@@ -323,13 +343,7 @@ class Kernel:
             if port == 0 and sk.bind_no_port and sk.kind == "tcp":
                 fact("IP_BIND_ADDRESS_NO_PORT: only the address is recorded; connect() picks the port")
                 return 0
-            if port == 0:
-                lo, hi = self.sysctls["ip_local_port_range"]
-                port = table.find_open_port(sk, lo, hi, self.sysctls["ip_local_reserved_ports"],
-                                            self.rng.randrange, bool(self.sysctls["ip_autobind_reuse"]))
-            else:
-                table.check_explicit(sk, port)
-                sk.bindport_lock = True
+            port = self.bind_port(table, sk, port)
         except SysError:
             sk.addr6, sk.saddr4, sk.laddr = old
             raise
@@ -337,6 +351,16 @@ class Kernel:
         table.add(port, sk)
         sk.in_bhash = True
         return 0
+
+    def bind_port(self, table: BindTable, sk: Sock, port: int) -> int:
+        """The get_port step of bind(): an explicit port is checked, port 0 is chosen."""
+        if port == 0:
+            lo, hi = self.sysctls["ip_local_port_range"]
+            return table.find_open_port(sk, lo, hi, self.sysctls["ip_local_reserved_ports"],
+                                        self.rng.randrange, bool(self.sysctls["ip_autobind_reuse"]))
+        table.check_explicit(sk, port)
+        sk.bindport_lock = True
+        return port
 
     @rule("sys.listen", "tcp")
     def sys_listen(self, p: Process, sock: int, backlog: int = 128) -> int:
@@ -363,14 +387,11 @@ class Kernel:
         prev = sk.tcp_state
         sk.tcp_state = State.LISTEN
         if not sk.lport:
-            lo, hi = self.sysctls["ip_local_port_range"]
             try:
-                port = self.bhash.find_open_port(sk, lo, hi, self.sysctls["ip_local_reserved_ports"],
-                                                 self.rng.randrange, bool(self.sysctls["ip_autobind_reuse"]))
+                port = self.listen_autobind(sk)
             except SysError:
                 sk.tcp_state = prev
                 raise
-            fact(f"listen() on an unbound socket autobinds port {port}")
             sk.lport = port
             self.bhash.add(port, sk)
             sk.in_bhash = True
@@ -388,6 +409,15 @@ class Kernel:
                 raise
         self.listeners.setdefault(sk.lport, []).append(sk)
         self.tcp_set_state(sk, State.LISTEN)
+
+    @rule("listen.autobind", "ports", "ephemeral")
+    def listen_autobind(self, sk: Sock) -> int:
+        """inet_csk_listen_start() -> inet_csk_get_port(sk, 0): listen() on an unbound socket picks a port like bind(0)."""
+        lo, hi = self.sysctls["ip_local_port_range"]
+        port = self.bhash.find_open_port(sk, lo, hi, self.sysctls["ip_local_reserved_ports"],
+                                         self.rng.randrange, bool(self.sysctls["ip_autobind_reuse"]))
+        fact(f"listen() on an unbound socket autobinds port {port}")
+        return port
 
     # ------------------------------------------------------------------ connect
     def _route_saddr(self, sk: Sock, daddr: str) -> str:
@@ -434,7 +464,7 @@ class Kernel:
         self._apply(sk, "connect")
         if f.nonblock:
             fact("non-blocking socket: the handshake goes on after connect() returns")
-            raise SysError("EINPROGRESS", "sys.connect")
+            raise SysError(self.NONBLOCK_CONNECT_ERR, "sys.connect")
         return self._connect_wait(sk)
 
     def _connect_wait(self, sk: Sock) -> int:
@@ -795,7 +825,7 @@ class Kernel:
             elif a == "listen_stop":
                 self._listen_stop(sk)
             elif a == "time_wait":
-                self._time_wait(sk, State.TIME_WAIT, TCP_TIMEWAIT_LEN)
+                self._time_wait(sk, State.TIME_WAIT, self.TIME_WAIT_LEN)
             elif a == "fin_wait2":
                 sk.shutdown |= SEND_SHUTDOWN
                 if sk.dead:
@@ -945,9 +975,7 @@ class Kernel:
 
     def _listener_syn(self, lsk: Sock, seg: Segment) -> None:
         if self._acceptq_full(lsk):
-            lsk.listen_overflows += 1
-            self._mib("ListenOverflows")
-            self._mib("ListenDrops")
+            self.syn_to_full_listener(lsk, seg)
             return
         req = Sock(lsk.family, "tcp", lsk.uid, lsk.sndbuf, lsk.rcvbuf, lsk.v6only_opt)
         for a in ("reuse", "reuseport", "linger", "snd_lock", "rcv_lock", "bindport_lock", "nodelay", "addr6", "saddr4"):
@@ -1031,6 +1059,12 @@ class Kernel:
             elif tcp.has_transition(st, "rcv_fin"):
                 self._apply(sk, "rcv_fin")
 
+    def syn_to_full_listener(self, lsk: Sock, seg: Segment) -> None:
+        """tcp_conn_request(): a SYN to a full accept queue is dropped silently (the client retransmits)."""
+        lsk.listen_overflows += 1
+        self._mib("ListenOverflows")
+        self._mib("ListenDrops")
+
     def _request_ack(self, req: Sock, seg: Segment) -> None:
         """tcp_check_req() -> tcp_v4_syn_recv_sock(): the final ACK turns a request into a queued child."""
         lsk = req.parent
@@ -1090,8 +1124,8 @@ class Kernel:
     def _rearm_tw(self, tw: TimeWaitSock) -> None:
         """inet_twsk_reschedule(): back to a full TCP_TIMEWAIT_LEN."""
         tw.gen += 1
-        tw.expires = self.now + TCP_TIMEWAIT_LEN
-        self.timer_requests.append(("tw", TCP_TIMEWAIT_LEN, tw, tw.gen))
+        tw.expires = self.now + self.TIME_WAIT_LEN
+        self.timer_requests.append(("tw", self.TIME_WAIT_LEN, tw, tw.gen))
 
     # ------------------------------------------------------------------ timers
     def timer(self, kind: str, obj: Any, gen: int, now: float) -> None:
@@ -1143,4 +1177,5 @@ class Kernel:
         return {"recv_q": sk.rcv_q, "send_q": sk.snd_q}
 
     def socket_fds(self, proc: str) -> list[int]:
-        return sorted(self.procs[proc].files.fds)
+        """/proc/PID/fd entries that are sockets, from 3 up (as the real backend reports them)."""
+        return [fd for fd in self.procs[proc].files.sockets() if fd >= 3]

@@ -24,6 +24,8 @@ ERRNO_NAMES = {
     "ENOBUFS", "EISCONN", "ENOTCONN", "ESHUTDOWN", "ETIMEDOUT", "ECONNREFUSED", "EALREADY",
     "EINPROGRESS", "EINTR",
 }
+WSA_NAMES = {"WSA" + n for n in ERRNO_NAMES if n.startswith("E")} | {
+    "WSANOTINITIALISED", "WSASYSNOTREADY", "WSAVERNOTSUPPORTED", "WSA_OPERATION_ABORTED"}
 OUTCOME_WORDS = {"ok", "BLOCKED", "PROCESS_BUSY", "PROCESS_GONE"}
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$", max_length=64)]
@@ -121,7 +123,7 @@ class _Step(_Strict):
     @field_validator("expect")
     @classmethod
     def _expect_word(cls, v: Any) -> Any:
-        if isinstance(v, str) and v not in ERRNO_NAMES | OUTCOME_WORDS:
+        if isinstance(v, str) and v not in ERRNO_NAMES | OUTCOME_WORDS | WSA_NAMES:
             raise ValueError(
                 f"expect: {v!r} is not 'ok', 'BLOCKED' or an errno name (e.g. EADDRINUSE)"
             )
@@ -247,17 +249,51 @@ class SetNonblockCall(_Call):
     on: bool = True
 
 
+class WSAStartupCall(_Call):
+    """WSAStartup(MAKEWORD(2,2), &wsaData): Winsock's per-process reference count (no-op on POSIX)."""
+
+    call: Literal["WSAStartup"]
+
+
+class WSACleanupCall(_Call):
+    call: Literal["WSACleanup"]
+
+
+class ClosesocketCall(_Call):
+    """closesocket(s): Winsock's close (an alias of close on POSIX)."""
+
+    call: Literal["closesocket"]
+    sock: SockRef
+
+
+class IoctlsocketCall(_Call):
+    """ioctlsocket(s, FIONBIO, &on): Winsock's non-blocking switch (O_NONBLOCK on POSIX)."""
+
+    call: Literal["ioctlsocket"]
+    sock: SockRef
+    cmd: Literal["FIONBIO"] = "FIONBIO"
+    on: bool = True
+
+
+class WSAGetLastErrorCall(_Call):
+    """WSAGetLastError(): the calling thread's last error number (errno on POSIX)."""
+
+    call: Literal["WSAGetLastError"]
+
+
 Call = Annotated[
     Union[
         SocketCall, SetsockoptCall, GetsockoptCall, BindCall, ListenCall, ConnectCall, AcceptCall,
         SendCall, RecvCall, ShutdownCall, CloseCall, DupCall, Dup2Call, ForkCall, ExitCall,
-        GetsocknameCall, SetNonblockCall,
+        GetsocknameCall, SetNonblockCall, WSAStartupCall, WSACleanupCall, ClosesocketCall,
+        IoctlsocketCall, WSAGetLastErrorCall,
     ],
     Field(discriminator="call"),
 ]
 CALL_NAMES = (
     "socket", "setsockopt", "getsockopt", "bind", "listen", "connect", "accept", "send", "recv",
     "shutdown", "close", "dup", "dup2", "fork", "exit", "getsockname", "set_nonblocking",
+    "WSAStartup", "WSACleanup", "closesocket", "ioctlsocket", "WSAGetLastError",
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+from ..personality import get as get_personality
 from ..trace import BLOCKED, Backend, CallResult, StepRecord, Trace
 from .model import ForkCall, LoadStep, ObserveStep, Scenario, SleepStep, call_args, step_kind
 
@@ -21,12 +22,21 @@ def _expect_ok(expect: Any, rec: StepRecord) -> bool:
         return rec.err is None and not rec.blocked
     if expect == "BLOCKED":
         return rec.blocked
-    if isinstance(expect, str) and expect.isupper():
-        return rec.err == expect or (expect == "EWOULDBLOCK" and rec.err == "EAGAIN") or (
-            expect == "ENOTSUP" and rec.err == "EOPNOTSUPP")
+    if isinstance(expect, str) and (expect.isupper() or expect.startswith("WSA")):
+        return rec.err is not None and _canon(rec.err) == _canon(expect)
     if rec.kind == "call":
         return rec.err is None and rec.ret == expect
     return _subset(expect, rec.obs)
+
+
+SYNONYMS = {"EWOULDBLOCK": "EAGAIN", "ENOTSUP": "EOPNOTSUPP"}
+
+
+def _canon(name: str) -> str:
+    """EADDRINUSE and WSAEADDRINUSE are one error; EWOULDBLOCK is EAGAIN."""
+    if name.startswith("WSAE"):
+        name = name[3:]
+    return SYNONYMS.get(name, name)
 
 
 def _subset(expect: Any, got: Any) -> bool:
@@ -38,12 +48,29 @@ def _subset(expect: Any, got: Any) -> bool:
     return expect == got
 
 
+def _api_call(pers, call: str, proc: str, last_err: dict[str, tuple[str, int]]) -> CallResult | None:
+    """Calls that no kernel sees: handled by the personality's API conventions, the same for both backends."""
+    op = pers.kernel_call(call)
+    if op == "nop":
+        return CallResult(ret=0, rule="api.nop",
+                          cite=f"{call} has no POSIX counterpart: a portable program compiles it out",
+                          facts=[f"{pers.name}: {call} does nothing"])
+    if op == "get_errno":
+        name, num = last_err.get(proc, ("none", 0))
+        return CallResult(ret=num, rule="api.last_error", cite=pers.citation,
+                          facts=[f"the last error of process {proc} is {name} ({num})"])
+    return None
+
+
 def run(scenario: Scenario, backend: Backend, seed: int | None = None,
-        on_step: Callable[[StepRecord], None] | None = None) -> Trace:
+        on_step: Callable[[StepRecord], None] | None = None, personality: str | None = None) -> Trace:
     data = scenario.model_dump(by_alias=True)
+    pname = personality or scenario.host.personality
+    data["host"]["personality"] = pname
+    pers = get_personality(pname)
+    last_err: dict[str, tuple[str, int]] = {}
     wall = time.monotonic()
-    trace = Trace(scenario=scenario.name, backend=backend.name,
-                  personality=scenario.host.personality, seed=seed)
+    trace = Trace(scenario=scenario.name, backend=backend.name, personality=pname, seed=seed)
     names: dict[str, dict[str, int]] = {p: {} for p in scenario.processes}
     pending_names: dict[int, tuple[str, str]] = {}  # step index -> (proc, name) bound on completion
     backend.start(data)
@@ -59,8 +86,12 @@ def run(scenario: Scenario, backend: Backend, seed: int | None = None,
                 fdmap = names.setdefault(step.proc, {})
                 if "sock" in args and isinstance(args["sock"], str):
                     args["sock"] = fdmap.get(args["sock"], -1)
-                res: CallResult = backend.call(i, step.proc, step.call, args)
-                _fill(rec, res)
+                res = _api_call(pers, step.call, step.proc, last_err)
+                if res is None:
+                    res = backend.call(i, step.proc, pers.kernel_call(step.call), args)
+                _fill(rec, res, pers, step.call)
+                if rec.errno is not None:
+                    last_err[step.proc] = (rec.err, rec.errno)
                 bind_as = getattr(step, "as_", None)
                 if isinstance(step, ForkCall):
                     if res.err is None:
@@ -92,7 +123,7 @@ def run(scenario: Scenario, backend: Backend, seed: int | None = None,
                 done = trace.steps[c.index]
                 done.completed_after = i
                 done.completed_time = round(c.time, 9)
-                done.ret, done.err = c.result.ret, c.result.err
+                done.ret, done.err, done.errno = present(pers, done.call or "", c.result)
                 if c.result.rule:
                     done.rule, done.cite = c.result.rule, c.result.cite
                     done.trail, done.facts = c.result.trail, c.result.facts
@@ -110,8 +141,17 @@ def run(scenario: Scenario, backend: Backend, seed: int | None = None,
     return trace
 
 
-def _fill(rec: StepRecord, res: CallResult) -> None:
-    rec.ret, rec.err, rec.blocked = res.ret, res.err, res.blocked
+def present(pers, call: str, res: CallResult) -> tuple:
+    """(ret, err, errno) as a program of this personality sees them: backends speak canonical
+    errno names; Winsock shows INVALID_SOCKET/SOCKET_ERROR and WSA names and numbers."""
+    if res.err is None or res.blocked or res.err in (BLOCKED, "PROCESS_BUSY", "PROCESS_GONE"):
+        return res.ret, res.err, None
+    return pers.failure_value(call), pers.error_name(res.err), pers.error_number(res.err)
+
+
+def _fill(rec: StepRecord, res: CallResult, pers, call: str) -> None:
+    rec.ret, rec.err, rec.errno = present(pers, call, res)
+    rec.blocked = res.blocked
     if res.blocked:
         rec.err = BLOCKED
     rec.rule, rec.cite, rec.trail, rec.facts = res.rule, res.cite, list(res.trail), list(res.facts)
