@@ -44,6 +44,7 @@ class StepRecord:
     cite: str | None = None  # simulator only: that rule's source
     trail: list[str] = field(default_factory=list)  # simulator only: every rule consulted
     facts: list[str] = field(default_factory=list)  # simulator only: facts the rule looked at
+    via: str | None = None  # a call made by a timer's slot: which timeout
     expect: Any = None  # the scenario's expectation, if any
     expect_ok: bool | None = None  # None when the step has no expectation
 

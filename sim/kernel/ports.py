@@ -93,15 +93,20 @@ def bind_conflict(sk: Any, sk2: Any, relax: bool, reuseport_ok: bool) -> bool:
 
 
 def describe_owner(o: Any) -> str:
-    kind = "TIME_WAIT entry" if o.tcp_state == TIME_WAIT_STATE and getattr(o, "is_tw", False) else "socket"
+    """One line a learner can read: who holds the port, in which state, with which flags."""
     flags = [n for n, v in (("SO_REUSEADDR", o.reuse), ("SO_REUSEPORT", o.reuseport)) if v]
-    addr = str(o.addr6) if o.family == 6 else str(o.saddr4)
+    flag_text = "with " + " and ".join(flags) if flags else "without SO_REUSEADDR"
+    if getattr(o, "is_tw", False):
+        return (f"{o.shown_state} entry {o.laddr}:{o.lport} -> {o.raddr}:{o.rport} of a socket "
+                f"{flag_text}, expiring at t={o.expires:.1f} s")
     from .tcp import State  # local: avoid a cycle at import time
 
+    addr = str(o.addr6) if o.family == 6 else str(o.saddr4)
     st = State(o.tcp_state).name if o.tcp_state in State._value2member_map_ else str(o.tcp_state)
-    if not getattr(o, "is_tw", False) and st == "CLOSE":
-        st = "bound"
-    return f"{kind} {addr} ({st}{', ' + ', '.join(flags) if flags else ', no reuse options'})"
+    if st == "CLOSE":
+        st = "bound, not listening"
+    peer = f" -> {o.raddr}:{o.rport}" if getattr(o, "raddr", None) else ""
+    return f"socket {addr}:{o.lport}{peer} ({st}) {flag_text}"
 
 
 class BindBucket:

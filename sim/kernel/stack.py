@@ -978,11 +978,13 @@ class Kernel:
             self.syn_to_full_listener(lsk, seg)
             return
         req = Sock(lsk.family, "tcp", lsk.uid, lsk.sndbuf, lsk.rcvbuf, lsk.v6only_opt)
-        for a in ("reuse", "reuseport", "linger", "snd_lock", "rcv_lock", "bindport_lock", "nodelay", "addr6", "saddr4"):
+        for a in ("reuse", "reuseport", "linger", "snd_lock", "rcv_lock", "bindport_lock", "nodelay"):
             setattr(req, a, getattr(lsk, a))
         req.is_request = True
         req.parent = lsk
-        req.laddr, req.lport = seg.dst
+        # tcp_v4_syn_recv_sock(): the child's rcv_saddr is the address the SYN was sent to
+        dst = seg.dst[0]
+        req.set_local(f"::ffff:{dst}" if lsk.family == 6 and ":" not in dst else dst, seg.dst[1])
         req.raddr, req.rport = seg.src
         req.tcp_state = int(State.SYN_RECV)
         req.snd_edge = seg.wnd

@@ -21,6 +21,9 @@ def _args_text(rec: StepRecord) -> str:
     a = dict(rec.args)
     if rec.kind == "sleep":
         return f"sleep {a.get('seconds')} s"
+    if rec.kind == "timer":
+        extra = ", ".join(f"{k}={v}" for k, v in a.items() if k not in ("name", "op"))
+        return f"{rec.call}({a.get('name')}{', ' + extra if extra else ''})"
     if rec.kind == "observe":
         what = a.pop("what", "")
         return f"observe {what} " + " ".join(f"{k}={v}" for k, v in a.items())
@@ -53,6 +56,8 @@ def outcome_text(rec: StepRecord) -> Text:
         return Text(f"{o.get('ok', 0)}/{o.get('attempts', 0)} ok" + (f" ({errs})" if errs else "") + first)
     if rec.kind == "sleep":
         return Text("")
+    if rec.kind == "timer":
+        return Text(f"fires in {rec.ret} ms" if rec.ret is not None else (rec.err or "inactive"))
     if rec.blocked:
         if rec.completed_after is not None:
             res = rec.err or (str(rec.ret) if rec.ret not in (None, 0) else "ok")
@@ -70,18 +75,25 @@ def print_timeline(trace: Trace, scenario: Any = None, explain: bool = False) ->
     t.add_column("process")
     t.add_column("call")
     t.add_column("result")
-    t.add_column("rule (source)", overflow="fold")
+    t.add_column("rule  source / why", overflow="fold")
     for rec in trace.steps:
-        rule = ""
+        rule = Text()
         if rec.rule:
-            rule = f"{rec.rule}: {rec.cite}" if rec.cite else rec.rule
-        if explain and rec.facts:
-            rule += "\n" + "\n".join(f"  - {f}" for f in rec.facts)
+            rule.append(rec.rule, style="bold")
+            src = (rec.cite or "").split(": ")[0].split(" -- ")[0]
+            if src:
+                rule.append(f"  {src}" if not explain else f"  {rec.cite}", style="dim")
+        facts = rec.facts if explain else (rec.facts[:2] if rec.err or rec.blocked else [])
+        for f in facts:
+            rule.append(f"\n  {f}", style="italic")
         res = outcome_text(rec)
         if rec.expect_ok is False:
             res.append(f"  (expected {rec.expect})", style="bold magenta")
+        call = Text(_args_text(rec))
+        if rec.via:
+            call = Text(f"{rec.via}\n", style="cyan") + call
         t.add_row(str(rec.index), f"{rec.time:.6f}".rstrip("0").rstrip(".") if rec.time else "0",
-                  rec.proc or "", _args_text(rec), res, rule)
+                  rec.proc or "", call, res, rule)
     console.print(t)
 
 

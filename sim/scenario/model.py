@@ -321,6 +321,14 @@ class ObserveSockstat(_Strict):
     what: Literal["sockstat"]
 
 
+class ObserveTimer(_Strict):
+    """QTimer state: isActive(), interval(), remainingTime() (ms; -1 when inactive), isSingleShot()."""
+
+    what: Literal["timer"]
+    proc: Name
+    name: Name
+
+
 class ObserveQueues(_Strict):
     """Bytes in a socket's receive and send queues (SIOCINQ, SIOCOUTQ)."""
 
@@ -330,7 +338,8 @@ class ObserveQueues(_Strict):
 
 
 Observation = Annotated[
-    Union[ObserveTcp, ObserveFds, ObserveSockstat, ObserveQueues], Field(discriminator="what")
+    Union[ObserveTcp, ObserveFds, ObserveSockstat, ObserveQueues, ObserveTimer],
+    Field(discriminator="what")
 ]
 
 
@@ -371,7 +380,43 @@ class LoadStep(_Step):
     load: LoadSpec
 
 
-STEP_KINDS = ("call", "sleep", "observe", "load")
+class TimerOp(_Strict):
+    """An application timer with QTimer semantics, in the event loop of process ``proc``.
+
+    ``op`` is a QTimer method: ``start`` (restarts a running timer), ``stop``, ``setInterval``,
+    ``setSingleShot``, ``setTimerType``, or the static ``singleShot`` (one shot, no object).
+    ``on_timeout`` lists the calls the connected slot makes in ``proc`` at each timeout.
+    ``until_ok`` re-arms a single-shot timer while the slot's last call fails: the usual
+    ``QTimer::singleShot`` retry loop.
+    """
+
+    proc: Name
+    name: Name
+    op: Literal["start", "stop", "setInterval", "setSingleShot", "setTimerType", "singleShot"]
+    interval: Annotated[int, Field(ge=-(2**31), le=2**31 - 1)] | None = None  # milliseconds
+    single_shot: bool | None = None
+    type: Literal["PreciseTimer", "CoarseTimer", "VeryCoarseTimer"] | None = None
+    on_timeout: list[Call] = []
+    until_ok: bool = False
+    max_shots: Annotated[int, Field(ge=1, le=100000)] = 1000  # bound on timeouts of this timer
+
+    @model_validator(mode="before")
+    @classmethod
+    def _slot_runs_in_timer_process(cls, data: Any) -> Any:
+        """Calls in on_timeout run in the timer's own thread: their proc defaults to the timer's."""
+        if isinstance(data, dict) and isinstance(data.get("on_timeout"), list):
+            data = dict(data)
+            data["on_timeout"] = [
+                ({**c, "proc": data.get("proc")} if isinstance(c, dict) and "proc" not in c else c)
+                for c in data["on_timeout"]]
+        return data
+
+
+class TimerStep(_Step):
+    timer: TimerOp
+
+
+STEP_KINDS = ("call", "sleep", "observe", "load", "timer")
 
 
 def _step_tag(v: Any) -> str | None:
@@ -389,9 +434,10 @@ Step = Annotated[
         Annotated[SleepStep, Tag("sleep")],
         Annotated[ObserveStep, Tag("observe")],
         Annotated[LoadStep, Tag("load")],
+        Annotated[TimerStep, Tag("timer")],
     ],
     Discriminator(_step_tag, custom_error_type="step_kind",
-                  custom_error_message="a step needs one of call:, sleep:, observe: or load:"),
+                  custom_error_message="a step needs one of call:, sleep:, observe:, load: or timer:"),
 ]
 
 
@@ -422,6 +468,8 @@ def step_kind(step: Any) -> str:
         return "observe"
     if isinstance(step, LoadStep):
         return "load"
+    if isinstance(step, TimerStep):
+        return "timer"
     return "call"
 
 

@@ -12,7 +12,9 @@ from typing import Any, Callable
 
 from ..personality import get as get_personality
 from ..trace import BLOCKED, Backend, CallResult, StepRecord, Trace
-from .model import ForkCall, LoadStep, ObserveStep, Scenario, SleepStep, call_args, step_kind
+from ..engine.qtimer import QtTimers
+from ..kernel.rules import RULES, TRAIL, decisive
+from .model import ForkCall, LoadStep, ObserveStep, Scenario, SleepStep, TimerStep, call_args, step_kind
 
 
 def _expect_ok(expect: Any, rec: StepRecord) -> bool:
@@ -23,7 +25,9 @@ def _expect_ok(expect: Any, rec: StepRecord) -> bool:
     if expect == "BLOCKED":
         return rec.blocked
     if isinstance(expect, str) and (expect.isupper() or expect.startswith("WSA")):
-        return rec.err is not None and _canon(rec.err) == _canon(expect)
+        if rec.err is None:  # a value that is an error name, e.g. getsockopt(SO_ERROR)
+            return isinstance(rec.ret, str) and _canon(rec.ret) == _canon(expect)
+        return _canon(rec.err) == _canon(expect)
     if rec.kind == "call":
         return rec.err is None and rec.ret == expect
     return _subset(expect, rec.obs)
@@ -62,83 +66,212 @@ def _api_call(pers, call: str, proc: str, last_err: dict[str, tuple[str, int]]) 
     return None
 
 
+class _Run:
+    """One pass of a scenario over one backend."""
+
+    def __init__(self, scenario: Scenario, backend: Backend, seed: int | None,
+                 on_step: Callable[[StepRecord], None] | None, personality: str | None):
+        self.sc, self.backend, self.on_step = scenario, backend, on_step
+        self.data = scenario.model_dump(by_alias=True)
+        pname = personality or scenario.host.personality
+        self.data["host"]["personality"] = pname
+        self.pers = get_personality(pname)
+        self.last_err: dict[str, tuple[str, int]] = {}
+        self.trace = Trace(scenario=scenario.name, backend=backend.name, personality=pname, seed=seed)
+        self.names: dict[str, dict[str, int]] = {p: {} for p in scenario.processes}
+        self.pending_names: dict[int, tuple[str, str]] = {}  # record index -> (proc, name)
+        self.blocked: dict[str, int] = {}  # proc -> record index of its pending call
+        self.timers = QtTimers()
+        self.timer_lines: dict[tuple[str, str], int] = {}
+
+    # ---------------------------------------------------------------- main loop
+    def go(self) -> Trace:
+        wall = time.monotonic()
+        self.backend.start(self.data)
+        try:
+            for i, step in enumerate(self.sc.steps):
+                line = self.sc.step_lines[i] if i < len(self.sc.step_lines) else 0
+                self.step(step, line)
+        finally:
+            self.trace.summary = self.backend.close()
+        self.trace.meta["wall_seconds"] = round(time.monotonic() - wall, 3)
+        self.trace.meta["source"] = self.sc.source
+        return self.trace
+
+    def _record(self, kind: str, line: int, expect: Any = None) -> StepRecord:
+        return StepRecord(index=len(self.trace.steps), line=line, kind=kind,
+                          time=round(self.backend.now(), 9), expect=expect)
+
+    def _finish(self, rec: StepRecord) -> None:
+        self.trace.steps.append(rec)
+        self._collect(rec.index)
+        _check(rec)
+        if self.on_step:
+            self.on_step(rec)
+
+    def step(self, step: Any, line: int) -> None:
+        kind = step_kind(step)
+        if kind == "call":
+            self.call(step, line)
+        elif isinstance(step, SleepStep):
+            rec = self._record("sleep", line, step.expect)
+            rec.args = {"seconds": step.sleep}
+            self._finish(rec)
+            self.sleep(step.sleep)
+            return
+        elif isinstance(step, ObserveStep):
+            rec = self._record("observe", line, step.expect)
+            obs = step.observe.model_dump()
+            rec.args = dict(obs)
+            rec.proc = obs.get("proc")
+            if obs["what"] == "timer":
+                t = self.timers.timers.get((obs["proc"], obs["name"]))
+                rec.obs = (self.timers.describe(t, self.backend.now()) if t else
+                           {"active": False, "interval": 0, "remaining_ms": -1, "single_shot": False,
+                            "type": "CoarseTimer", "timeouts": 0})
+            else:
+                if isinstance(obs.get("sock"), str):
+                    obs["sock"] = self.names.get(obs["proc"], {}).get(obs["sock"], -1)
+                rec.obs = self.backend.observe(obs)
+            self._finish(rec)
+        elif isinstance(step, LoadStep):
+            rec = self._record("load", line, step.expect)
+            spec = step.load.model_dump()
+            rec.args = dict(spec)
+            rec.proc = spec["proc"]
+            if isinstance(spec.get("listener"), str):
+                spec["listener"] = self.names.get(spec["accept_proc"], {}).get(spec["listener"], -1)
+            rec.obs = self.backend.load(rec.index, spec)
+            self._finish(rec)
+        elif isinstance(step, TimerStep):
+            self.timer_op(step, line)
+        self.run_due_timers()
+
+    def call(self, step: Any, line: int, via: str | None = None) -> StepRecord:
+        rec = self._record("call", line, step.expect)
+        rec.via = via
+        args = call_args(step)
+        rec.proc, rec.call, rec.args = step.proc, step.call, dict(args)
+        fdmap = self.names.setdefault(step.proc, {})
+        if "sock" in args and isinstance(args["sock"], str):
+            args["sock"] = fdmap.get(args["sock"], -1)
+        res = _api_call(self.pers, step.call, step.proc, self.last_err)
+        if res is None:
+            res = self.backend.call(rec.index, step.proc, self.pers.kernel_call(step.call), args)
+        _fill(rec, res, self.pers, step.call)
+        if rec.errno is not None:
+            self.last_err[step.proc] = (rec.err, rec.errno)
+        bind_as = getattr(step, "as_", None)
+        if isinstance(step, ForkCall):
+            if res.err is None:
+                self.names[step.as_] = dict(fdmap)
+        elif bind_as:
+            if res.blocked:
+                self.pending_names[rec.index] = (step.proc, bind_as)
+            elif res.err is None and isinstance(res.ret, int) and res.ret >= 0:
+                fdmap[bind_as] = res.ret
+        if res.blocked:
+            self.blocked[step.proc] = rec.index
+        self._finish(rec)
+        return rec
+
+    def _collect(self, after: int) -> None:
+        for c in self.backend.completions():
+            done = self.trace.steps[c.index]
+            done.completed_after = after
+            done.completed_time = round(c.time, 9)
+            done.ret, done.err, done.errno = present(self.pers, done.call or "", c.result)
+            if c.result.rule:
+                done.rule, done.cite = c.result.rule, c.result.cite
+                done.trail, done.facts = c.result.trail, c.result.facts
+            if c.index in self.pending_names and c.result.err is None:
+                proc, nm = self.pending_names.pop(c.index)
+                self.names.setdefault(proc, {})[nm] = c.result.ret
+            if done.proc is not None and self.blocked.get(done.proc) == c.index:
+                del self.blocked[done.proc]
+            _check(done)
+
+    # ---------------------------------------------------------------- time and timers
+    def sleep(self, seconds: float) -> None:
+        """Let time pass; application timers fire on the way, each in its own process."""
+        end = self.backend.now() + seconds
+        while True:
+            now = self.backend.now()
+            nd = self.timers.next_due(set(self.blocked))
+            if nd is None or nd > end:
+                self.backend.sleep(max(0.0, end - now))
+                if self.trace.steps:
+                    self._collect(len(self.trace.steps) - 1)
+                self.run_due_timers()
+                return
+            self.backend.sleep(max(0.0, nd - now))
+            if self.trace.steps:
+                self._collect(len(self.trace.steps) - 1)
+            self.run_due_timers()
+
+    def timer_op(self, step: Any, line: int) -> None:
+        op = step.timer
+        rec = self._record("timer", line, step.expect)
+        rec.proc, rec.call = op.proc, f"QTimer.{op.op}"
+        rec.args = {k: v for k, v in op.model_dump(exclude={"on_timeout", "proc"}).items()
+                    if v not in (None, False, [])}
+        TRAIL.clear()
+        now = self.backend.now()
+        t = self.timers.get(op.proc, op.name)
+        self.timer_lines[(op.proc, op.name)] = line
+        if op.on_timeout:
+            t.slot = list(op.on_timeout)
+        if op.type is not None:
+            t.type = op.type
+        if op.single_shot is not None:
+            t.single_shot = op.single_shot
+        t.until_ok, t.max_shots = op.until_ok, op.max_shots
+        if op.op == "start":
+            self.timers.start(t, now, op.interval)
+        elif op.op == "stop":
+            self.timers.stop(t)
+        elif op.op == "setInterval":
+            self.timers.set_interval(t, op.interval or 0, now)
+        elif op.op == "singleShot":
+            if not self.timers.single_shot(t, op.interval or 0, now):
+                rec.err = "NOT_SCHEDULED"
+        rec.trail, rec.facts = list(TRAIL.rules), list(TRAIL.facts)
+        rec.rule = decisive(rec.trail)
+        rec.ret = self.timers.describe(t, now)["remaining_ms"] if t.active else None
+        rec.cite = RULES[rec.rule].cite if rec.rule in RULES else None
+        self._finish(rec)
+
+    def run_due_timers(self) -> None:
+        """Timers whose deadline passed fire now, once each, in processes that are not blocked."""
+        for _ in range(100000):
+            now = self.backend.now()
+            due = self.timers.due(now, set(self.blocked))
+            if not due:
+                return
+            t = due[0]
+            TRAIL.clear()
+            self.timers.fire(t, now)
+            facts = list(TRAIL.facts)
+            line = self.timer_lines.get((t.proc, t.name), 0)
+            last = None
+            for call in t.slot:
+                if call.proc in self.blocked:
+                    break
+                last = self.call(call, line, via=f"timeout of QTimer {t.name} (#{t.shots})")
+                if facts:
+                    last.facts = facts + last.facts
+                    facts = []
+            if t.until_ok and last is not None and (last.err is not None) and t.shots < t.max_shots:
+                self.timers.single_shot(t, t.interval, self.backend.now())
+            if t.shots >= t.max_shots and t.active:
+                self.timers.stop(t)
+
+
 def run(scenario: Scenario, backend: Backend, seed: int | None = None,
         on_step: Callable[[StepRecord], None] | None = None, personality: str | None = None) -> Trace:
-    data = scenario.model_dump(by_alias=True)
-    pname = personality or scenario.host.personality
-    data["host"]["personality"] = pname
-    pers = get_personality(pname)
-    last_err: dict[str, tuple[str, int]] = {}
-    wall = time.monotonic()
-    trace = Trace(scenario=scenario.name, backend=backend.name, personality=pname, seed=seed)
-    names: dict[str, dict[str, int]] = {p: {} for p in scenario.processes}
-    pending_names: dict[int, tuple[str, str]] = {}  # step index -> (proc, name) bound on completion
-    backend.start(data)
-    try:
-        for i, step in enumerate(scenario.steps):
-            line = scenario.step_lines[i] if i < len(scenario.step_lines) else 0
-            kind = step_kind(step)
-            rec = StepRecord(index=i, line=line, kind=kind, time=round(backend.now(), 9),
-                             expect=step.expect)
-            if kind == "call":
-                args = call_args(step)
-                rec.proc, rec.call, rec.args = step.proc, step.call, dict(args)
-                fdmap = names.setdefault(step.proc, {})
-                if "sock" in args and isinstance(args["sock"], str):
-                    args["sock"] = fdmap.get(args["sock"], -1)
-                res = _api_call(pers, step.call, step.proc, last_err)
-                if res is None:
-                    res = backend.call(i, step.proc, pers.kernel_call(step.call), args)
-                _fill(rec, res, pers, step.call)
-                if rec.errno is not None:
-                    last_err[step.proc] = (rec.err, rec.errno)
-                bind_as = getattr(step, "as_", None)
-                if isinstance(step, ForkCall):
-                    if res.err is None:
-                        names[step.as_] = dict(fdmap)
-                elif bind_as:
-                    if res.blocked:
-                        pending_names[i] = (step.proc, bind_as)
-                    elif res.err is None and isinstance(res.ret, int) and res.ret >= 0:
-                        fdmap[bind_as] = res.ret
-            elif isinstance(step, SleepStep):
-                rec.args = {"seconds": step.sleep}
-                backend.sleep(step.sleep)
-            elif isinstance(step, ObserveStep):
-                obs = step.observe.model_dump()
-                rec.args = dict(obs)
-                rec.proc = obs.get("proc")
-                if isinstance(obs.get("sock"), str):
-                    obs["sock"] = names.get(obs["proc"], {}).get(obs["sock"], -1)
-                rec.obs = backend.observe(obs)
-            elif isinstance(step, LoadStep):
-                spec = step.load.model_dump()
-                rec.args = dict(spec)
-                rec.proc = spec["proc"]
-                if isinstance(spec.get("listener"), str):
-                    spec["listener"] = names.get(spec["accept_proc"], {}).get(spec["listener"], -1)
-                rec.obs = backend.load(i, spec)
-            trace.steps.append(rec)
-            for c in backend.completions():
-                done = trace.steps[c.index]
-                done.completed_after = i
-                done.completed_time = round(c.time, 9)
-                done.ret, done.err, done.errno = present(pers, done.call or "", c.result)
-                if c.result.rule:
-                    done.rule, done.cite = c.result.rule, c.result.cite
-                    done.trail, done.facts = c.result.trail, c.result.facts
-                if c.index in pending_names and c.result.err is None:
-                    proc, nm = pending_names.pop(c.index)
-                    names.setdefault(proc, {})[nm] = c.result.ret
-                _check(done)
-            _check(rec)
-            if on_step:
-                on_step(rec)
-    finally:
-        trace.summary = backend.close()
-    trace.meta["wall_seconds"] = round(time.monotonic() - wall, 3)
-    trace.meta["source"] = scenario.source
-    return trace
+    """Run ``scenario`` on ``backend``; the trace has one record per step, plus one per call a
+    timer's slot made (``via`` says which timeout)."""
+    return _Run(scenario, backend, seed, on_step, personality).go()
 
 
 def present(pers, call: str, res: CallResult) -> tuple:
