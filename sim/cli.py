@@ -62,7 +62,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     if err:
         return _bad(err)
     seed = args.seed if args.seed is not None else sc.seed
-    trace = run(sc, SimBackend(seed=seed), seed=seed)
+    from .personality import PERSONALITIES
+
+    if args.personality and args.personality not in PERSONALITIES:
+        return _bad(f"--personality: unknown personality {args.personality!r}; "
+                    f"expected one of: {', '.join(sorted(PERSONALITIES))}")
+    if args.compare_personalities:
+        from .report.personalities import compare_personalities
+
+        return compare_personalities(sc, seed, quiet=args.quiet)
+    trace = run(sc, SimBackend(seed=seed), seed=seed, personality=args.personality)
     if args.json:
         e = _write_json(args.json, trace.to_dict())
         if e:
@@ -165,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", metavar="PATH", help="also write the trace as JSON to PATH")
     r.add_argument("--seed", type=int, help="seed for the kernel's random choices (default: the scenario's)")
     r.add_argument("--explain", action="store_true", help="show the facts behind every outcome")
+    r.add_argument("--personality", metavar="NAME", help="run under this personality (linux, windows) "
+                   "instead of the scenario's")
+    r.add_argument("--compare-personalities", action="store_true",
+                   help="run under every personality and show the steps where they differ, with the rules")
     r.add_argument("--html", metavar="OUT.html", help="also write a self-contained page: timeline, "
                    "object graph and explanation at every step")
     r.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
