@@ -147,12 +147,34 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_rules(args: argparse.Namespace) -> int:
-    from .kernel import stack  # noqa: F401  (registers every rule)
-    from .kernel.rules import RULES
+    from rich import box
+    from rich.table import Table
 
+    from .coverage import bundled, needs_crosscheck, rule_coverage
+    from .kernel.rules import RULES
+    from .report.terminal import console
+
+    cover, bad = rule_coverage(bundled(scenarios_dir()))
+    t = Table(title="rules of the model", box=box.SIMPLE_HEAD)
+    t.add_column("rule")
+    t.add_column("source", overflow="fold")
+    t.add_column("cross-checked by", overflow="fold")
+    missing = 0
     for rid in sorted(RULES):
-        print(f"{rid:32s} {RULES[rid].cite}")
-    return EXIT_OK
+        names = cover.get(rid, [])
+        if names:
+            shown = ", ".join(names[:4]) + (f" (+{len(names) - 4})" if len(names) > 4 else "")
+        elif needs_crosscheck(rid):
+            shown = "[bold red]none[/]"
+            missing += 1
+        else:
+            shown = "[dim](cited source only: no such kernel here)[/]"
+        t.add_row(rid, RULES[rid].cite, shown)
+    console.print(t)
+    console.print(f"{len(RULES)} rules; {missing} without a cross-checking scenario")
+    for b in bad:
+        print(f"warning: {b}", file=sys.stderr)
+    return EXIT_DIFF if missing else EXIT_OK
 
 
 # Commands that live in their own modules: each module has register(subparsers), which adds its
