@@ -17,6 +17,7 @@ import simpy
 
 from ..personality import get as get_personality
 from ..kernel.rules import HITS, RULES
+from ..kernel.timers import wheel_expiry
 from ..kernel.stack import Blocked, Kernel, Outcome  # noqa: F401
 from ..trace import CallResult, Completion
 
@@ -33,13 +34,14 @@ class FifoTimers:
         self.wakeups: dict[float, simpy.Event | None] = {}
         self.pending = 0
 
-    def add(self, delay: float, item: Any) -> None:
+    def add(self, delay: float, item: Any, due: float | None = None) -> None:
+        """Queue ``item`` to fire after ``delay`` (or at ``due``, which must not decrease per delay)."""
         q = self.queues.get(delay)
         if q is None:
             q = self.queues[delay] = deque()
             self.wakeups[delay] = None
             self.env.process(self._run(delay, q))
-        q.append((self.env.now + delay, item))
+        q.append((self.env.now + delay if due is None else due, item))
         self.pending += 1
         ev = self.wakeups[delay]
         if ev is not None and not ev.triggered:
@@ -72,7 +74,7 @@ class SimBackend:
         self.seed = seed
         self.env = simpy.Environment()
         self.kernel: Kernel | None = None
-        self.latency = 0.00002
+        self.latency = 0.0
         self.pending: dict[str, tuple[int, Blocked]] = {}  # proc -> (step index, blocked call)
         self.waiters: list[tuple[Blocked, Callable[[Outcome], None]]] = []
         self.done: list[Completion] = []
@@ -80,6 +82,7 @@ class SimBackend:
         self.wire: FifoTimers | None = None
         self.timers: FifoTimers | None = None
         self.samples: list[dict[str, Any]] = []
+        self._waking = False
 
     # ------------------------------------------------------------------ set-up
     def start(self, scenario: dict[str, Any]) -> None:
@@ -111,27 +114,54 @@ class SimBackend:
         self._flush()
 
     def _flush(self) -> None:
+        """Put the kernel's output on the wire and its timers on the wheel.
+
+        With zero latency (the default) loopback is synchronous, as it is in Linux, where a
+        segment sent on ``lo`` is processed in the sender's softirq before the call returns:
+        segments are delivered here, in order, with no simulated delay and no SimPy event.
+        """
         k = self.kernel
+        now = self.env.now
         while k.outbox or k.timer_requests:
             out, k.outbox = k.outbox, []
-            for seg in out:
-                self.wire.add(self.latency, seg)
-            reqs, k.timer_requests = k.timer_requests, []
-            for kind, delay, obj, gen in reqs:
-                self.timers.add(delay, (kind, obj, gen))
+            if self.latency == 0.0:
+                self.segments += len(out)
+                for seg in out:
+                    k.deliver(seg, now)
+            else:
+                for seg in out:
+                    self.wire.add(self.latency, seg)
+            if k.timer_requests:
+                reqs, k.timer_requests = k.timer_requests, []
+                for kind, delay, obj, gen in reqs:
+                    self.timers.add(delay, (kind, obj, gen), due=wheel_expiry(now, delay))
         self._wake()
 
     def _wake(self) -> None:
-        if not self.pending and not self.waiters:
+        """Retry every blocked call; a call that completes may unblock others, so repeat until quiet."""
+        if (not self.pending and not self.waiters) or self._waking:
             return
-        for proc, (index, blk) in list(self.pending.items()):
-            out = blk.resume(self.env.now)
-            if out.blocked is not None:
-                self.pending[proc] = (index, Blocked(proc, blk.call, out.blocked.resume, out.blocked.reason))
-                continue
-            del self.pending[proc]
-            self.done.append(Completion(index, self._result(out), self.env.now))
-            self._flush()
+        self._waking = True
+        try:
+            progress = True
+            while progress:
+                progress = False
+                for proc, (index, blk) in list(self.pending.items()):
+                    out = blk.resume(self.env.now)
+                    if out.blocked is not None:
+                        self.pending[proc] = (index, Blocked(proc, blk.call, out.blocked.resume,
+                                                             out.blocked.reason))
+                        continue
+                    del self.pending[proc]
+                    self.done.append(Completion(index, self._result(out), self.env.now))
+                    self._flush()
+                    progress = True
+                progress = self._wake_waiters() or progress
+        finally:
+            self._waking = False
+
+    def _wake_waiters(self) -> bool:
+        progress = False
         if self.waiters:
             waiters, self.waiters = self.waiters, []
             for blk, cb in waiters:
@@ -139,9 +169,11 @@ class SimBackend:
                 if out.blocked is not None:
                     self.waiters.append((Blocked(blk.proc, blk.call, out.blocked.resume, out.blocked.reason), cb))
                 else:
+                    progress = True
                     cb(out)
             if self.kernel.outbox or self.kernel.timer_requests:
                 self._flush()
+        return progress
 
     def settle(self) -> None:
         """Deliver every segment in flight (loopback is fast); timers due meanwhile fire too."""
@@ -168,9 +200,10 @@ class SimBackend:
         if call != "fork":
             args.pop("as", None)
         out = self.kernel.syscall(proc, call, args, self.env.now)
-        self._flush()
         if out.blocked is not None:
             self.pending[proc] = (index, out.blocked)
+        self._flush()
+        if out.blocked is not None:
             self.settle()
             # the call may have completed while the network settled
             for i, c in enumerate(self.done):

@@ -95,7 +95,9 @@ class Host(_Strict):
     personality: Literal["linux", "windows"] = "linux"
     sysctls: Sysctls = Sysctls()
     file_max: Annotated[int, Field(ge=1)] = 2466170  # fs.file-max (host-global)
-    latency: Annotated[float, Field(ge=0, le=10)] = 0.00002  # loopback one-way delay, seconds
+    # one-way delay of the wire, seconds; 0 = Linux loopback (segments are processed in the
+    # sending call's softirq, before the call returns)
+    latency: Annotated[float, Field(ge=0, le=10)] = 0.0
 
 
 class Process(_Strict):
