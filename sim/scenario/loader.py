@@ -19,18 +19,16 @@ import math
 import os
 import re
 import stat
+import types
 from dataclasses import dataclass
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Tag, ValidationError
 from pydantic.fields import FieldInfo
 
 from . import model as _model
-from .model import (
-    CALL_NAMES, STEP_KINDS, ForkCall, Host, LoadSpec, LoadStep, ObserveStep, Process, Scenario,
-    SleepStep, Sysctls, Tolerance, step_kind,
-)
+from .model import CALL_NAMES, STEP_KINDS, ForkCall, Scenario, step_kind
 
 MAX_BYTES = 8 * 1024 * 1024  # a scenario file is hand-written: 8 MiB is plenty
 MAX_DEPTH = 64  # nesting of lists and mappings (also through aliases)
@@ -43,6 +41,10 @@ class ScenarioError(Exception):
     line: int  # 1-based; 0 when the problem is the file as a whole
     column: int  # 1-based, in characters; 0 when the problem is the file as a whole
     message: str
+
+    def __post_init__(self) -> None:
+        # one line, whatever text from the file the message quotes
+        self.message = self.message.replace("\r", "\\r").replace("\n", "\\n")
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}:{self.column}: {self.message}"
@@ -221,8 +223,9 @@ class _Builder:
     def build(self, node: Any, path: tuple, depth: int) -> Any:
         self.count += 1
         if self.count > MAX_VALUES:
-            raise self.too_much(node, f"expected at most {MAX_VALUES} values, found more: anchors "
-                                      "and aliases (&name, *name) expand to too much data")
+            why = ("anchors and aliases (&name, *name) expand to too much data" if self.aliases
+                   else "the file holds too much data for a scenario")
+            raise self.too_much(node, f"expected at most {MAX_VALUES} values, found more: {why}")
         self.marks[path] = _mark(node)
         if isinstance(node, yaml.ScalarNode):
             return self.scalar(node)
@@ -255,7 +258,7 @@ class _Builder:
             key = knode.value  # keys are always text: 'on:' is the key 'on', not true
             if key in out:
                 first = self.marks.get(path + (key, "<key>"), (0, 0))
-                raise self.fail(knode, f"expected each key once, found '{key}' again (first at "
+                raise self.fail(knode, f"expected each key once, found '{_short(key)}' again (first at "
                                        f"line {first[0]} column {first[1]})")
             self.marks[path + (key, "<key>")] = _mark(knode)
             out[key] = self.child(node, id(knode), vnode, path + (key,), depth + 1)
@@ -424,8 +427,10 @@ def _syntax_error(e: yaml.MarkedYAMLError, text: str, name: str) -> ScenarioErro
         if m:
             exp = re.sub(r"'?<[a-z ]+>'?", lambda t: _token(t.group(0)), m.group(1))
             msg = f"expected {exp}, found {_token(m.group(2))}"
+        elif problem.startswith("found "):
+            msg = f"expected valid YAML, {problem}"
         else:
-            msg = problem or "invalid YAML"
+            msg = f"expected valid YAML, found a problem: {problem or 'invalid YAML'}"
         if context:
             msg += f" ({context})"
     return ScenarioError(name, line, col, f"YAML syntax error: {msg}")
@@ -449,7 +454,8 @@ def parse_marked(text: str, name: str) -> _Marked:
     except yaml.MarkedYAMLError as e:
         raise _syntax_error(e, text, name) from None
     except yaml.YAMLError as e:
-        raise ScenarioError(name, 1, 1, f"YAML error: {e}") from None
+        raise ScenarioError(name, 1, 1, "YAML syntax error: expected valid YAML, found a problem: "
+                                        + " ".join(str(e).split())) from None
     if node is None:
         raise ScenarioError(name, 1, 1, "expected a mapping with name, processes and steps, "
                                         "found an empty file (nothing but blanks or comments)")
@@ -491,6 +497,12 @@ def _kind(v: Any) -> str:
     return type(v).__name__
 
 
+def _short(text: Any, limit: int = 60) -> str:
+    """Text from the file, shortened for a message."""
+    s = str(text)
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
 def _num(x: Any) -> str:
     if isinstance(x, float) and x.is_integer():
         return str(int(x))
@@ -508,6 +520,7 @@ def _tag_of(cls: Any, field: str) -> str:
 _CALLS: dict[str, type[BaseModel]] = {_tag_of(c, "call"): c for c in _members(_model.Call)}
 _OBSERVATIONS: dict[str, type[BaseModel]] = {_tag_of(c, "what"): c for c in _members(_model.Observation)}
 _LOCAL = ("source", "step_lines")  # filled in by the loader, never by the file
+_KINDS = ", ".join(f"{k}:" for k in STEP_KINDS[:-1]) + f" or {STEP_KINDS[-1]}:"
 
 
 def _keys(model: type[BaseModel]) -> list[str]:
@@ -520,17 +533,17 @@ def _keys(model: type[BaseModel]) -> list[str]:
 
 def _owner(data: Any, path: tuple) -> str:
     """What the mapping at ``path`` is, for 'required by ...'."""
+    v = _lookup(data, path)
     if path == ():
         return "every scenario"
     if len(path) == 2 and path[0] == "steps":
-        return _step_label(_lookup(data, path))
-    if len(path) == 3 and path[0] == "steps" and path[2] == "observe":
-        obs = _lookup(data, path)
-        what = obs.get("what") if isinstance(obs, dict) else None
-        return f"observe {what}" if isinstance(what, str) else "observe"
-    if len(path) == 3 and path[0] == "steps" and path[2] == "load":
-        return "load"
-    if len(path) == 4 and path[0] == "steps" and path[2] == "tolerate":
+        return _step_label(v)
+    if isinstance(v, dict) and isinstance(v.get("call"), str):
+        return f"call {v['call']}"
+    if len(path) == 3 and path[0] == "steps" and path[2] in STEP_KINDS:
+        what = v.get("what") if isinstance(v, dict) else None
+        return f"{path[2]} {what}" if isinstance(what, str) else str(path[2])
+    if len(path) >= 2 and path[-2] == "tolerate":
         return "every tolerance"
     return _label(data, path)
 
@@ -554,10 +567,12 @@ def _label(data: Any, path: tuple) -> str:
 
 
 def _step_where(data: Any, path: tuple) -> str:
-    """'steps[4] (call connect)' for a path inside a step, else the plain label."""
-    if len(path) >= 2 and path[0] == "steps" and isinstance(path[1], int):
-        step = _lookup(data, path[:2])
-        return f"steps[{path[1]}] ({_step_label(step)})"
+    """'steps[4] (call connect)' for a step or a call inside one, else the plain label."""
+    v = _lookup(data, path)
+    if len(path) == 2 and path[0] == "steps" and isinstance(path[1], int):
+        return f"steps[{path[1]}] ({_step_label(v)})"
+    if isinstance(v, dict) and isinstance(v.get("call"), str):
+        return f"{_label(data, path)} (call {v['call']})"
     return _label(data, path)
 
 
@@ -571,60 +586,77 @@ def _lookup(data: Any, path: tuple) -> Any:
     return cur
 
 
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _matches(member: Any, value: Any) -> bool:
+    """Would a discriminated union choose ``member`` for ``value``?"""
+    if get_origin(member) is Annotated:
+        for meta in get_args(member)[1:]:
+            if isinstance(meta, Tag):  # the step union: tagged by which kind key is present
+                return isinstance(value, dict) and _model._step_tag(value) == meta.tag
+        member = get_args(member)[0]
+    if not _is_model(member) or not isinstance(value, dict):
+        return False
+    for n, f in member.model_fields.items():
+        args = get_args(f.annotation) if get_origin(f.annotation) is Literal else ()
+        if f.is_required() and len(args) == 1 and value.get(f.alias or n) != args[0]:
+            return False
+    return True
+
+
+def _pick(tp: Any, value: Any) -> Any:
+    """The annotation that validates ``value``: Annotated/Optional stripped, and of a union the
+    member its discriminator would choose (the union itself when that cannot be told)."""
+    while True:
+        if get_origin(tp) is Annotated:
+            tp = get_args(tp)[0]
+        elif get_origin(tp) in (Union, types.UnionType):
+            members = [a for a in get_args(tp) if a is not type(None)]
+            chosen = next((m for m in members if _matches(m, value)), None)
+            if chosen is None and len(members) != 1:
+                return tp
+            tp = chosen if chosen is not None else members[0]
+        else:
+            return tp
+
+
+def _walk(data: Any, path: tuple) -> tuple[FieldInfo | None, Any]:
+    """The pydantic field holding the value at ``path`` (None for items of lists/mappings) and
+    the annotation of that value, found by walking the model along the data."""
+    tp: Any = Scenario
+    value: Any = data
+    fi: FieldInfo | None = None
+    for k in path:
+        cur = _pick(tp, value)
+        args = [a for a in get_args(cur) if a is not Ellipsis]
+        if _is_model(cur):
+            fi = next((f for n, f in cur.model_fields.items() if k in (n, f.alias)), None)
+            if fi is None:
+                return None, None
+            tp = fi.annotation
+        elif get_origin(cur) in (list, tuple, set, frozenset) and isinstance(k, int) and args:
+            fi, tp = None, args[min(k, len(args) - 1)]
+        elif get_origin(cur) is dict and len(args) == 2:
+            fi, tp = None, args[1]
+        else:
+            return None, None
+        value = _lookup(value, (k,))
+    return fi, tp
+
+
 def _model_for(data: Any, path: tuple) -> type[BaseModel] | None:
     """The model that validates the mapping at ``path`` in the data."""
-    if path == ():
+    if not path:
         return Scenario
-    if path == ("host",):
-        return Host
-    if path == ("host", "sysctls"):
-        return Sysctls
-    if len(path) == 2 and path[0] == "processes":
-        return Process
-    if len(path) >= 2 and path[0] == "steps":
-        step = _lookup(data, path[:2])
-        if not isinstance(step, dict):
-            return None
-        if len(path) == 2:
-            if "call" in step:
-                c = step["call"]
-                return _CALLS.get(c) if isinstance(c, str) else None
-            return {"sleep": SleepStep, "observe": ObserveStep, "load": LoadStep}.get(
-                next((k for k in STEP_KINDS if k in step), ""))
-        if path[2:] == ("observe",):
-            obs = step.get("observe")
-            w = obs.get("what") if isinstance(obs, dict) else None
-            return _OBSERVATIONS.get(w) if isinstance(w, str) else None
-        if path[2:] == ("load",):
-            return LoadSpec
-        if len(path) == 4 and path[2] == "tolerate":
-            return Tolerance
-    return None
+    fi, tp = _walk(data, path)
+    cur = _pick(tp, _lookup(data, path)) if tp is not None else None
+    return cur if _is_model(cur) else None
 
 
 def _field(data: Any, path: tuple) -> tuple[FieldInfo | None, Any]:
-    """The pydantic field for the value at ``path`` and the annotation of that value."""
-    idx = []
-    p = path
-    while p and isinstance(p[-1], int) and not (len(p) == 2 and p[0] == "steps"):
-        idx.insert(0, p[-1])
-        p = p[:-1]
-    if not p:
-        return None, None
-    model = _model_for(data, p[:-1])
-    if model is None:
-        return None, None
-    key = p[-1]
-    fi = next((f for n, f in model.model_fields.items() if key in (n, f.alias)), None)
-    if fi is None:
-        return None, None
-    tp: Any = fi.annotation
-    for i in idx:  # into list[...] / tuple[...] items
-        args = [a for a in get_args(_strip_optional(tp)) if a is not Ellipsis]
-        if not args:
-            break
-        tp = args[min(i, len(args) - 1)]
-    return fi, tp
+    return _walk(data, path) if path else (None, None)
 
 
 def _strip_optional(tp: Any) -> Any:
@@ -772,24 +804,22 @@ def _problem(marked: _Marked, err: dict[str, Any]) -> _Problem:
     if len(path) == 2 and path[0] == "steps" and etype not in ("extra_forbidden", "missing"):
         step = _lookup(data, path)
         if not isinstance(step, dict):
-            return _Problem(path, f"steps[{path[1]}]", "a step (a mapping with call:, sleep:, "
-                                                       "observe: or load:)", _kind(step))
+            return _Problem(path, f"steps[{path[1]}]", f"a step (a mapping with {_KINDS})", _kind(step))
         if etype == "union_tag_invalid":
             c = step.get("call")
             return _Problem(path + ("call",), f"steps[{path[1]}]", "a call among: " + ", ".join(CALL_NAMES),
-                            f"unknown call {c!r}" if isinstance(c, str) else _kind(c), _suggest(c, CALL_NAMES))
+                            f"unknown call {_short(c)!r}" if isinstance(c, str) else _kind(c), _suggest(c, CALL_NAMES))
         if etype in ("union_tag_not_found", "step_kind") or not any(k in step for k in STEP_KINDS):
-            keys = f"only {', '.join(map(str, step))}" if step else "an empty mapping"
-            return _Problem(path, f"steps[{path[1]}]", "one of the keys call:, sleep:, observe: or "
-                                                       "load: in every step", keys)
+            keys = f"only {_short(', '.join(map(str, step)), 200)}" if step else "an empty mapping"
+            return _Problem(path, f"steps[{path[1]}]", f"one of the keys {_KINDS} in every step", keys)
     # --- mappings: unknown and missing keys
     if etype == "extra_forbidden":
         parent = path[:-1]
         if len(path) == 3 and path[0] == "steps" and key in STEP_KINDS:
             step = _lookup(data, parent)
             first = next(k for k in STEP_KINDS if k in step and k != key)
-            return _Problem(path + ("<key>",), f"steps[{path[1]}]", "exactly one of call:, sleep:, "
-                            "observe: or load: in a step", f"both '{first}:' and '{key}:'")
+            return _Problem(path + ("<key>",), f"steps[{path[1]}]", f"exactly one of {_KINDS} in a step",
+                            f"both '{first}:' and '{key}:'")
         model = _model_for(data, parent)
         keys = _keys(model) if model else []
         hint = _suggest(key, keys)
@@ -803,7 +833,7 @@ def _problem(marked: _Marked, err: dict[str, Any]) -> _Problem:
                 hint = f" ('{key}' belongs to {', '.join(owners)})"
         what = "sysctl" if parent == ("host", "sysctls") else "key"
         exp = f"a known {what} (one of: {', '.join(keys)})" if keys else "a known key"
-        return _Problem(path + ("<key>",), _step_where(data, parent), exp, f"unknown {what} '{key}'", hint)
+        return _Problem(path + ("<key>",), _step_where(data, parent), exp, f"unknown {what} '{_short(key)}'", hint)
     if etype == "missing":
         if loc and isinstance(loc[-1], int):  # a tuple with too few items
             fi, tp = _field(data, path)
@@ -836,9 +866,11 @@ def _problem(marked: _Marked, err: dict[str, Any]) -> _Problem:
         text = str(ctx.get("error", err.get("msg", "")))
         if key == "expect":
             words = ["ok", "BLOCKED"] + sorted(w for w in _model.OUTCOME_WORDS if w not in ("ok", "BLOCKED"))
-            return _Problem(path, where, f"{', '.join(words)}, an errno name such as EADDRINUSE, "
-                                         "or a value", _kind(found),
-                            _suggest(found, sorted(_model.ERRNO_NAMES) + words))
+            wsa = sorted(getattr(_model, "WSA_NAMES", ()))
+            names = "an errno name such as EADDRINUSE" + (
+                " (or WSAEADDRINUSE for Winsock)" if "WSAEADDRINUSE" in wsa else "")
+            return _Problem(path, where, f"{', '.join(words)}, {names}, or a value", _kind(found),
+                            _suggest(found, sorted(_model.ERRNO_NAMES) + wsa + words))
         if "address" in text and isinstance(found, str):
             return _Problem(path, where, "an IPv4 or IPv6 address such as 127.0.0.1 or ::1", _kind(found))
         m = re.search(r"ip_local_port_range: low (\S+) is above high (\S+)", text)
@@ -1009,6 +1041,11 @@ def _check_names(sc: Scenario, marked: _Marked, fname: str) -> None:
                     fail(("load", k), proc_problem(p))
             if isinstance(ld.listener, str) and ld.listener not in names[ld.accept_proc]:
                 fail(("load", "listener"), name_problem(ld.listener, ld.accept_proc))
+        else:  # other kinds (e.g. timer) that name the process they act in
+            spec = getattr(step, kind, None)
+            p = getattr(spec, "proc", None)
+            if isinstance(p, str) and p not in procs:
+                fail((kind, "proc"), proc_problem(p))
 
 
 # ----------------------------------------------------------------------------- entry points
