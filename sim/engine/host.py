@@ -16,7 +16,7 @@ import importlib
 import simpy
 
 from ..personality import get as get_personality
-from ..kernel.rules import HITS, RULES
+from ..kernel.rules import HITS, RULES, TRAIL, hits
 from ..kernel.timers import wheel_expiry
 from ..kernel.stack import Blocked, Kernel, Outcome  # noqa: F401
 from ..trace import CallResult, Completion
@@ -95,6 +95,7 @@ class SimBackend:
         self.kernel = kclass(sysctls, int(host.get("file_max", 2466170)), seed=self.seed)
         for name, p in scenario["processes"].items():
             self.kernel.add_process(name, int(p.get("nofile", 1024)), int(p.get("uid", 0)))
+        TRAIL.clear()
         HITS.clear()
         self.wire = FifoTimers(self.env, self._arrive)
         self.timers = FifoTimers(self.env, self._timer)
@@ -139,35 +140,46 @@ class SimBackend:
 
     def _wake(self) -> None:
         """Retry every blocked call; a call that completes may unblock others, so repeat until quiet."""
-        if (not self.pending and not self.waiters) or self._waking:
+        k = self.kernel
+        if self._waking:
+            return
+        if not self.pending and not self.waiters:
+            k.woken.clear()
             return
         self._waking = True
         try:
             progress = True
-            while progress:
+            while progress or k.woken:
                 progress = False
+                woken, k.woken = k.woken, set()
                 for proc, (index, blk) in list(self.pending.items()):
+                    if blk.key is not None and blk.key not in woken:
+                        continue
                     out = blk.resume(self.env.now)
                     if out.blocked is not None:
                         self.pending[proc] = (index, Blocked(proc, blk.call, out.blocked.resume,
-                                                             out.blocked.reason))
+                                                             out.blocked.reason, out.blocked.key))
                         continue
                     del self.pending[proc]
                     self.done.append(Completion(index, self._result(out), self.env.now))
                     self._flush()
                     progress = True
-                progress = self._wake_waiters() or progress
+                progress = self._wake_waiters(woken) or progress
         finally:
             self._waking = False
 
-    def _wake_waiters(self) -> bool:
+    def _wake_waiters(self, woken: set) -> bool:
         progress = False
         if self.waiters:
             waiters, self.waiters = self.waiters, []
             for blk, cb in waiters:
+                if blk.key is not None and blk.key not in woken:
+                    self.waiters.append((blk, cb))
+                    continue
                 out = blk.resume(self.env.now)
                 if out.blocked is not None:
-                    self.waiters.append((Blocked(blk.proc, blk.call, out.blocked.resume, out.blocked.reason), cb))
+                    self.waiters.append((Blocked(blk.proc, blk.call, out.blocked.resume,
+                                                 out.blocked.reason, out.blocked.key), cb))
                 else:
                     progress = True
                     cb(out)
@@ -262,5 +274,5 @@ class SimBackend:
             "mib": dict(k.mib),
             "processes": {n: {"fds": p.files.sockets(), "alive": p.alive} for n, p in k.procs.items()},
             "tcp": [list(r) for r in k.tcp_rows()],
-            "rules_hit": dict(sorted(HITS.items())),
+            "rules_hit": sorted(hits()),
         }

@@ -29,9 +29,29 @@ def run_load(b: SimBackend, spec: dict[str, Any]) -> dict[str, Any]:
     state = {"stop": False, "accepting": True}
     samples: list[tuple[float, int, int]] = []
 
-    def sys(proc: str, call: str, **args: Any) -> Outcome:
+    def sys(proc: str, call: str, then: Callable[[Outcome], None] | None = None,
+            timeout_at: float | None = None, **args: Any) -> Outcome:
+        """One syscall; a blocked call with ``then`` is queued on its socket's wait queue before
+        the network runs, so its wakeup cannot be missed."""
         out = k.syscall(proc, call, args, env.now)
+        blk = out.blocked
+        if blk is not None and then is not None:
+            if timeout_at is not None:
+                inner = blk
+
+                def resume_or_timeout(now: float, inner: Blocked = inner) -> Outcome:
+                    if now >= timeout_at:
+                        return Outcome(ret=-1, err="ETIMEDOUT")
+                    return inner.resume(now)
+
+                blk = Blocked(proc, call, resume_or_timeout, inner.reason, inner.key)
+                env.process(_poke(env, timeout_at, b, inner.key))
+            b.waiters.append((Blocked(proc, call, blk.resume, blk.reason, blk.key), then))
+            b._flush()
+            return out
         b._flush()
+        if then is not None:
+            then(out)
         return out
 
     def error(name: str) -> None:
@@ -42,19 +62,13 @@ def run_load(b: SimBackend, spec: dict[str, Any]) -> dict[str, Any]:
             if spec.get("stop_on_error"):
                 state["stop"] = True
 
-    def wait(out: Outcome, then: Callable[[Outcome], None]) -> None:
-        if out.blocked is None:
-            then(out)
-        else:
-            b.waiters.append((out.blocked, then))
-
     def close_when_eof(proc: str, fd: int) -> None:
         def after_recv(o: Outcome) -> None:
             if o.err is None and o.ret and o.ret > 0:
-                wait(sys(proc, "recv", sock=fd, bytes=65536), after_recv)
+                sys(proc, "recv", then=after_recv, sock=fd, bytes=65536)
                 return
             sys(proc, "close", sock=fd)
-        wait(sys(proc, "recv", sock=fd, bytes=65536), after_recv)
+        sys(proc, "recv", then=after_recv, sock=fd, bytes=65536)
 
     def one_connection() -> None:
         stats["attempts"] += 1
@@ -71,7 +85,6 @@ def run_load(b: SimBackend, spec: dict[str, Any]) -> dict[str, Any]:
                 error(o.err)
                 sys(client, "close", sock=fd)
                 return
-        deadline = env.now + CONNECT_TIMEOUT
 
         def after_connect(o: Outcome) -> None:
             if o.err:
@@ -84,44 +97,31 @@ def run_load(b: SimBackend, spec: dict[str, Any]) -> dict[str, Any]:
             else:
                 close_when_eof(client, fd)
 
-        out = sys(client, "connect", sock=fd, addr=spec["addr"], port=spec["port"])
-        if out.blocked is not None:
-            blk = out.blocked
-
-            def resume_or_timeout(now: float) -> Outcome:
-                if now >= deadline:
-                    return Outcome(ret=-1, err="ETIMEDOUT")
-                return blk.resume(now)
-
-            b.waiters.append((Blocked(client, "connect", resume_or_timeout), after_connect))
-            env.process(_poke(env, deadline, b))
-        else:
-            after_connect(out)
+        sys(client, "connect", then=after_connect, timeout_at=env.now + CONNECT_TIMEOUT,
+            sock=fd, addr=spec["addr"], port=spec["port"])
 
     def acceptor() -> Any:
         listener = spec["listener"]
 
-        def after_accept(o: Outcome) -> None:
-            if not state["accepting"]:
-                return
-            if o.err is None:
+        def accept_loop(o: Outcome | None = None) -> None:
+            # a loop, not recursion: a full accept queue is drained without growing the stack;
+            # a blocked accept() re-enters here from its wait queue
+            while state["accepting"]:
+                if o is None:
+                    o = sys(server, "accept", then=accept_loop, sock=listener)
+                    if o.blocked is not None:
+                        return
+                if o.err is not None:
+                    return
                 stats["accepted"] += 1
                 fd = o.ret
+                o = None
                 if spec.get("close_first", "client") == "server":
                     sys(server, "close", sock=fd)
                 else:
                     close_when_eof(server, fd)
-                out = sys(server, "accept", sock=listener)
-                if out.blocked is not None:
-                    b.waiters.append((Blocked(server, "accept", out.blocked.resume), after_accept))
-                else:
-                    after_accept(out)
 
-        out = sys(server, "accept", sock=listener)
-        if out.blocked is not None:
-            b.waiters.append((Blocked(server, "accept", out.blocked.resume), after_accept))
-        else:
-            after_accept(out)
+        accept_loop()
         yield env.timeout(0)
 
     def generator() -> Any:
@@ -150,7 +150,8 @@ def run_load(b: SimBackend, spec: dict[str, Any]) -> dict[str, Any]:
     return stats
 
 
-def _poke(env: Any, at: float, b: SimBackend) -> Any:
-    """Wake the waiters at a connect() deadline so a timed-out connect is reported."""
+def _poke(env: Any, at: float, b: SimBackend, key: Any) -> Any:
+    """Wake the socket's waiters at a connect() deadline so a timed-out connect is reported."""
     yield env.timeout(max(0.0, at - env.now))
+    b.kernel.woken.add(key)
     b._wake()

@@ -7,9 +7,11 @@ and TIME_WAIT entries. A port is free again when its last owner leaves.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Any, Callable, Iterable
 
+from .addr import ip_addr
 from .errors import SysError
 from .rules import fact, rule
 
@@ -29,9 +31,10 @@ class Endpoint:
     # ipv6only (bool), reuse, reuseport (bool), uid (int), tcp_state (int)
 
 
+@functools.lru_cache(maxsize=4096)
 def split_addr(family: int, addr: str, v6only: bool) -> tuple[ipaddress.IPv6Address | None, ipaddress.IPv4Address, bool]:
     """(addr6, rcv_saddr, ipv6only) as inet_bind()/inet6_bind() store them."""
-    ip = ipaddress.ip_address(addr)
+    ip = ip_addr(addr)
     if family == 4:
         return None, ip, False  # type: ignore[return-value]
     assert isinstance(ip, ipaddress.IPv6Address)

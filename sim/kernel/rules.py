@@ -33,12 +33,18 @@ class Trail:
     facts: list[str] = field(default_factory=list)
 
     def clear(self) -> None:
+        HITS.update(self.rules)
         self.rules.clear()
         self.facts.clear()
 
 
+HITS: set[str] = set()  # every rule invoked since the last reset (coverage: `socksim rules`)
 TRAIL = Trail()
-HITS: dict[str, int] = {}  # every rule invocation since the last reset (coverage: `socksim rules`)
+
+
+def hits() -> set[str]:
+    """The rules invoked since HITS was last reset, including the current trail."""
+    return HITS | set(TRAIL.rules)
 
 
 def rule(rule_id: str, *tags: str) -> Callable[[F], F]:
@@ -52,10 +58,11 @@ def rule(rule_id: str, *tags: str) -> Callable[[F], F]:
             raise ValueError(f"rule id {rule_id} registered twice")
         RULES[rule_id] = Rule(rule_id, doc.splitlines()[0].strip(), doc, func.__qualname__, tags)
 
+        append = TRAIL.rules.append  # the list is cleared in place, never replaced
+
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            TRAIL.rules.append(rule_id)
-            HITS[rule_id] = HITS.get(rule_id, 0) + 1
+            append(rule_id)
             return func(*args, **kwargs)
 
         wrapper.rule_id = rule_id  # type: ignore[attr-defined]

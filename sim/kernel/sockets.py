@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import deque
 from typing import Any
 
+from .addr import ip_addr
 from . import buffers
 from .errors import SysError
 from .ports import V4_ANY, split_addr
@@ -93,6 +95,8 @@ class Sock:
 
     def set_local(self, addr: str, port: int) -> None:
         fam = self.family
+        if fam == 6 and ":" not in addr:
+            addr = "::" if addr == "0.0.0.0" else f"::ffff:{addr}"  # an IPv4 peer of an AF_INET6 socket
         a6, s4, only = split_addr(fam, addr, self.v6only_opt)
         self.addr6, self.saddr4 = a6, s4
         if fam == 6 and only and not self.v6only_opt:
@@ -109,9 +113,10 @@ class Sock:
         return f"{self.kind} {self.laddr}:{self.lport}{r} {st}"
 
 
+@functools.lru_cache(maxsize=4096)
 def norm_addr(addr: str) -> str:
     """4-tuple form of an address: IPv4-mapped IPv6 addresses become plain IPv4."""
-    ip = ipaddress.ip_address(addr)
+    ip = ip_addr(addr)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return str(ip.ipv4_mapped)
     return str(ip)

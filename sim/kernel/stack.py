@@ -14,6 +14,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .addr import ip_addr
 from . import buffers, tcp
 from .errors import SysError
 from .handles import FileCount, FileTable, OpenFile
@@ -66,6 +67,7 @@ class Blocked:
     call: str
     resume: Callable[[float], Outcome]
     reason: str = ""
+    key: Any = None  # the socket whose wait queue the call sleeps on (None: retry on any wakeup)
 
 
 class Process:
@@ -76,8 +78,8 @@ class Process:
 
 
 class _Block(Exception):
-    def __init__(self, resume: Callable[[float], Any], reason: str):
-        self.resume, self.reason = resume, reason
+    def __init__(self, resume: Callable[[float], Any], reason: str, key: Any = None):
+        self.resume, self.reason, self.key = resume, reason, key
 
 
 DEFAULT_SYSCTLS: dict[str, Any] = {
@@ -117,6 +119,7 @@ class Kernel:
         self.tw = TimeWaitTable(self.sysctls["tcp_max_tw_buckets"])
         self.pool = buffers.TcpMemPool(tuple(self.sysctls["tcp_mem"]))
         self.socks: set[Sock] = set()  # every TCP sock alive (hashed or owned by a file)
+        self.woken: set[Any] = set()  # sockets whose wait queue was woken (sk_state_change, sk_data_ready)
         self.outbox: list[Segment] = []
         self.timer_requests: list[tuple[str, float, Any, int]] = []
         self.events: list[tuple[float, str]] = []  # notable kernel events (for the timeline)
@@ -150,7 +153,7 @@ class Kernel:
         except SysError as e:
             out = Outcome(ret=-1, err=e.name, rule=e.rule)
         except _Block as b:
-            out = Outcome(blocked=Blocked(proc, call, self._wrap_resume(b.resume), b.reason))
+            out = Outcome(blocked=Blocked(proc, call, self._wrap_resume(b.resume), b.reason, b.key))
         out.trail = list(TRAIL.rules)
         out.facts = list(TRAIL.facts)
         if out.rule is None:
@@ -166,7 +169,7 @@ class Kernel:
             except SysError as e:
                 out = Outcome(ret=-1, err=e.name, rule=e.rule)
             except _Block as b:
-                return Outcome(blocked=Blocked("", "", self._wrap_resume(b.resume), b.reason))
+                return Outcome(blocked=Blocked("", "", self._wrap_resume(b.resume), b.reason, b.key))
             out.trail, out.facts = list(TRAIL.rules), list(TRAIL.facts)
             if out.rule is None:
                 out.rule = decisive(out.trail)
@@ -266,7 +269,7 @@ class Kernel:
         return 0
 
     @rule("sys.set_nonblocking", "fd")
-    def sys_set_nonblocking(self, p: Process, sock: int, on: bool = True) -> int:
+    def sys_set_nonblocking(self, p: Process, sock: int, on: bool = True, **_: Any) -> int:
         """fcntl(2) F_SETFL O_NONBLOCK: a flag of the open file, shared by its dup/fork copies."""
         f, _ = self._sock(p, sock)
         f.nonblock = bool(on)
@@ -299,7 +302,7 @@ class Kernel:
 
     # ------------------------------------------------------------------ bind / listen
     def _is_local(self, fam: int, addr: str) -> bool:
-        ip = ipaddress.ip_address(addr)
+        ip = ip_addr(addr)
         if isinstance(ip, ipaddress.IPv6Address):
             if ip.ipv4_mapped is not None:
                 ip = ip.ipv4_mapped
@@ -311,7 +314,7 @@ class Kernel:
     def _v6_form(sk: Sock, addr: str) -> str:
         """The scenario convention: an IPv4 address given to an AF_INET6 socket means its v4-mapped
         form (0.0.0.0 means ::), as a program using getaddrinfo with AI_V4MAPPED would pass it."""
-        ip = ipaddress.ip_address(addr)
+        ip = ip_addr(addr)
         if sk.family == 6 and ip.version == 4:
             return "::" if ip == ipaddress.IPv4Address("0.0.0.0") else f"::ffff:{ip}"
         return addr
@@ -321,7 +324,7 @@ class Kernel:
         """__inet_bind() in net/ipv4/af_inet.c (inet6_bind() for IPv6); bind(2)."""
         _, sk = self._sock(p, sock)
         addr = self._v6_form(sk, addr)
-        ip = ipaddress.ip_address(addr)
+        ip = ip_addr(addr)
         if (ip.version == 6) != (sk.family == 6):
             fact(f"an {('AF_INET6' if ip.version == 6 else 'AF_INET')} address given to an "
                  f"{('AF_INET6' if sk.family == 6 else 'AF_INET')} socket")
@@ -423,7 +426,7 @@ class Kernel:
     def _route_saddr(self, sk: Sock, daddr: str) -> str:
         if sk.laddr not in ("0.0.0.0", "::"):
             return sk.laddr
-        ip = ipaddress.ip_address(daddr)
+        ip = ip_addr(daddr)
         return "::1" if isinstance(ip, ipaddress.IPv6Address) else "127.0.0.1"
 
     @rule("sys.connect", "tcp")
@@ -447,7 +450,7 @@ class Kernel:
             fact(f"the socket is {State(sk.tcp_state).name}")
             raise SysError("EISCONN", "sys.connect")
         daddr = norm_addr(addr)
-        dip = ipaddress.ip_address(daddr)
+        dip = ip_addr(daddr)
         if sk.family == 4 and dip.version == 6:
             raise SysError("EAFNOSUPPORT", "sys.connect")
         if not (dip in LOOPBACK4 if dip.version == 4 else dip == ipaddress.IPv6Address("::1")):
@@ -469,7 +472,7 @@ class Kernel:
 
     def _connect_wait(self, sk: Sock) -> int:
         if sk.tcp_state in (State.SYN_SENT, State.SYN_RECV):
-            raise _Block(lambda now: self._connect_wait(sk), "connect: waiting for the handshake")
+            raise _Block(lambda now: self._connect_wait(sk), "connect: waiting for the handshake", sk)
         return self._connect_finish(sk)
 
     @rule("connect.result", "tcp")
@@ -555,7 +558,7 @@ class Kernel:
             if f.nonblock:
                 fact("the accept queue is empty and the socket is non-blocking")
                 raise SysError("EAGAIN", "sys.accept")
-            raise _Block(lambda now: self.sys_accept(p, sock), "accept: the accept queue is empty")
+            raise _Block(lambda now: self.sys_accept(p, sock), "accept: the accept queue is empty", sk)
         child = sk.accept_q.popleft()
         child.parent = None
         self.files.charge(p.uid == 0)
@@ -584,7 +587,7 @@ class Kernel:
                 raise SysError("EPIPE", "sys.send")
             if nonblock:
                 raise SysError("EAGAIN", "sys.send")
-            raise _Block(lambda now: self._send(sk, total, nonblock, copied), "send: connecting")
+            raise _Block(lambda now: self._send(sk, total, nonblock, copied), "send: connecting", sk)
         if sk.err or sk.shutdown & SEND_SHUTDOWN:
             if copied:
                 return copied
@@ -611,7 +614,8 @@ class Kernel:
             fact(f"send buffer full: {sk.snd_q} bytes queued, SO_SNDBUF {sk.sndbuf}")
             raise SysError("EAGAIN", "sys.send")
         return_val = copied
-        raise _Block(lambda now: self._send(sk, total, nonblock, return_val), "send: the send buffer is full")
+        raise _Block(lambda now: self._send(sk, total, nonblock, return_val), "send: the send buffer is full",
+                     sk)
 
     @rule("sys.recv", "buffers")
     def sys_recv(self, p: Process, sock: int, bytes: int = 65536, flags: list[str] | None = None) -> int:
@@ -651,7 +655,7 @@ class Kernel:
         if nonblock:
             fact("the receive queue is empty")
             raise SysError("EAGAIN", "sys.recv")
-        raise _Block(lambda now: self._recv(sk, want, nonblock, peek), "recv: the receive queue is empty")
+        raise _Block(lambda now: self._recv(sk, want, nonblock, peek), "recv: the receive queue is empty", sk)
 
     @rule("sys.shutdown", "tcp")
     def sys_shutdown(self, p: Process, sock: int, how: str = "SHUT_WR") -> int:
@@ -782,6 +786,7 @@ class Kernel:
     def tcp_set_state(self, sk: Sock, new: State) -> None:
         """tcp_set_state(): CLOSE unhashes and drops an autobound port (kept if SOCK_BINDPORT_LOCK)."""
         sk.tcp_state = int(new)
+        self.woken.add(sk)
         if new == State.CLOSE:
             self._ehash_del(sk)
             if sk.in_bhash and not sk.bindport_lock and not sk.dead:
@@ -922,6 +927,7 @@ class Kernel:
             return
         if sk is not None:
             self._rcv(sk, seg)
+            self.woken.add(sk)
             return
         if seg.flags & SYN and not seg.flags & ACK:
             lsk = self._lookup_listener(seg.dst[0], seg.dst[1], seg)
@@ -939,7 +945,7 @@ class Kernel:
     def _lookup_listener(self, daddr: str, dport: int, seg: Segment) -> Sock | None:
         """__inet_lookup_listener() in net/ipv4/inet_hashtables.c: best address match; SO_REUSEPORT groups by hash."""
         best, score = [], -1
-        dip = ipaddress.ip_address(daddr)
+        dip = ip_addr(daddr)
         for sk in self.listeners.get(dport, []):
             if sk.family == 4 and dip.version == 6:
                 continue
@@ -1091,6 +1097,7 @@ class Kernel:
         self.bhash.add(req.lport, req)
         req.in_bhash = True
         lsk.accept_q.append(req)
+        self.woken.add(lsk)
         if seg.flags & DATA and seg.length:
             req.rcv_q += seg.length
             req.rcv_nxt += seg.length

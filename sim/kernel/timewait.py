@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from .addr import ip_addr
 from .rules import fact, rule
 
 TCP_TIMEWAIT_LEN = 60.0  # include/net/tcp.h: (60*HZ), not a sysctl
@@ -85,7 +86,7 @@ def twsk_unique(tw: TimeWaitSock, explicitly_bound: bool, tw_reuse: int, reuse_d
     if reuse == 2:
         loop = False
         for a in (tw.laddr, tw.raddr):
-            ip = ipaddress.ip_address(a)
+            ip = ip_addr(a)
             if isinstance(ip, ipaddress.IPv6Address):
                 ip = ip.ipv4_mapped or ip
                 loop = loop or ip.is_loopback
