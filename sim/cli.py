@@ -105,6 +105,9 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
     sc, err = _load(args.file)
     if err:
         return _bad(err)
+    if sc.host.personality != "linux":
+        return _bad(f"{args.file}: the {sc.host.personality} personality cannot be cross-checked: "
+                    "the real kernel here is Linux")
     ok, why = RealBackend.available()
     if not ok:
         return _bad(f"cannot run on the real kernel here: {why}")

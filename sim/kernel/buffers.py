@@ -17,6 +17,7 @@ PAGE = 4096
 # Payload that fits in a buffer of a given size: the kernel charges skb truesize, not payload.
 # Measured on loopback (6.18): about three quarters of the buffer holds payload.
 PAYLOAD_RATIO = 0.75
+SKB_FIRST_OVERHEAD = 2048  # measured: 8192-byte SO_SNDBUF -> 6144 bytes accepted by one send()
 # tcp_sndbuf_expand(): 2 * per_mss * nr_segs on loopback (MSS 65483); measured 3939840 = 30 * 131328.
 LOOPBACK_EXPANDED_SNDBUF = 3939840
 
@@ -52,8 +53,44 @@ def expand_sndbuf(current: int, wmem_max2: int) -> int:
     return new
 
 
+@rule("buf.sndbuf_grow", "buffers")
+def grow_sndbuf(current: int, wmem_max2: int) -> int:
+    """tcp_new_space() in net/ipv4/tcp_input.c: after the queue filled, the send buffer grows to tcp_wmem[2]."""
+    new = max(current, wmem_max2)
+    if new != current:
+        fact(f"send buffer autotuned from {current} to {new} (tcp_wmem[2])")
+    return new
+
+
 def payload_capacity(buf: int) -> int:
     return int(buf * PAYLOAD_RATIO)
+
+
+@rule("buf.send_capacity", "buffers", "minor")
+def send_capacity(sndbuf: int) -> int:
+    """sk_stream_memory_free() in include/net/sock.h: sk_wmem_queued (skb truesize) below sk_sndbuf."""
+    # one skb's overhead (measured: 6144 payload bytes fit in an 8192-byte send buffer)
+    return max(0, sndbuf - SKB_FIRST_OVERHEAD)
+
+
+TCP_DEFAULT_SCALING_RATIO = 0.5  # include/net/tcp.h: 1 << (TCP_RMEM_TO_WIN_SCALE - 1) of 256
+
+
+@rule("buf.receive_window", "buffers", "minor")
+def receive_window(rcvbuf: int, ratio: float) -> int:
+    """tcp_win_from_space() in include/net/tcp.h: the window is the buffer times the payload/truesize ratio."""
+    return int(rcvbuf * ratio)
+
+
+def scaling_ratio(seg_len: int, current: float) -> float:
+    """tcp_measure_rcv_mss()/tcp_grow_window(): the ratio learnt from a received skb (payload over truesize).
+
+    Measured on loopback: 64 KB segments open the window to nearly the whole buffer (127575 of a
+    131072-byte buffer); segments of a few KB into a small buffer leave it at half (4096 of 8192).
+    """
+    if seg_len < 32768:
+        return current
+    return max(current, seg_len / (seg_len + SKB_FIRST_OVERHEAD))
 
 
 def pages(nbytes: int) -> int:

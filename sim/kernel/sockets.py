@@ -71,6 +71,8 @@ class Sock:
         self.snd_nxt = 0  # total bytes transmitted
         self.snd_una = 0  # total bytes acknowledged by the peer
         self.snd_edge = 0  # right edge of the peer's window (ack + wnd)
+        self.nospace = False  # SOCK_NOSPACE
+        self.rcv_ratio = 0.5  # tp->scaling_ratio, TCP_DEFAULT_SCALING_RATIO until data arrives
         self.fin_pending = False
         self.fin_sent = False
         self.fin_acked = False

@@ -495,6 +495,10 @@ class Kernel:
             key = (saddr, sk.lport, daddr, dport)
             self._check_established(sk, key, explicitly_bound=True)
             sk.raddr, sk.rport = daddr, dport
+            if sk.laddr in ("0.0.0.0", "::"):
+                # inet_bhash2_update_saddr(): a wildcard-bound socket now owns its source address only
+                fact(f"bound to the wildcard: connect() narrows the port's owner to {saddr}")
+                sk.set_local(saddr, sk.lport)
             sk.laddr = saddr
             self._ehash_add(sk)
             return
@@ -595,7 +599,7 @@ class Kernel:
             sk.err = None
             fact("the connection was reset" if err != "EPIPE" else "sending is shut down on this socket")
             raise SysError(err, "sys.send")
-        cap = buffers.payload_capacity(sk.sndbuf)
+        cap = buffers.send_capacity(sk.sndbuf)
         while copied < total:
             room = cap - sk.snd_q
             if room <= 0 or not self.pool.can_charge(min(room, total - copied)):
@@ -604,9 +608,12 @@ class Kernel:
             sk.write_seq += n
             self.pool.charge(n)
             copied += n
+        # ACKs for what is pushed now are processed when the call releases the socket lock
+        # (release_sock() runs the backlog), so they free room only for a later call.
         self._push(sk)
         if copied >= total or total == 0:
             return copied
+        sk.nospace = True  # SOCK_NOSPACE: the writer ran out of send buffer
         if nonblock:
             if copied:
                 fact(f"send buffer full after {copied} of {total} bytes")
@@ -627,7 +634,23 @@ class Kernel:
             raise SysError("EAGAIN" if nonblock else "EOPNOTSUPP", "sys.recv")
         if "MSG_OOB" in flags:
             raise SysError("EINVAL", "sys.recv")
+        if "MSG_WAITALL" in flags and not nonblock:
+            return self._recv_all(sk, bytes, 0)
         return self._recv(sk, bytes, nonblock, "MSG_PEEK" in flags)
+
+    def _recv_all(self, sk: Sock, want: int, got: int) -> int:
+        """MSG_WAITALL (recv(2)): block until the full amount, EOF, an error, or a signal."""
+        while got < want:
+            if sk.rcv_q:
+                got += self._recv(sk, want - got, True, False)
+                continue
+            if sk.done or sk.err or sk.shutdown & RCV_SHUTDOWN or sk.tcp_state == State.CLOSE:
+                if got:
+                    return got
+                return self._recv(sk, want, True, False)
+            total = got
+            raise _Block(lambda now: self._recv_all(sk, want, total), "recv: MSG_WAITALL", sk)
+        return got
 
     def _recv(self, sk: Sock, want: int, nonblock: bool, peek: bool) -> int:
         if sk.tcp_state == State.LISTEN:
@@ -894,7 +917,7 @@ class Kernel:
     def _send_seg(self, sk: Sock, flags: int, length: int = 0) -> None:
         if sk.raddr is None:
             return
-        free = max(0, buffers.payload_capacity(sk.rcvbuf) - sk.rcv_q)
+        free = max(0, buffers.receive_window(sk.rcvbuf, sk.rcv_ratio) - sk.rcv_q)
         self.outbox.append(Segment((sk.laddr, sk.lport), (sk.raddr, sk.rport), flags, length,
                                    sk.rcv_nxt, free, acks_fin=sk.done,
                                    ts=bool(self.sysctls["tcp_timestamps"])))
@@ -1042,6 +1065,7 @@ class Kernel:
             if st in (State.ESTABLISHED, State.FIN_WAIT1, State.FIN_WAIT2):
                 sk.rcv_q += seg.length
                 sk.rcv_nxt += seg.length
+                sk.rcv_ratio = buffers.scaling_ratio(seg.length, sk.rcv_ratio)
                 self.pool.charge(seg.length)
                 self._send_seg(sk, ACK)
         # acknowledgement / window
@@ -1050,6 +1074,12 @@ class Kernel:
             if acked > 0:
                 sk.snd_una += acked
                 self.pool.uncharge(acked)
+                if sk.nospace:
+                    # tcp_new_space() -> tcp_sndbuf_expand(): a writer that ran out of room gets a
+                    # bigger send buffer, up to tcp_wmem[2], unless SO_SNDBUF locked it
+                    sk.nospace = False
+                    if not sk.snd_lock and not self.pool.in_pressure:
+                        sk.sndbuf = buffers.grow_sndbuf(sk.sndbuf, self.sysctls["tcp_wmem"][2])
             sk.snd_edge = max(sk.snd_edge, seg.ack + seg.wnd)
             if seg.acks_fin and sk.fin_sent and not sk.fin_acked and not seg.flags & FIN:
                 sk.fin_acked = True
