@@ -1,0 +1,882 @@
+"""The Windows rule variants: ``WinsockKernel`` is the Linux :class:`~sim.kernel.stack.Kernel` with
+the rules overridden where Winsock and the Windows TCP/IP stack differ.
+
+Nobody ran these rules against a Windows kernel: each one cites the Microsoft Learn page (or KB
+article) it implements in the first line of its docstring, and says so where a choice had to be
+made without a source (``inferred``). docs/windows.md lists the decisions and the evidence; the
+bracketed tags ([W20] ...) refer to the reference list in /work/shared/semantics/windows.md.
+
+What changes on a Windows host, at a glance:
+
+- SOCKET values come from a handle table: multiples of 4, a value freed by ``closesocket`` is
+  handed out again first; an unknown value is ``WSAENOTSOCK``.
+- ``WSAStartup``/``WSACleanup`` keep a per-process reference count; every socket call before
+  startup fails with ``WSANOTINITIALISED``; the last cleanup resets every open socket.
+- bind(): Microsoft's SO_REUSEADDR x SO_EXCLUSIVEADDRUSE outcome tables (same user, different
+  users, and the pre-2003 table), dual-stack exclusive binds, TIME_WAIT does not hold a port
+  against a later bind unless the new socket is exclusive; no privileged ports.
+- listen(): no autobind (``WSAEINVAL`` on an unbound socket), a second listen() keeps the backlog,
+  SOMAXCONN and SOMAXCONN_HINT(N); a full queue answers RST (the client sees WSAECONNREFUSED).
+- connect(): ``WSAEWOULDBLOCK`` for a non-blocking connect, ``WSAEISCONN`` once it completed,
+  refused attempts are retried (about 2 s even on loopback), implicit binds take a whole port from
+  the dynamic range 49152-65535, exhaustion is ``WSAENOBUFS``.
+- TIME_WAIT lasts TcpTimedWaitDelay (120 s by default).
+- send/recv/shutdown error names (WSAENOTCONN, WSAESHUTDOWN, sticky WSAECONNRESET), SD_RECEIVE
+  resets the connection when data is (or arrives) queued.
+- closesocket linger semantics: {1,0} abortive, {1,n} waits on a blocking socket and fails with
+  WSAEWOULDBLOCK on a non-blocking one, {0,x} graceful in the background.
+- A nonpaged-pool limit charged per connection (TCB) and per buffered byte: WSAENOBUFS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from typing import Any, Callable
+
+from ..personality.windows import WINDOWS_DEFAULTS, WSA_NUMBERS
+from . import buffers
+from .errors import SysError
+from .handles import FileTable, OpenFile
+from .ports import BindTable
+from .rules import MINOR, RULES, TRAIL, fact, rule
+from .sockets import RCV_SHUTDOWN, SEND_SHUTDOWN, SS_CONNECTED, SS_CONNECTING, SS_UNCONNECTED, Sock
+from .stack import DATA, DEFAULT_SYSCTLS, RST, SYN, Kernel, Outcome, Process, Segment, _Block
+from .tcp import State
+
+LEARN = "https://learn.microsoft.com/en-us/windows/win32"
+
+# ----------------------------------------------------------------------------- handles
+
+HANDLE_BASE = 0x100  # first SOCKET value handed out in a process (inferred: values are undocumented)
+HANDLE_STEP = 4  # kernel handles are multiples of 4 (the low two bits are tag bits) [W40]
+
+
+class WinHandleTable(FileTable):
+    """A process handle table as far as sockets see it: opaque multiples of 4, recycled at once.
+
+    A SOCKET is a kernel handle (``\\Device\\Afd``) in the process handle table [W13, W24]; kernel
+    handle values are multiples of 4 [W40]; a closed value "may immediately be reused" [W6, W41].
+    The allocation order is undocumented: the model hands out the most recently freed value first
+    (a free list), else the next unused multiple of 4 from ``HANDLE_BASE`` (inferred). There is no
+    per-process socket limit (RLIMIT_NOFILE has no Windows counterpart; Microsoft's provider limits
+    sockets only by memory [W15]).
+    """
+
+    __slots__ = ("free", "next_value")
+
+    def __init__(self, nofile: int, base: int = HANDLE_BASE):
+        super().__init__(nofile, 0)  # the std handles are not sockets and take no SOCKET value
+        self.free: list[int] = []  # freed values, most recent last
+        self.next_value = base
+
+    def copy(self) -> WinHandleTable:
+        t = WinHandleTable(self.nofile, self.next_value)
+        t.free = list(self.free)
+        t.fds = dict(self.fds)
+        for f in t.fds.values():
+            f.f_count += 1
+        return t
+
+    @rule("win.handle_alloc", "windows", "fd", "minor")
+    def alloc_fd(self) -> int:
+        """Socket Handles (Learn/winsock/socket-handles-2) and Raymond Chen on handle values: a SOCKET is an opaque kernel handle, a multiple of 4, reused at once after closesocket."""
+        if self.free:
+            v = self.free[-1]
+            fact(f"handle value {v} was freed most recently: it is handed out again")
+        else:
+            v = self.next_value
+            fact(f"handle value {v} is the next unused multiple of {HANDLE_STEP}")
+        return v  # reserved only when installed: a blocked accept() takes nothing
+
+    def install(self, fd: int, f: OpenFile) -> None:
+        if self.free and self.free[-1] == fd:
+            self.free.pop()
+        elif fd == self.next_value:
+            self.next_value += HANDLE_STEP
+        elif fd in self.free:
+            self.free.remove(fd)
+        super().install(fd, f)
+
+    def remove(self, fd: int) -> OpenFile:
+        f = super().remove(fd)
+        self.free.append(fd)
+        return f
+
+    @rule("win.handle_lookup", "windows", "fd", "minor")
+    def get(self, fd: int) -> OpenFile:
+        """Windows Sockets Error Codes (Learn/winsock/windows-sockets-error-codes-2): WSAENOTSOCK, an operation was attempted on something that is not a socket."""
+        f = self.fds.get(fd)
+        if f is None or f.sock is None:
+            fact(f"{fd} is not an open SOCKET handle in this process")
+            raise SysError("ENOTSOCK", "win.handle_lookup")
+        return f
+
+
+# ----------------------------------------------------------------------------- nonpaged pool
+
+TCB_BYTES = 456  # one TCP connection's nonpaged allocation (Server 2003 R2, tag TCPT) [W48]
+DEFAULT_POOL_LIMIT = 128 << 30  # "RAM or 128 GB, whichever is smaller" [W39]
+
+
+class NonPagedPool:
+    """The nonpaged pool as sockets use it: TCBs and buffered data, against one limit.
+
+    Kernel memory that is never paged out [W25]; AFD buffers socket data in it and an app that
+    lets data pile up can exhaust it (pool tags AfdB/AfdP), after which calls fail with WSAENOBUFS
+    [W47]. Each connection is charged ``TCB_BYTES`` while it is hashed (a third-party measurement
+    [W48]); TIME_WAIT entries and listening sockets are not charged (inferred). Same interface as
+    the Linux ``TcpMemPool`` so the shared send/receive paths charge it unchanged.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = int(limit)
+        self.data = 0
+        self.tcbs = 0
+        self.peak = 0
+        self.failures = 0
+        self.pressure_events = 0
+        self.in_pressure = False
+
+    @property
+    def bytes(self) -> int:
+        return self.data + self.tcbs * TCB_BYTES
+
+    @property
+    def pages(self) -> int:
+        return (self.bytes + 4095) // 4096
+
+    @rule("win.nonpaged_pool", "windows", "buffers", "minor")
+    def can_charge(self, nbytes: int) -> bool:
+        """KB 293841 / KB 917114 and Memory Pools (Learn/memory/memory-pools): socket buffers and TCBs live in nonpaged pool; when it is exhausted the call fails with WSAENOBUFS."""
+        if self.bytes + nbytes > self.limit:
+            self.failures += 1
+            fact(f"nonpaged pool: {self.bytes} bytes in use ({self.tcbs} TCBs, {self.data} bytes "
+                 f"buffered) + {nbytes} would exceed the limit of {self.limit}")
+            return False
+        return True
+
+    def charge(self, nbytes: int) -> None:
+        self.data += nbytes
+        self.peak = max(self.peak, self.bytes)
+
+    def uncharge(self, nbytes: int) -> None:
+        self.data -= nbytes
+
+    def charge_tcb(self) -> None:
+        self.tcbs += 1
+        self.peak = max(self.peak, self.bytes)
+
+    def uncharge_tcb(self) -> None:
+        self.tcbs -= 1
+
+
+# ----------------------------------------------------------------------------- bind tables
+
+# Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE [W20]. Row = first bind, column = second bind; D =
+# no option, R = SO_REUSEADDR, X = SO_EXCLUSIVEADDRUSE; W = wildcard address, S = a specific
+# address (the same one when both are S). OK = success, IU = WSAEADDRINUSE, AC = WSAEACCES.
+SHARE_COLUMNS = ("DW", "DS", "RW", "RS", "XW", "XS")
+SAME_USER = {  # Windows Server 2003 and later, both binds by the same user account
+    "DW": "IU OK AC OK IU OK",
+    "DS": "OK IU OK AC IU IU",
+    "RW": "IU OK OK OK IU OK",
+    "RS": "OK IU OK OK IU IU",
+    "XW": "IU AC AC AC IU AC",
+    "XS": "OK IU OK AC IU IU",
+}
+DIFFERENT_USERS = dict(SAME_USER, **{  # differs only in the D W and R W rows
+    "DW": "IU AC AC AC IU AC",
+    "RW": "IU AC OK OK IU AC",
+})
+BEFORE_2003 = {  # Windows XP and earlier: no enhanced socket security
+    "DW": "IU IU OK OK IU IU", "DS": "IU IU OK OK IU IU",
+    "RW": "IU IU OK OK IU IU", "RS": "IU IU OK OK IU IU",
+    "XW": "IU IU AC AC IU IU", "XS": "IU IU AC AC IU IU",
+}
+CELL_ERR = {"OK": None, "IU": "EADDRINUSE", "AC": "EACCES"}
+
+
+def share_outcome(first: str, second: str, same_user: bool, enhanced: bool = True) -> str | None:
+    """The table cell for a first bind ``first`` (e.g. "DW") and a second bind ``second``: None or an error name."""
+    table = (SAME_USER if same_user else DIFFERENT_USERS) if enhanced else BEFORE_2003
+    return CELL_ERR[table[first].split()[SHARE_COLUMNS.index(second)]]
+
+
+V4_ANY = ipaddress.IPv4Address("0.0.0.0")
+V6_ANY = ipaddress.IPv6Address("::")
+
+
+def _stack_views(o: Any) -> tuple[Any, Any]:
+    """(IPv4 address, IPv6 address) an endpoint occupies; None where it is not on that stack."""
+    if o.family == 4:
+        return o.saddr4, None
+    a6 = o.addr6
+    if a6 is not None and a6.ipv4_mapped is not None:
+        return a6.ipv4_mapped, None
+    v4 = V4_ANY if (a6 in (None, V6_ANY) and not o.ipv6only) else None  # dual-stack wildcard
+    return v4, (a6 or V6_ANY)
+
+
+def overlap(a: Any, b: Any) -> bool:
+    """Do two bound endpoints claim a common (stack, address)? Wildcards match every address."""
+    a4, a6 = _stack_views(a)
+    b4, b6 = _stack_views(b)
+    if a4 is not None and b4 is not None and (a4 == b4 or V4_ANY in (a4, b4)):
+        return True
+    return a6 is not None and b6 is not None and (a6 == b6 or V6_ANY in (a6, b6))
+
+
+def is_wildcard(o: Any) -> bool:
+    a4, a6 = _stack_views(o)
+    return a4 == V4_ANY or a6 == V6_ANY
+
+
+def option_letter(reuse: bool, exclusive: bool) -> str:
+    return "X" if exclusive else ("R" if reuse else "D")
+
+
+# ----------------------------------------------------------------------------- errors per call
+# The errors each function page lists (used to attribute an error found by a shared rule to the
+# Windows page that documents it; any other error keeps the shared rule that raised it).
+DOCUMENTED = {
+    "socket": {"EAFNOSUPPORT", "EPROTONOSUPPORT", "EPROTOTYPE", "ESOCKTNOSUPPORT", "EINVAL",
+               "EMFILE", "ENOBUFS"},
+    "bind": {"EACCES", "EADDRINUSE", "EADDRNOTAVAIL", "EFAULT", "EINVAL", "ENOBUFS"},
+    "connect": {"EADDRINUSE", "EALREADY", "EADDRNOTAVAIL", "EAFNOSUPPORT", "ECONNREFUSED",
+                "EINVAL", "EISCONN", "ENETUNREACH", "EHOSTUNREACH", "ENOBUFS", "ETIMEDOUT",
+                "EAGAIN", "EACCES"},
+    "accept": {"ECONNRESET", "EINVAL", "EMFILE", "ENOBUFS", "EOPNOTSUPP", "EAGAIN"},
+    "send": {"EACCES", "ENETRESET", "ENOBUFS", "ENOTCONN", "EOPNOTSUPP", "ESHUTDOWN", "EAGAIN",
+             "EMSGSIZE", "EINVAL", "ECONNABORTED", "ECONNRESET", "ETIMEDOUT"},
+    "recv": {"ENOTCONN", "ENETRESET", "EOPNOTSUPP", "ESHUTDOWN", "EAGAIN", "EMSGSIZE", "EINVAL",
+             "ECONNABORTED", "ETIMEDOUT", "ECONNRESET"},
+    "sockopt": {"EFAULT", "EINVAL", "ENETRESET", "ENOPROTOOPT", "ENOTCONN"},
+}
+
+SOMAXCONN = 0x7FFFFFFF  # winsock2.h [W30]
+SOMAXCONN_HINT_MIN, SOMAXCONN_HINT_MAX = 200, 65535  # SOMAXCONN_HINT(N) is clamped to 200..65535 [W2]
+LINUX_ONLY_OPTIONS = frozenset({"SO_REUSEPORT", "IP_BIND_ADDRESS_NO_PORT", "TCP_LINGER2", "TCP_SYNCNT"})
+SHUTDOWN_HOW = {"SD_RECEIVE": "SHUT_RD", "SD_SEND": "SHUT_WR", "SD_BOTH": "SHUT_RDWR",
+                "SHUT_RD": "SHUT_RD", "SHUT_WR": "SHUT_WR", "SHUT_RDWR": "SHUT_RDWR"}
+WSA_FREE_CALLS = frozenset({"WSAStartup", "WSACleanup", "exit", "fork"})
+CONNECTED = (State.ESTABLISHED, State.CLOSE_WAIT)
+
+
+class WinsockKernel(Kernel):
+    """One Windows host: Winsock on top of the Windows TCP/IP stack (the rule variants)."""
+
+    personality = "windows"
+    DEFAULTS = WINDOWS_DEFAULTS
+    # TcpTimedWaitDelay: REG_DWORD seconds, valid 30-300; XP/2003 and the Vista/2008 registry
+    # paper give 120 s (0x78) [W26, W28]; the port-exhaustion page says 4 minutes [W24] (conflict).
+    TIME_WAIT_LEN = 120.0
+    NONBLOCK_CONNECT_ERR = "EAGAIN"  # connect on a non-blocking socket: WSAEWOULDBLOCK [W4]
+    SYN_RST_RETRY_INTERVAL = 1.0  # a refused SYN is sent again after 1 s (inferred: ~2 s in all) [W45, W46]
+    ENHANCED_SOCKET_SECURITY = True  # Windows Server 2003 and later [W20]
+
+    def __init__(self, sysctls: dict[str, Any] | None = None, file_max: int = 2466170, seed: int = 0):
+        given = dict(sysctls or {})
+        for key in self.DEFAULTS:
+            # The scenario format fills every setting with its Linux default: a value equal to the
+            # Linux default means "not chosen" here, so the Windows default applies.
+            if key in given and _same(given[key], DEFAULT_SYSCTLS.get(key)):
+                del given[key]
+        super().__init__(given, file_max, seed)
+        self.TIME_WAIT_LEN = float(self.sysctls.get("TcpTimedWaitDelay", type(self).TIME_WAIT_LEN))
+        self.pool = NonPagedPool(self._pool_limit(given))
+        self.wsa_refs: dict[str, int] = {}
+        self._port_cursor: dict[int, int] = {}
+
+    def _pool_limit(self, given: dict[str, Any]) -> int:
+        if "nonpaged_pool_bytes" in given:
+            return int(given["nonpaged_pool_bytes"])
+        mem = given.get("tcp_mem")
+        if mem is not None and not _same(mem, DEFAULT_SYSCTLS["tcp_mem"]):
+            return int(mem[2]) * 4096  # until the model has its own field: tcp_mem[2] pages
+        return DEFAULT_POOL_LIMIT
+
+    # ------------------------------------------------------------------ processes / handles
+    def new_file_table(self, nofile: int) -> FileTable:
+        return WinHandleTable(nofile)
+
+    def socket_fds(self, proc: str) -> list[int]:
+        """Every SOCKET handle of the process (no standard streams among them)."""
+        return self.procs[proc].files.sockets()
+
+    # ------------------------------------------------------------------ syscall entry
+    def syscall(self, proc: str, call: str, args: dict[str, Any], now: float) -> Outcome:
+        if call not in WSA_FREE_CALLS and self.wsa_refs.get(proc, 0) <= 0:
+            return super().syscall(proc, "wsa_refused", {"call": call}, now)
+        return self._explain(super().syscall(proc, call, args, now))
+
+    def _wrap_resume(self, fn: Callable[[float], Any]) -> Callable[[float], Outcome]:
+        inner = super()._wrap_resume(fn)
+
+        def resume(now: float) -> Outcome:
+            return self._explain(inner(now))
+
+        return resume
+
+    @staticmethod
+    def _explain(out: Outcome) -> Outcome:
+        """On a Windows host a successful call is explained by the last Windows rule it consulted."""
+        if out.err is None and out.blocked is None:
+            wins = [r for r in out.trail if r.startswith("win.") and MINOR not in RULES[r].tags]
+            if wins:
+                out.rule = wins[-1]
+        return out
+
+    @staticmethod
+    def _retag(rule_id: str, documented: set[str], fn: Callable[..., Any], *a: Any, **kw: Any) -> Any:
+        """Run a shared (Linux) implementation; an error the Windows page documents is credited to it."""
+        try:
+            return fn(*a, **kw)
+        except SysError as e:
+            if e.name in documented and not (e.rule or "").startswith("win."):
+                fact(f"the shared rule {e.rule} found {e.name}, which this call's page documents")
+                raise SysError(e.name, rule_id) from None
+            raise
+
+    # ------------------------------------------------------------------ WSAStartup / WSACleanup
+    @rule("win.wsa_not_initialised", "windows", "sockets")
+    def sys_wsa_refused(self, p: Process, call: str) -> int:
+        """WSAStartup function (Learn/api/winsock/nf-winsock-wsastartup): socket calls fail with WSANOTINITIALISED until a successful WSAStartup."""
+        fact(f"{call}: process {p.name} has no successful WSAStartup outstanding")
+        raise SysError("WSANOTINITIALISED", "win.wsa_not_initialised")
+
+    @rule("win.wsastartup", "windows", "sockets")
+    def sys_WSAStartup(self, p: Process, **_: Any) -> int:
+        """WSAStartup function (Learn/api/winsock/nf-winsock-wsastartup): each successful call needs its own WSACleanup (a per-process reference count)."""
+        n = self.wsa_refs[p.name] = self.wsa_refs.get(p.name, 0) + 1
+        fact(f"Winsock reference count of {p.name}: {n}")
+        return 0
+
+    @rule("win.wsacleanup", "windows", "sockets")
+    def sys_WSACleanup(self, p: Process, **_: Any) -> int:
+        """WSACleanup function (Learn/api/winsock/nf-winsock-wsacleanup): only the last call cleans up; open sockets are reset and freed as if closesocket were called."""
+        n = self.wsa_refs.get(p.name, 0)
+        if n <= 0:
+            fact("more WSACleanup calls than successful WSAStartup calls")
+            raise SysError("WSANOTINITIALISED", "win.wsacleanup")
+        self.wsa_refs[p.name] = n - 1
+        if n > 1:
+            fact(f"reference count {n} -> {n - 1}: nothing is cleaned up yet")
+            return 0
+        fds = p.files.sockets()
+        fact(f"last WSACleanup: {len(fds)} open socket(s) are reset and freed")
+        for fd in fds:
+            f = p.files.remove(fd)
+            if f.sock.kind == "tcp" and f.sock.tcp_state != State.LISTEN:
+                f.sock.linger = (1, 0)  # "reset": an abortive close (interpretation, see docs)
+            self._fput(f, exiting=False)
+        return 0
+
+    def sys_exit(self, p: Process) -> int:
+        self.wsa_refs[p.name] = 0
+        return super().sys_exit(p)
+
+    def sys_fork(self, p: Process, **kw: Any) -> int:
+        ret = super().sys_fork(p, **kw)
+        self.wsa_refs[kw["as"]] = self.wsa_refs.get(p.name, 0)
+        return ret
+
+    # ------------------------------------------------------------------ socket / handles
+    @rule("win.socket", "windows", "sockets")
+    def sys_socket(self, p: Process, family: str = "AF_INET", type: str = "SOCK_STREAM",
+                   protocol: Any = 0, nonblock: bool = False, **_: Any) -> int:
+        """socket function (Learn/api/winsock2/nf-winsock2-socket): a new SOCKET handle, blocking by default, or INVALID_SOCKET."""
+        return self._retag("win.socket", DOCUMENTED["socket"], super().sys_socket, p, family, type,
+                           protocol, nonblock)
+
+    @rule("win.closesocket", "windows", "fd")
+    def sys_close(self, p: Process, sock: int) -> int:
+        """closesocket function (Learn/api/winsock/nf-winsock-closesocket): l_onoff=0 graceful in the background; {1,0} abortive; {1,n} waits on a blocking socket, WSAEWOULDBLOCK on a non-blocking one."""
+        f = p.files.fds.get(sock)
+        if f is None or f.sock is None:
+            fact(f"{sock} is not an open SOCKET handle (closed already, or never returned)")
+            raise SysError("ENOTSOCK", "win.closesocket")
+        sk = f.sock
+        onoff, secs = sk.linger
+        if sk.kind == "tcp" and f.f_count == 1 and onoff and secs > 0 and self._linger_pending(sk):
+            if f.nonblock:
+                fact(f"SO_LINGER {{1, {secs}}} on a non-blocking socket with {sk.snd_q} byte(s) "
+                     "not yet acknowledged: the close cannot complete at once; the handle stays valid")
+                raise SysError("EAGAIN", "win.closesocket")
+            deadline = self.now + secs
+            self.timer_requests.append(("win_linger", float(secs), sk, 0))
+            fact(f"SO_LINGER {{1, {secs}}}: closesocket blocks until {sk.snd_q} byte(s) are "
+                 f"acknowledged or {secs} s pass")
+            raise _Block(lambda now: self._linger_wait(p, sock, f, sk, deadline),
+                         f"closesocket: lingering up to {secs} s for unacknowledged data")
+        if onoff and secs == 0:
+            fact("SO_LINGER {1, 0}: hard close, RST, no TIME_WAIT")
+        return Kernel.sys_close(self, p, sock)
+
+    @staticmethod
+    def _linger_pending(sk: Sock) -> bool:
+        return sk.snd_q > 0 and sk.tcp_state in CONNECTED
+
+    @rule("win.linger_wait", "windows", "fd")
+    def _linger_wait(self, p: Process, sock: int, f: OpenFile, sk: Sock, deadline: float) -> int:
+        """closesocket function (Learn/api/winsock/nf-winsock-closesocket): a blocking linger close is graceful if the data goes out within l_linger seconds, else hard; it returns 0 either way."""
+        if p.files.fds.get(sock) is not f:
+            return 0
+        if not self._linger_pending(sk):
+            fact("every queued byte was acknowledged within the linger time: graceful close")
+            return Kernel.sys_close(self, p, sock)
+        if self.now >= deadline - 1e-9:
+            fact(f"the linger time ran out with {sk.snd_q} byte(s) unacknowledged: hard close (RST)")
+            sk.linger = (1, 0)
+            return Kernel.sys_close(self, p, sock)
+        raise _Block(lambda now: self._linger_wait(p, sock, f, sk, deadline),
+                     "closesocket: lingering for unacknowledged data")
+
+    @rule("win.ioctlsocket_fionbio", "windows", "fd")
+    def sys_set_nonblocking(self, p: Process, sock: int, on: bool = True, cmd: str = "FIONBIO", **_: Any) -> int:
+        """ioctlsocket function (Learn/api/winsock/nf-winsock-ioctlsocket): FIONBIO with a nonzero argument makes the socket non-blocking; a new socket is blocking."""
+        f, _ = self._sock(p, sock)
+        f.nonblock = bool(on)
+        fact(f"FIONBIO {int(bool(on))}: the socket is now {'non-blocking' if on else 'blocking'}")
+        return 0
+
+    @rule("win.getsockname", "windows", "sockets")
+    def sys_getsockname(self, p: Process, sock: int) -> int:
+        """getsockname function (Learn/api/winsock/nf-winsock-getsockname): the local port; WSAEINVAL if the socket has not been bound."""
+        _, sk = self._sock(p, sock)
+        if not sk.in_bhash and not sk.lport:
+            fact("the socket has not been bound to an address")
+            raise SysError("EINVAL", "win.getsockname")
+        return sk.lport
+
+    # ------------------------------------------------------------------ options
+    @rule("win.setsockopt", "windows", "sockets")
+    def set_option(self, sk: Sock, opt: str, value: Any) -> None:
+        """setsockopt function and SOL_SOCKET Socket Options (Learn/winsock/sol-socket-socket-options): SO_EXCLUSIVEADDRUSE; SO_SNDBUF/SO_RCVBUF set the buffer space as given."""
+        if opt == "SO_EXCLUSIVEADDRUSE":
+            if not isinstance(value, int):
+                raise SysError("EINVAL", "win.setsockopt")
+            sk.exclusive = bool(value)
+            if sk.lport:
+                fact("set after bind(): it has no effect on the bind already made")
+            return
+        if opt in LINUX_ONLY_OPTIONS:
+            fact(f"{opt} is not a Winsock option")
+            raise SysError("ENOPROTOOPT", "win.setsockopt")
+        if opt in ("SO_SNDBUF", "SO_RCVBUF"):
+            if not isinstance(value, int) or value < 0:
+                raise SysError("EINVAL", "win.setsockopt")
+            if opt == "SO_SNDBUF":
+                sk.sndbuf, sk.snd_lock = value, True  # setting SO_SNDBUF turns dynamic send buffering off [W16]
+            else:
+                sk.rcvbuf, sk.rcv_lock = value, True
+            fact(f"{opt} {value}: stored as given (no doubling, no sysctl cap; inferred)")
+            return
+        self._retag("win.setsockopt", DOCUMENTED["sockopt"], super().set_option, sk, opt, value)
+
+    @rule("win.getsockopt", "windows", "sockets")
+    def sys_getsockopt(self, p: Process, sock: int, opt: str) -> Any:
+        """getsockopt function (Learn/api/winsock/nf-winsock-getsockopt): the option's current value; WSAENOPROTOOPT for an option Winsock does not know."""
+        _, sk = self._sock(p, sock)
+        if opt == "SO_EXCLUSIVEADDRUSE":
+            return int(getattr(sk, "exclusive", False))
+        if opt in LINUX_ONLY_OPTIONS:
+            fact(f"{opt} is not a Winsock option")
+            raise SysError("ENOPROTOOPT", "win.getsockopt")
+        if opt == "SO_ERROR":
+            err, sk.err = sk.err, None
+            if err:
+                fact(f"the socket's pending error {err} is reported as its WSA code and cleared")
+            return WSA_NUMBERS.get(err, 0) if err else 0
+        return self._retag("win.getsockopt", DOCUMENTED["sockopt"], super().sys_getsockopt, p, sock, opt)
+
+    # ------------------------------------------------------------------ bind
+    @rule("win.bind", "windows", "ports")
+    def sys_bind(self, p: Process, sock: int, addr: str = "0.0.0.0", port: int = 0) -> int:
+        """bind function (Learn/api/winsock/nf-winsock-bind): WSAEINVAL if already bound, WSAEADDRNOTAVAIL for a non-local address, port 0 takes a port from the dynamic range."""
+        return self._retag("win.bind", DOCUMENTED["bind"], super().sys_bind, p, sock, addr, port)
+
+    def bind_port(self, table: BindTable, sk: Sock, port: int) -> int:
+        if port == 0:
+            port = self._dynamic_port(table, sk, "bind")
+        else:
+            self._bind_share_check(table, sk, port)
+        self._mark_bound(sk)
+        return port
+
+    @staticmethod
+    def _mark_bound(sk: Sock) -> None:
+        """A socket that got its port from bind() or an implicit bind: it takes part in the tables."""
+        sk.bindport_lock = True  # the port stays with the socket until closesocket
+        sk.win_binder = True
+        sk.win_bind_opts = (bool(sk.reuse), bool(getattr(sk, "exclusive", False)))
+
+    @staticmethod
+    def _is_binder(o: Any) -> bool:
+        return bool(getattr(o, "win_binder", False)) and not getattr(o, "dead", False)
+
+    @rule("win.bind_share", "windows", "ports")
+    def _bind_share_check(self, table: BindTable, sk: Sock, port: int) -> None:
+        """Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE (Learn/winsock/using-so-reuseaddr-and-so-exclusiveaddruse): the outcome tables for a second bind to a port in use."""
+        new = option_letter(bool(sk.reuse), bool(getattr(sk, "exclusive", False))) + ("W" if is_wildcard(sk) else "S")
+        lingering = []
+        for o in table.owners(port):
+            if not overlap(sk, o):
+                continue
+            if not self._is_binder(o):
+                lingering.append(o)
+                continue
+            reuse, excl = getattr(o, "win_bind_opts", (bool(o.reuse), False))
+            first = option_letter(reuse, excl) + ("W" if is_wildcard(o) else "S")
+            same = o.uid == sk.uid
+            err = share_outcome(first, new, same, self.ENHANCED_SOCKET_SECURITY)
+            fact(f"port {port}: first bind {first} ({o.laddr}, uid {o.uid}), second bind {new} "
+                 f"(uid {sk.uid}), {'same user' if same else 'different users'}: "
+                 f"{'success' if err is None else 'WSA' + err}")
+            if err is not None:
+                if new == "XW" and sk.family == 6 and not sk.ipv6only and _stack_views(o)[1] is None:
+                    self._dual_stack_exclusive(o, port)
+                raise SysError(err, "win.bind_share")
+        if lingering:
+            self._exclusive_linger_check(sk, port, lingering)
+        if not table.owners(port):
+            fact(f"port {port} has no owner")
+
+    @rule("win.bind_dual_stack", "windows", "ports")
+    def _dual_stack_exclusive(self, o: Any, port: int) -> None:
+        """Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE (Learn/winsock/using-so-reuseaddr-and-so-exclusiveaddruse): an exclusive dual-stack wildcard bind must pass on both stacks; an IPv4 socket on the port makes it fail with WSAEACCES."""
+        fact(f"the dual-stack exclusive bind collides on the IPv4 stack with {o.laddr}:{port}")
+        raise SysError("EACCES", "win.bind_dual_stack")
+
+    @rule("win.bind_exclusive_linger", "windows", "ports")
+    def _exclusive_linger_check(self, sk: Sock, port: int, lingering: list[Any]) -> None:
+        """Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE (Learn/winsock/using-so-reuseaddr-and-so-exclusiveaddruse): an exclusive socket cannot bind a port until the old connections on it become inactive."""
+        if not getattr(sk, "exclusive", False):
+            fact(f"{len(lingering)} connection(s) still on port {port} (e.g. TIME_WAIT): they do not "
+                 "hold the port against a bind without SO_EXCLUSIVEADDRUSE")
+            return
+        o = lingering[0]
+        kind = "TIME_WAIT" if getattr(o, "is_tw", False) else State(o.tcp_state).name
+        fact(f"SO_EXCLUSIVEADDRUSE: a connection on port {port} is still active ({kind} "
+             f"{o.laddr}:{o.lport} -> {o.raddr}:{o.rport}); the port is not free yet")
+        raise SysError("EADDRINUSE", "win.bind_exclusive_linger")
+
+    @rule("win.dynamic_port", "windows", "ports", "ephemeral")
+    def _dynamic_port(self, table: BindTable, sk: Sock, why: str) -> int:
+        """KB 929851 and Troubleshoot port exhaustion (learn.microsoft.com/troubleshoot): ports come from the dynamic range (49152-65535); when none is free the call fails with WSAENOBUFS (KB 196271)."""
+        lo, hi = self.sysctls["ip_local_port_range"]
+        excluded = set(self.sysctls["ip_local_reserved_ports"])
+        n = hi - lo + 1
+        key = id(table)
+        cur = self._port_cursor.get(key)
+        if cur is None:
+            cur = lo + self.rng.randrange(n)  # where the search starts is undocumented (inferred)
+        for i in range(n):
+            port = lo + (cur - lo + i) % n
+            if port in excluded or table.owners(port):
+                continue
+            self._port_cursor[key] = lo + (port - lo + 1) % n
+            fact(f"{why}: port {port} is the next free port of the dynamic range {lo}-{hi}")
+            return port
+        fact(f"{why}: every port of the dynamic range {lo}-{hi} is in use (bound, connected or in "
+             "TIME_WAIT): port exhaustion")
+        raise SysError("ENOBUFS", "win.dynamic_port")
+
+    # ------------------------------------------------------------------ listen
+    @rule("win.listen", "windows", "tcp")
+    def sys_listen(self, p: Process, sock: int, backlog: int = 128) -> int:
+        """listen function (Learn/api/winsock2/nf-winsock2-listen): WSAEINVAL on an unbound socket, WSAEISCONN on a connected one; a second listen() succeeds without changing the backlog."""
+        _, sk = self._sock(p, sock)
+        if sk.kind != "tcp":
+            fact("listen() needs a connection-oriented socket")
+            raise SysError("EOPNOTSUPP", "win.listen")
+        if sk.tcp_state == State.LISTEN:
+            fact(f"already listening: success, the backlog stays {sk.backlog}")
+            return 0
+        if sk.sock_state != SS_UNCONNECTED or sk.tcp_state != State.CLOSE:
+            fact(f"the socket is {State(sk.tcp_state).name}")
+            raise SysError("EISCONN", "win.listen")
+        if not sk.in_bhash:
+            fact("the socket has not been bound: Windows does not pick a port for listen()")
+            raise SysError("EINVAL", "win.listen")
+        sk.backlog = self._backlog(backlog)
+        self.listeners.setdefault(sk.lport, []).append(sk)
+        self.tcp_set_state(sk, State.LISTEN)
+        return 0
+
+    @rule("win.listen_backlog", "windows", "tcp")
+    def _backlog(self, backlog: int) -> int:
+        """listen function (Learn/api/winsock2/nf-winsock2-listen): SOMAXCONN -> a maximum reasonable value; SOMAXCONN_HINT(N) -> N clamped to 200..65535; other values are silently limited."""
+        reasonable = int(self.sysctls["somaxconn"])
+        if backlog == SOMAXCONN:
+            fact(f"SOMAXCONN: the provider picks its reasonable maximum, {reasonable}")
+            return reasonable
+        if backlog < 0:
+            n = -backlog
+            eff = min(max(n, SOMAXCONN_HINT_MIN), SOMAXCONN_HINT_MAX)
+            fact(f"SOMAXCONN_HINT({n}): clamped to {SOMAXCONN_HINT_MIN}..{SOMAXCONN_HINT_MAX} -> {eff}")
+            return eff
+        eff = min(max(backlog, 1), reasonable)
+        fact(f"backlog {backlog} -> {eff} (legal range 1..{reasonable}; the nearest legal value "
+             "replaces an illegal one)")
+        return eff
+
+    @rule("win.accept_queue_full", "windows", "tcp", "minor")
+    def _acceptq_full(self, lsk: Sock) -> bool:
+        """listen function (Learn/api/winsock2/nf-winsock2-listen): the backlog is the maximum length of the queue of pending connections."""
+        full = len(lsk.accept_q) >= lsk.backlog
+        if full:
+            fact(f"the queue holds {len(lsk.accept_q)} connection(s), backlog {lsk.backlog}: full")
+        return full
+
+    @rule("win.listen_queue_full_refuses", "windows", "tcp")
+    def syn_to_full_listener(self, lsk: Sock, seg: Segment) -> None:
+        """listen function (Learn/api/winsock2/nf-winsock2-listen): if a connection request arrives and the queue is full, the client receives WSAECONNREFUSED."""
+        lsk.listen_overflows += 1
+        self._mib("ListenOverflows")
+        fact("the SYN is answered with RST")
+        self._reset_reply(seg)
+
+    def _listener_syn(self, lsk: Sock, seg: Segment) -> None:
+        if not self.pool.can_charge(TCB_BYTES):
+            self._pool_refuses_syn(seg)
+            return
+        super()._listener_syn(lsk, seg)
+
+    @rule("win.pool_refuses_connection", "windows", "buffers")
+    def _pool_refuses_syn(self, seg: Segment) -> None:
+        """KB 293841 / KB 917114: with the nonpaged pool exhausted no TCB can be allocated; the request is answered with RST (inferred)."""
+        self._mib("NonPagedPoolRefused")
+        self._reset_reply(seg)
+
+    @rule("win.lookup_listener", "windows", "tcp", "minor")
+    def _lookup_listener(self, daddr: str, dport: int, seg: Segment) -> Sock | None:
+        """Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE (Learn/winsock/using-so-reuseaddr-and-so-exclusiveaddruse): a specific bind serves its address; among sockets sharing a port the choice is indeterminate."""
+        best, score = [], -1
+        dip = ipaddress.ip_address(daddr)
+        for sk in self.listeners.get(dport, []):
+            if sk.family == 4 and dip.version == 6:
+                continue
+            if sk.family == 6 and dip.version == 4 and sk.ipv6only:
+                continue
+            if sk.laddr == daddr:
+                s = 2
+            elif sk.laddr in ("0.0.0.0", "::"):
+                s = 1
+            else:
+                continue
+            if s > score:
+                best, score = [sk], s
+            elif s == score:
+                best.append(sk)
+        if len(best) > 1:
+            h = hashlib.blake2b(f"{seg.src}|{seg.dst}|{self.secret}".encode(), digest_size=4)
+            pick = best[int.from_bytes(h.digest(), "little") % len(best)]
+            fact(f"{len(best)} listeners share {daddr}:{dport}: which one gets the connection is "
+                 "indeterminate (the model draws one with its seeded hash)")
+            return pick
+        return best[0] if best else None
+
+    # ------------------------------------------------------------------ connect
+    @rule("win.connect", "windows", "tcp")
+    def sys_connect(self, p: Process, sock: int, addr: str = "127.0.0.1", port: int = 0) -> int:
+        """connect function (Learn/api/winsock2/nf-winsock2-connect): WSAEWOULDBLOCK on a non-blocking socket, WSAEALREADY while pending, WSAEISCONN once connected, WSAEINVAL on a listening socket."""
+        f, sk = self._sock(p, sock)
+        if sk.kind == "tcp":
+            if sk.tcp_state == State.LISTEN:
+                fact("the socket is listening")
+                raise SysError("EINVAL", "win.connect")
+            if sk.sock_state == SS_CONNECTING and sk.tcp_state in CONNECTED:
+                sk.sock_state = SS_CONNECTED
+                fact("the non-blocking connect has completed: the socket is connected")
+                raise SysError("EISCONN", "win.connect")
+            ip = ipaddress.ip_address(addr)
+            if port == 0 or ip in (V4_ANY, V6_ANY):
+                fact(f"remote address {addr}:{port}: the address or port is 0")
+                raise SysError("EADDRNOTAVAIL", "win.connect")
+            if sk.sock_state == SS_UNCONNECTED and sk.tcp_state == State.CLOSE:
+                if not self.pool.can_charge(TCB_BYTES):
+                    raise SysError("ENOBUFS", "win.nonpaged_pool")
+                sk.win_rst_tries = 0
+        return self._retag("win.connect", DOCUMENTED["connect"], super().sys_connect, p, sock, addr, port)
+
+    def _inet_hash_connect(self, sk: Sock, saddr: str, daddr: str, dport: int) -> None:
+        if sk.lport:
+            super()._inet_hash_connect(sk, saddr, daddr, dport)
+            return
+        self._implicit_bind(sk, saddr, daddr, dport)
+
+    @rule("win.connect_implicit_bind", "windows", "ports", "ephemeral")
+    def _implicit_bind(self, sk: Sock, saddr: str, daddr: str, dport: int) -> None:
+        """connect function (Learn/api/winsock2/nf-winsock2-connect): an unbound socket is bound by the system (wildcard address, a port of its own), and marked as bound."""
+        port = self._dynamic_port(self.bhash, sk, "connect")
+        sk.set_local("::" if sk.family == 6 else "0.0.0.0", port)
+        sk.laddr = saddr  # the 4-tuple uses the route's source; the bind stays a wildcard bind
+        sk.connect_bind = True
+        self._mark_bound(sk)
+        sk.raddr, sk.rport = daddr, dport
+        self.bhash.add(port, sk)
+        sk.in_bhash = True
+        self._ehash_add(sk)
+
+    @rule("win.connect_result", "windows", "tcp")
+    def _connect_finish(self, sk: Sock) -> int:
+        """connect function (Learn/api/winsock2/nf-winsock2-connect): WSAECONNREFUSED when the target actively refused, WSAETIMEDOUT without an answer; connect may then be called again."""
+        return self._retag("win.connect_result", DOCUMENTED["connect"], super()._connect_finish, sk)
+
+    @rule("win.connect_refused_retry", "windows", "tcp")
+    def _syn_refused(self, sk: Sock) -> bool:
+        """connect function (Learn/api/winsock2/nf-winsock2-connect) and TcpMaxConnectRetransmissions (Server 2003 registry reference): a refused SYN is sent again, so WSAECONNREFUSED comes after about 2 s even on loopback (inferred timing)."""
+        tries = getattr(sk, "win_rst_tries", 0)
+        limit = int(sk.syn_retries or self.sysctls["tcp_syn_retries"])
+        if tries >= limit:
+            fact(f"RST after {tries} retransmission(s) of the SYN: the connection is refused")
+            return False
+        sk.win_rst_tries = tries + 1
+        sk.syn_gen += 1  # the retry replaces the pending SYN retransmission timer
+        self.timer_requests.append(("win_syn_retry", self.SYN_RST_RETRY_INTERVAL, sk, sk.syn_gen))
+        fact(f"RST in answer to the SYN: retry {tries + 1} of {limit} in {self.SYN_RST_RETRY_INTERVAL:g} s")
+        return True
+
+    # ------------------------------------------------------------------ accept
+    @rule("win.accept", "windows", "tcp")
+    def sys_accept(self, p: Process, sock: int, **kw: Any) -> int:
+        """accept function (Learn/api/winsock2/nf-winsock2-accept): a new SOCKET handle for a queued connection; WSAEINVAL if listen was not called, WSAEWOULDBLOCK if non-blocking and none is queued."""
+        return self._retag("win.accept", DOCUMENTED["accept"], super().sys_accept, p, sock, **kw)
+
+    # ------------------------------------------------------------------ data
+    @rule("win.send", "windows", "buffers")
+    def sys_send(self, p: Process, sock: int, bytes: int, flags: list[str] | None = None) -> int:
+        """send function (Learn/api/winsock2/nf-winsock2-send): WSAENOTCONN if not connected, WSAESHUTDOWN after SD_SEND, WSAECONNRESET after a hard close by the peer, WSAENOBUFS without buffer space."""
+        return self._retag("win.send", DOCUMENTED["send"], super().sys_send, p, sock, bytes, flags)
+
+    def _send(self, sk: Sock, total: int, nonblock: bool, copied: int) -> int:
+        if copied == 0:
+            if getattr(sk, "win_reset", False) or sk.err in ("ECONNRESET", "EPIPE"):
+                sk.err = None
+                sk.win_reset = True
+                fact("the connection was reset by the peer (hard close)")
+                raise SysError("ECONNRESET", "win.send")
+            if sk.err is None and getattr(sk, "win_wr_shut", False):
+                fact("shutdown(SD_SEND) was called on this socket")
+                raise SysError("ESHUTDOWN", "win.send")
+            if sk.err is None and sk.tcp_state not in CONNECTED:
+                fact(f"the socket is {State(sk.tcp_state).name}: not connected")
+                raise SysError("ENOTCONN", "win.send")
+            if sk.tcp_state in CONNECTED:
+                n = min(max(0, buffers.payload_capacity(sk.sndbuf) - sk.snd_q), total)
+                if n > 0 and not self.pool.can_charge(n):
+                    raise SysError("ENOBUFS", "win.nonpaged_pool")
+        return super()._send(sk, total, nonblock, copied)
+
+    @rule("win.recv", "windows", "buffers")
+    def sys_recv(self, p: Process, sock: int, bytes: int = 65536, flags: list[str] | None = None) -> int:
+        """recv function (Learn/api/winsock/nf-winsock-recv): 0 after the peer's graceful close, WSAECONNRESET after a hard one, WSAESHUTDOWN after SD_RECEIVE, WSAENOTCONN if not connected."""
+        return self._retag("win.recv", DOCUMENTED["recv"], super().sys_recv, p, sock, bytes, flags)
+
+    def _recv(self, sk: Sock, want: int, nonblock: bool, peek: bool) -> int:
+        if getattr(sk, "win_rd_shut", False):
+            fact("shutdown(SD_RECEIVE) was called on this socket")
+            raise SysError("ESHUTDOWN", "win.recv")
+        if not sk.rcv_q and (getattr(sk, "win_reset", False) or sk.err in ("ECONNRESET", "EPIPE")):
+            sk.err = None
+            sk.win_reset = True
+            fact("the connection was reset by the peer (hard close)")
+            raise SysError("ECONNRESET", "win.recv")
+        return super()._recv(sk, want, nonblock, peek)
+
+    @rule("win.shutdown", "windows", "tcp")
+    def sys_shutdown(self, p: Process, sock: int, how: str = "SD_SEND") -> int:
+        """shutdown function (Learn/api/winsock/nf-winsock-shutdown): SD_SEND -> later sends fail with WSAESHUTDOWN; SD_RECEIVE on TCP resets the connection if data is queued or arrives; WSAENOTCONN if not connected."""
+        linux_how = SHUTDOWN_HOW.get(how)
+        if linux_how is None:
+            fact(f"how = {how!r} is not SD_RECEIVE, SD_SEND or SD_BOTH")
+            raise SysError("EINVAL", "win.shutdown")
+        _, sk = self._sock(p, sock)
+        if sk.kind != "tcp":
+            return super().sys_shutdown(p, sock, how=linux_how)
+        if sk.tcp_state in (State.CLOSE, State.LISTEN, State.SYN_SENT):
+            fact(f"the socket is {State(sk.tcp_state).name}: not connected")
+            raise SysError("ENOTCONN", "win.shutdown")
+        if linux_how in ("SHUT_WR", "SHUT_RDWR"):
+            sk.win_wr_shut = True
+        if linux_how in ("SHUT_RD", "SHUT_RDWR"):
+            sk.win_rd_shut = True
+            if sk.rcv_q and sk.tcp_state in (State.ESTABLISHED, State.FIN_WAIT1, State.FIN_WAIT2, State.CLOSE_WAIT):
+                self._reset_on_receive(sk, f"{sk.rcv_q} byte(s) were queued")
+                return 0
+        return Kernel.sys_shutdown(self, p, sock, how=linux_how)
+
+    @rule("win.shutdown_receive_reset", "windows", "tcp")
+    def _reset_on_receive(self, sk: Sock, why: str) -> None:
+        """shutdown function (Learn/api/winsock/nf-winsock-shutdown): after SD_RECEIVE, TCP resets the connection if data is already queued for receive or arrives later."""
+        fact(f"SD_RECEIVE and {why}: the connection is reset")
+        if sk.rcv_q:
+            self.pool.uncharge(sk.rcv_q)
+            sk.rcv_q = 0
+        self._apply(sk, "abort")
+        sk.shutdown = RCV_SHUTDOWN | SEND_SHUTDOWN
+
+    # ------------------------------------------------------------------ segment input
+    def _rcv(self, sk: Sock, seg: Segment) -> None:
+        st = sk.tcp_state
+        if seg.flags & RST and st == State.SYN_SENT and not sk.is_request:
+            if self._syn_refused(sk):
+                return
+        if (seg.flags & DATA and seg.length and getattr(sk, "win_rd_shut", False) and not sk.dead
+                and st in (State.ESTABLISHED, State.FIN_WAIT1, State.FIN_WAIT2)):
+            self._reset_on_receive(sk, f"{seg.length} byte(s) arrived")
+            return
+        synchronized = st not in (State.SYN_SENT, State.LISTEN, State.CLOSE) and not sk.is_request
+        super()._rcv(sk, seg)
+        if seg.flags & RST and synchronized and sk.tcp_state == State.CLOSE:
+            sk.win_reset = True
+            if sk.err == "EPIPE":  # Winsock has no EPIPE: a reset connection is WSAECONNRESET
+                sk.err = "ECONNRESET"
+
+    # ------------------------------------------------------------------ TIME_WAIT
+    @rule("win.time_wait", "windows", "timewait")
+    def _time_wait(self, sk: Sock, substate: State, timeo: float) -> None:
+        """TcpTimedWaitDelay (KB 314053, Tcpip Parameters): a closed connection stays in TIME_WAIT for TcpTimedWaitDelay seconds, 30-300, default 120 (0x78)."""
+        if substate == State.TIME_WAIT:
+            fact(f"TcpTimedWaitDelay = {self.TIME_WAIT_LEN:g} s")
+        super()._time_wait(sk, substate, timeo)
+
+    # ------------------------------------------------------------------ pool bookkeeping
+    def _ehash_add(self, sk: Sock) -> None:
+        if not sk.in_ehash:
+            self.pool.charge_tcb()
+        super()._ehash_add(sk)
+
+    def _ehash_del(self, sk: Sock) -> None:
+        if sk.in_ehash:
+            self.pool.uncharge_tcb()
+        super()._ehash_del(sk)
+
+    # ------------------------------------------------------------------ timers
+    def timer(self, kind: str, obj: Any, gen: int, now: float) -> None:
+        if kind == "win_syn_retry":
+            self.now = now
+            TRAIL.clear()
+            sk = obj
+            if sk.syn_gen != gen or sk.tcp_state != State.SYN_SENT:
+                return
+            self._send_seg(sk, SYN)
+            sk.syn_tries = 0
+            self.timer_requests.append(("syn", 1.0, sk, gen))  # an unanswered retry still times out
+            return
+        if kind == "win_linger":
+            self.now = now  # nothing to do: the engine retries the blocked closesocket
+            return
+        super().timer(kind, obj, gen, now)
+
+    def sockstat(self) -> dict[str, int]:
+        s = super().sockstat()
+        s["nonpaged_pool_bytes"] = self.pool.bytes
+        return s
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return list(a) == list(b)
+    return a == b
