@@ -310,8 +310,8 @@ class WinsockKernel(Kernel):
             return super().syscall(proc, "wsa_refused", {"call": call}, now)
         return self._explain(super().syscall(proc, call, args, now))
 
-    def _wrap_resume(self, fn: Callable[[float], Any]) -> Callable[[float], Outcome]:
-        inner = super()._wrap_resume(fn)
+    def _wrap_resume(self, fn: Callable[[float], Any], *args: Any, **kw: Any) -> Callable[[float], Outcome]:
+        inner = super()._wrap_resume(fn, *args, **kw)
 
         def resume(now: float) -> Outcome:
             return self._explain(inner(now))
