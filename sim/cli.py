@@ -87,6 +87,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print_timeline(trace, sc, explain=args.explain)
         print_summary(trace)
+        if args.explain and importlib.util.find_spec("sim.explain") is not None:
+            from .explain import print_explanations
+
+            print_explanations(sc, trace, seed=seed)
     failed = trace.failed_expectations
     if failed:
         print(f"{len(failed)} expectation(s) not met: steps "

@@ -82,12 +82,11 @@ def compare_traces(scenario: Any, sim: Trace, real: Trace) -> Comparison:
             "host-global settings differ from the scenario and cannot be set inside a namespace: "
             + ", ".join(f"{k} (scenario {v.get('scenario') if isinstance(v, dict) else v}, "
                         f"host {v.get('host') if isinstance(v, dict) else '?'})" for k, v in unapplied.items()))
-    steps = list(getattr(scenario, "steps", []))
     if len(sim.steps) != len(real.steps):
         result.unchecked.append(f"the traces have {len(sim.steps)} and {len(real.steps)} steps")
     for a, b in zip(sim.steps, real.steps):
         d = StepDiff(a.index, a.line)
-        tols = list(getattr(steps[a.index], "tolerate", [])) if a.index < len(steps) else []
+        tols = [_Tol(**t) for t in (a.tolerate or [])]
         for f in FIELDS:
             va, vb = getattr(a, f), getattr(b, f)
             if f == "obs" and a.kind == "load" and isinstance(va, dict):
@@ -116,6 +115,14 @@ def compare_traces(scenario: Any, sim: Trace, real: Trace) -> Comparison:
         if d.differences:
             result.steps.append(d)
     return result
+
+
+@dataclass
+class _Tol:
+    field: str
+    reason: str
+    rel: float | None = None
+    abs: float | None = None
 
 
 def _short(v: Any) -> str:

@@ -45,6 +45,7 @@ class StepRecord:
     trail: list[str] = field(default_factory=list)  # simulator only: every rule consulted
     facts: list[str] = field(default_factory=list)  # simulator only: facts the rule looked at
     via: str | None = None  # a call made by a timer's slot: which timeout
+    tolerate: list[dict[str, Any]] = field(default_factory=list)  # the step's crosscheck tolerances
     expect: Any = None  # the scenario's expectation, if any
     expect_ok: bool | None = None  # None when the step has no expectation
 

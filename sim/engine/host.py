@@ -241,6 +241,10 @@ class SimBackend:
             rows = k.tcp_rows()
             return {"local": sorted(r[4] for r in rows if r[1] == port),
                     "remote": sorted(r[4] for r in rows if r[3] == port and r[2] is not None)}
+        if what in ("fds", "queues"):
+            p = k.procs.get(obs["proc"])
+            if p is None or not p.alive:
+                return "PROCESS_GONE"  # never created (a failed fork) or exited
         if what == "fds":
             return k.socket_fds(obs["proc"])
         if what == "sockstat":

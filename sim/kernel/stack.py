@@ -25,6 +25,7 @@ from .sockets import (
     Sock, getsockopt, norm_addr, setsockopt, socket_kind,
 )
 from .tcp import State
+from .timers import wheel_expiry
 from .timewait import TCP_TIMEWAIT_LEN, TimeWaitSock, TimeWaitTable, twsk_unique
 
 SYN, ACK, FIN, RST, DATA = 1, 2, 4, 8, 16
@@ -153,14 +154,15 @@ class Kernel:
         except SysError as e:
             out = Outcome(ret=-1, err=e.name, rule=e.rule)
         except _Block as b:
-            out = Outcome(blocked=Blocked(proc, call, self._wrap_resume(b.resume), b.reason, b.key))
+            origin = TRAIL.rules[0] if TRAIL.rules else None
+            out = Outcome(blocked=Blocked(proc, call, self._wrap_resume(b.resume, origin), b.reason, b.key))
         out.trail = list(TRAIL.rules)
         out.facts = list(TRAIL.facts)
         if out.rule is None:
             out.rule = decisive(out.trail)
         return out
 
-    def _wrap_resume(self, fn: Callable[[float], Any]) -> Callable[[float], Outcome]:
+    def _wrap_resume(self, fn: Callable[[float], Any], origin: str | None = None) -> Callable[[float], Outcome]:
         def resume(now: float) -> Outcome:
             self.now = now
             TRAIL.clear()
@@ -169,10 +171,10 @@ class Kernel:
             except SysError as e:
                 out = Outcome(ret=-1, err=e.name, rule=e.rule)
             except _Block as b:
-                return Outcome(blocked=Blocked("", "", self._wrap_resume(b.resume), b.reason, b.key))
+                return Outcome(blocked=Blocked("", "", self._wrap_resume(b.resume, origin), b.reason, b.key))
             out.trail, out.facts = list(TRAIL.rules), list(TRAIL.facts)
             if out.rule is None:
-                out.rule = decisive(out.trail)
+                out.rule = decisive(out.trail) or origin
             return out
 
         return resume
@@ -872,7 +874,7 @@ class Kernel:
         admitted = self.tw.admit()
         key = sk.key()
         if admitted:
-            tw = TimeWaitSock(sk, int(substate), self.now, self.now + timeo, sk.used_ts)
+            tw = TimeWaitSock(sk, int(substate), self.now, wheel_expiry(self.now, timeo), sk.used_ts)
             self._ehash_del(sk)
             self.ehash[key] = tw
             self.bhash.add(sk.lport, tw)
@@ -1163,7 +1165,7 @@ class Kernel:
     def _rearm_tw(self, tw: TimeWaitSock) -> None:
         """inet_twsk_reschedule(): back to a full TCP_TIMEWAIT_LEN."""
         tw.gen += 1
-        tw.expires = self.now + self.TIME_WAIT_LEN
+        tw.expires = wheel_expiry(self.now, self.TIME_WAIT_LEN)
         self.timer_requests.append(("tw", self.TIME_WAIT_LEN, tw, tw.gen))
 
     # ------------------------------------------------------------------ timers

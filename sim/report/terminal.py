@@ -64,7 +64,9 @@ def outcome_text(rec: StepRecord) -> Text:
             return Text(f"blocked -> {res} after step {rec.completed_after}", style="yellow")
         return Text("BLOCKED", style="yellow")
     if rec.err:
-        return Text(f"-1 {rec.err}", style="bold red")
+        ret = rec.ret if rec.ret is not None else -1
+        num = f" ({rec.errno})" if rec.errno is not None and rec.err.startswith("WSA") else ""
+        return Text(f"{ret} {rec.err}{num}", style="bold red")
     return Text("ok" if rec.ret in (None, 0) else f"{rec.ret}", style="green")
 
 

@@ -98,9 +98,12 @@ class _Run:
         self.trace.meta["source"] = self.sc.source
         return self.trace
 
-    def _record(self, kind: str, line: int, expect: Any = None) -> StepRecord:
-        return StepRecord(index=len(self.trace.steps), line=line, kind=kind,
-                          time=round(self.backend.now(), 9), expect=expect)
+    def _record(self, kind: str, line: int, expect: Any = None, step: Any = None) -> StepRecord:
+        rec = StepRecord(index=len(self.trace.steps), line=line, kind=kind,
+                         time=round(self.backend.now(), 9), expect=expect)
+        if step is not None and getattr(step, "tolerate", None):
+            rec.tolerate = [t.model_dump() for t in step.tolerate]
+        return rec
 
     def _finish(self, rec: StepRecord) -> None:
         self.trace.steps.append(rec)
@@ -114,13 +117,13 @@ class _Run:
         if kind == "call":
             self.call(step, line)
         elif isinstance(step, SleepStep):
-            rec = self._record("sleep", line, step.expect)
+            rec = self._record("sleep", line, step.expect, step)
             rec.args = {"seconds": step.sleep}
             self._finish(rec)
             self.sleep(step.sleep)
             return
         elif isinstance(step, ObserveStep):
-            rec = self._record("observe", line, step.expect)
+            rec = self._record("observe", line, step.expect, step)
             obs = step.observe.model_dump()
             rec.args = dict(obs)
             rec.proc = obs.get("proc")
@@ -135,7 +138,7 @@ class _Run:
                 rec.obs = self.backend.observe(obs)
             self._finish(rec)
         elif isinstance(step, LoadStep):
-            rec = self._record("load", line, step.expect)
+            rec = self._record("load", line, step.expect, step)
             spec = step.load.model_dump()
             rec.args = dict(spec)
             rec.proc = spec["proc"]
@@ -148,7 +151,7 @@ class _Run:
         self.run_due_timers()
 
     def call(self, step: Any, line: int, via: str | None = None) -> StepRecord:
-        rec = self._record("call", line, step.expect)
+        rec = self._record("call", line, step.expect, step)
         rec.via = via
         args = call_args(step)
         rec.proc, rec.call, rec.args = step.proc, step.call, dict(args)
@@ -211,7 +214,7 @@ class _Run:
 
     def timer_op(self, step: Any, line: int) -> None:
         op = step.timer
-        rec = self._record("timer", line, step.expect)
+        rec = self._record("timer", line, step.expect, step)
         rec.proc, rec.call = op.proc, f"QTimer.{op.op}"
         rec.args = {k: v for k, v in op.model_dump(exclude={"on_timeout", "proc"}).items()
                     if v not in (None, False, [])}
@@ -284,6 +287,8 @@ def present(pers, call: str, res: CallResult) -> tuple:
 
 def _fill(rec: StepRecord, res: CallResult, pers, call: str) -> None:
     rec.ret, rec.err, rec.errno = present(pers, call, res)
+    if rec.err is None and isinstance(rec.ret, str) and pers.error_number(rec.ret) is not None:
+        rec.ret = pers.error_name(rec.ret)  # getsockopt(SO_ERROR): the pending error, as this API names it
     rec.blocked = res.blocked
     if res.blocked:
         rec.err = BLOCKED
