@@ -1,0 +1,231 @@
+"""matplotlib figures for reports, rendered to PNG bytes.
+
+Only the object-oriented API (``matplotlib.figure.Figure`` on the Agg canvas) is used: no pyplot
+state, no display needed. PNGs carry no timestamp or software tag, so the same data gives the same
+bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+          "#bcbd22", "#17becf")
+STATE_ORDER = ("syn_sent", "syn_recv", "established", "fin_wait1", "fin_wait2", "close_wait",
+               "closing", "last_ack", "time_wait")
+STATE_LABELS = {s: s.upper() for s in STATE_ORDER}
+MAX_LINES = 10
+
+
+@dataclass
+class Plot:
+    name: str  # file stem, e.g. "time_wait"
+    title: str
+    caption: str
+    png: bytes
+    alt: str
+
+
+def _fig(width: float = 8.0, height: float = 4.2, rows: int = 1) -> tuple[Figure, Any]:
+    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, 1, sharex=True) if rows > 1 else fig.add_subplot(1, 1, 1)
+    return fig, axes
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _style(ax: Any) -> None:
+    ax.grid(True, color="#dddddd", linewidth=0.7)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def _count_fmt(v: float, _pos: Any = None) -> str:
+    if abs(v) >= 1e6:
+        return f"{v / 1e6:g}M"
+    if abs(v) >= 1e4:
+        return f"{v / 1e3:g}k"
+    return f"{v:g}"
+
+
+def human_bytes(v: float, _pos: Any = None) -> str:
+    for unit, f in (("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)):
+        if abs(v) >= f:
+            return f"{v / f:g} {unit}"
+    return f"{v:g} B"
+
+
+def _nonempty(xs: Sequence[Any]) -> bool:
+    return any(x is not None for x in xs)
+
+
+def _pairs(xs: Sequence[Any], ys: Sequence[Any]) -> tuple[list[float], list[float]]:
+    px, py = [], []
+    for x, y in zip(xs, ys):
+        if x is not None and y is not None:
+            px.append(float(x))
+            py.append(float(y))
+    return px, py
+
+
+# ----------------------------------------------------------------------------- time series
+
+
+def ports_over_time(series: dict[str, list], *, range_size: int | None, max_tw: int | None,
+                    first_error_at: float | None, first_error: str | None, label: str = "") -> bytes:
+    """Two panels sharing time: TIME_WAIT entries (top), free ephemeral ports (bottom)."""
+    fig, (a1, a2) = _fig(8.0, 5.6, rows=2)
+    t = series.get("t", [])
+    x, y = _pairs(t, series.get("time_wait", []))
+    a1.plot(x, y, color=COLORS[1], linewidth=1.6, label="TIME_WAIT entries")
+    if max_tw is not None and y and max_tw <= 4 * max(y + [1]):
+        a1.axhline(max_tw, color="#555555", linestyle=":", linewidth=1.2,
+                   label=f"tcp_max_tw_buckets = {max_tw:,}")
+    a1.set_ylabel("TIME_WAIT entries")
+    x2, y2 = _pairs(t, series.get("free_ports", []))
+    a2.plot(x2, y2, color=COLORS[0], linewidth=1.6, label="free ephemeral ports")
+    if range_size:
+        a2.axhline(range_size, color="#555555", linestyle=":", linewidth=1.2,
+                   label=f"ip_local_port_range: {range_size:,} ports")
+    a2.set_ylabel("free ephemeral ports")
+    a2.set_xlabel("time since the load started (s)")
+    a2.set_ylim(bottom=0)
+    for ax in (a1, a2):
+        _style(ax)
+        ax.yaxis.set_major_formatter(FuncFormatter(_count_fmt))
+        if first_error_at is not None:
+            ax.axvline(first_error_at, color=COLORS[3], linewidth=1.2, linestyle="--",
+                       label=f"first {first_error or 'error'} at {first_error_at:.3g} s" if ax is a2 else None)
+        ax.legend(loc="best", fontsize=8, frameon=False)
+    a1.set_ylim(bottom=0)
+    if label:
+        fig.suptitle(label, fontsize=10)
+    return _png(fig)
+
+
+def states_over_time(series: dict[str, list], label: str = "") -> tuple[bytes, list[str]]:
+    """Connections per TCP state over time, one line per state column present."""
+    fig, ax = _fig()
+    shown = []
+    t = series.get("t", [])
+    for i, st in enumerate(STATE_ORDER):
+        ys = series.get(st)
+        if not ys or not _nonempty(ys):
+            continue
+        x, y = _pairs(t, ys)
+        ax.plot(x, y, color=COLORS[i % len(COLORS)], linewidth=1.5, label=STATE_LABELS[st])
+        shown.append(st)
+    _style(ax)
+    ax.set_xlabel("time since the load started (s)")
+    ax.set_ylabel("connections")
+    ax.set_ylim(bottom=0)
+    ax.set_yscale("symlog", linthresh=10)
+    ax.yaxis.set_major_formatter(FuncFormatter(_count_fmt))
+    ax.legend(loc="best", fontsize=8, frameon=False, ncols=2)
+    if label:
+        ax.set_title(label, fontsize=10)
+    return _png(fig), shown
+
+
+def memory_over_time(series: dict[str, list], column: str, label: str = "") -> bytes:
+    fig, ax = _fig(8.0, 3.6)
+    x, y = _pairs(series.get("t", []), series.get(column, []))
+    ax.plot(x, y, color=COLORS[4], linewidth=1.6, label="TCP socket memory (tcp_mem pool)")
+    _style(ax)
+    ax.set_xlabel("time since the load started (s)")
+    ax.set_ylabel("bytes")
+    ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_formatter(FuncFormatter(human_bytes))
+    ax.legend(loc="best", fontsize=8, frameon=False)
+    if label:
+        ax.set_title(label, fontsize=10)
+    return _png(fig)
+
+
+def overlay(lines: list[tuple[str, dict[str, list]]], column: str, ylabel: str, *,
+            hline: tuple[float, str] | None = None) -> bytes:
+    """One column of several runs' time series on one axis (a sweep's points)."""
+    fig, ax = _fig()
+    for i, (label, s) in enumerate(lines[:MAX_LINES]):
+        x, y = _pairs(s.get("t", []), s.get(column, []))
+        ax.plot(x, y, color=COLORS[i % len(COLORS)], linewidth=1.3, label=label)
+    if hline is not None:
+        ax.axhline(hline[0], color="#555555", linestyle=":", linewidth=1.2, label=hline[1])
+    _style(ax)
+    ax.set_xlabel("time since the load started (s)")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_formatter(FuncFormatter(_count_fmt))
+    ax.legend(loc="best", fontsize=7, frameon=False, ncols=2 if len(lines) > 5 else 1)
+    return _png(fig)
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+
+def metric_vs_param(x_label: str, xs: list[Any], series: list[dict[str, Any]], *, ylabel: str,
+                    categorical: bool = False, log_x: bool = False, y_bytes: bool = False,
+                    none_label: str | None = None, estimate_label: str = "closed form",
+                    est2_label: str = "long run: free ports / (rate x TIME_WAIT length)") -> bytes:
+    """A metric against the swept parameter: one solid line per series (simulated), its
+    closed-form estimate dashed in the same colour. ``series``: label, ys, est (optional).
+    Points whose value is None (e.g. no port error within the run) are marked on the top edge."""
+    fig, ax = _fig()
+    pos = list(range(len(xs))) if categorical else [float(x) for x in xs]
+    ymax = 0.0
+    for s in series:
+        for v in list(s["ys"]) + list(s.get("est") or []) + list(s.get("est2") or []):
+            if v is not None and math.isfinite(float(v)):
+                ymax = max(ymax, float(v))
+    top = ymax * 1.08 if ymax > 0 else 1.0
+    any_none = False
+    for i, s in enumerate(series[:MAX_LINES]):
+        c = COLORS[i % len(COLORS)]
+        x, y = _pairs(pos, s["ys"])
+        ax.plot(x, y, color=c, linewidth=1.8, marker="o", markersize=4, label=f"{s['label']} (simulated)")
+        est = s.get("est")
+        if est is not None and _nonempty(est):
+            xe, ye = _pairs(pos, est)
+            ax.plot(xe, ye, color=c, linewidth=1.4, linestyle="--", alpha=0.75,
+                    label=f"{s['label']} ({estimate_label})")
+        est2 = s.get("est2")
+        if est2 is not None and _nonempty(est2):
+            xe, ye = _pairs(pos, est2)
+            ax.plot(xe, ye, color=c, linewidth=1.2, linestyle=":", alpha=0.9,
+                    label=f"{s['label']} ({est2_label})")
+        if none_label is not None:
+            nx = [p for p, v in zip(pos, s["ys"]) if v is None]
+            if nx:
+                any_none = True
+                ax.plot(nx, [top] * len(nx), linestyle="none", marker="^", markersize=7, color=c,
+                        clip_on=False)
+    if any_none:
+        ax.annotate(f"\u25b2 {none_label}", xy=(0.01, 1.0), xycoords="axes fraction", fontsize=8,
+                    ha="left", va="bottom", color="#444444")
+    _style(ax)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0, top=top * (1.04 if any_none else 1.0))
+    if categorical:
+        ax.set_xticks(pos, [str(x) for x in xs])
+    elif log_x:
+        ax.set_xscale("log")
+    else:
+        ints = all(float(x).is_integer() for x in pos)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=10, integer=ints))
+    ax.yaxis.set_major_formatter(FuncFormatter(human_bytes if y_bytes else _count_fmt))
+    ax.legend(loc="best", fontsize=7.5, frameon=False, ncols=2 if len(series) > 2 else 1)
+    return _png(fig)
