@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .engine import SimBackend
-from .kernel import stack  # noqa: F401  (imports every Linux rule)
+from .kernel import stack, winsock  # noqa: F401  (registers every rule of both personalities)
 from .kernel.rules import RULES
 from .scenario.loader import ScenarioError, load_file
 from .scenario.model import LoadStep

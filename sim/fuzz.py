@@ -1,12 +1,15 @@
 """Differential fuzzing: random valid scenarios on the simulator and on the real kernel.
 
-A scenario is drawn by hypothesis as *raw choices* -- a short list of integers for the host and
-one tuple of integers per step -- and :func:`interpret` turns those choices into a scenario
-document (plain dicts) while keeping a rough picture of what the sockets are doing, so that most
-steps make sense: sockets get options and are bound to a tiny port space, listen, connect to
-listening ports, accept, send, receive, shut down and close; processes fork and dup. Because every
-step is one element of a list, hypothesis shrinks a scenario by deleting steps, and the
-interpretation of the remaining ones adapts.
+A scenario is drawn by hypothesis as *raw choices* -- one seed for the host and the processes,
+then a number of steps (5 to 40) and one seed per step -- and :func:`interpret` turns them into a
+scenario document (plain dicts) while keeping a rough picture of what the sockets are doing, so
+that most steps make sense: sockets get options (SO_REUSEADDR, SO_REUSEPORT, SO_LINGER, buffer
+sizes...) and are bound to a tiny port space, listen, connect to listening ports, accept, send,
+receive, shut down and close; processes fork and dup; some sockets are non-blocking; the host
+gets random sysctls (a one- or two-port ``ip_local_port_range``, ``tcp_tw_reuse``,
+``tcp_timestamps``, ``somaxconn``, ``tcp_max_tw_buckets``...). Because every step is one element
+of a list, hypothesis shrinks a scenario by deleting steps, and the interpretation of the
+remaining ones adapts.
 
 What legitimately varies between runs is kept out: the ephemeral range is always one or two
 ports (so the port an autobind picks is decided by parity, never by the kernel's random offset),
@@ -19,15 +22,17 @@ divergent one can be written out verbatim and replayed with ``socksim crosscheck
 
 The campaign (:func:`campaign`, ``socksim fuzz``) runs each example on both backends and compares
 the traces. A divergence is identified by a *signature* (the first disagreeing step's call and the
-two outcomes); a new one is confirmed by a second real run (timing-dependent differences are
-reported as unstable and not shrunk), shrunk by hypothesis to the smallest example with the same
-signature, then reduced further step by step, confirmed again, and written as YAML.
+two outcome classes, e.g. ``bind: simulator EINVAL, real ok``; see :attr:`Verdict.primary`); a
+new one is confirmed by a second real run (timing-dependent differences are reported as unstable
+and not shrunk), shrunk by hypothesis to the smallest example with the same signature, then
+reduced further step by step, confirmed again, and written as YAML.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import re
 import sys
 import time
@@ -52,22 +57,19 @@ SEND_SIZES = (1, 10, 100, 500, 999)
 RECV_SIZES = (1, 10, 100, 65536)
 SLEEPS = (0.05, 0.3, 1.5)
 RAW_MAX = (1 << 16) - 1
-STEP_CHOICES = 10  # integers drawn per step
-HOST_CHOICES = 24  # integers drawn for the host and processes
+SEED_MAX = (1 << 32) - 1
 MIN_STEPS, MAX_STEPS = 5, 40
+UNSTABLE_RETRIES = 3  # examples of a divergence that did not reproduce get this many more tries
 
 
 class _Choices:
-    """Turns a tuple of raw integers into choices; past its end every choice is the first."""
+    """Uniform choices from one seed (hypothesis draws the seeds; the choices are spread evenly)."""
 
-    def __init__(self, raw: tuple[int, ...] | list[int]):
-        self.raw = list(raw)
-        self.i = 0
+    def __init__(self, seed: int):
+        self.rng = random.Random(seed)
 
     def _next(self) -> int:
-        v = self.raw[self.i] if self.i < len(self.raw) else 0
-        self.i += 1
-        return v
+        return self.rng.randrange(RAW_MAX + 1)
 
     def index(self, n: int) -> int:
         v = self._next()
@@ -104,6 +106,8 @@ class _Sock:
     nonblock: bool
     state: str = "new"  # new, bound, listen, connecting, connected, closed
     port: int | None = None
+    addr: str | None = None
+    auto: bool = False  # port chosen by connect()
     reuseaddr: bool = False
     reuseport: bool = False
     backlog: int = 128
@@ -131,6 +135,7 @@ class _World:
         self.somaxconn = somaxconn
         self.counter = 0
         self.forks = 0
+        self.ephemeral_used: dict[tuple[str, int], int] = {}  # (daddr, dport) -> 4-tuples taken
 
     def new_name(self, prefix: str) -> str:
         self.counter += 1
@@ -144,6 +149,36 @@ class _World:
 
     def listeners(self, port: int) -> list[_Sock]:
         return [s for s in self.socks.values() if s.state == "listen" and s.port == port]
+
+    def bind_conflict(self, s: _Sock, addr: str, port: int) -> bool:
+        """Roughly inet_bind_conflict(): an overlapping owner of the port, unless both have
+        SO_REUSEADDR and it is not listening, or both have SO_REUSEPORT."""
+        for o in self.socks.values():
+            if o is s or o.state in ("new", "closed") or o.port != port:
+                continue
+            if not _overlap(addr, o.addr or "0.0.0.0"):
+                continue
+            if s.reuseaddr and o.reuseaddr and o.state != "listen":
+                continue
+            if s.reuseport and o.reuseport:
+                continue
+            return True
+        return False
+
+    def free_port(self, port_range: tuple[int, int]) -> int | None:
+        used = {o.port for o in self.socks.values() if o.state != "closed"}
+        for port in (port_range[1], port_range[0]):  # an odd offset first: low + 1
+            if port not in used:
+                return port
+        return None
+
+    def ephemeral_free(self, daddr: str, dport: int, port_range: tuple[int, int]) -> int:
+        """How many more autobound connects to daddr:dport should find a port: the range less
+        the ports bind() owners hold, less the 4-tuples already used (never given back: a
+        closed connection may leave TIME_WAIT behind)."""
+        held = {o.port for o in self.socks.values() if o.state != "closed" and not o.auto}
+        free = [q for q in range(port_range[0], port_range[1] + 1) if q not in held]
+        return len(free) - self.ephemeral_used.get((daddr, dport), 0)
 
     def listening_ports(self) -> list[int]:
         return sorted({s.port for s in self.socks.values() if s.state == "listen" and s.port})
@@ -169,14 +204,19 @@ class _World:
         s.state = "closed"
 
 
-def _steps_of(p: _Proc, w: _World, states: tuple[str, ...]) -> list[str]:
+def _overlap(a: str, b: str) -> bool:
+    wild = ("0.0.0.0", "::")
+    return a == b or a in wild or b in wild
+
+
+def _names_in(p: _Proc, w: _World, states: tuple[str, ...]) -> list[str]:
     return [n for n, sid in p.names.items() if w.socks[sid].state in states]
 
 
 # ----------------------------------------------------------------------------- host
 
 
-def _host(c: _Choices, nprocs_hint: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+def _host(c: _Choices) -> tuple[dict[str, Any], dict[str, Any]]:
     """The host section and the processes, from the host choices. The first option is the default."""
     sysctls: dict[str, Any] = {}
     lo, hi = c.pick(PORT_RANGES, RANGE_WEIGHTS)
@@ -200,7 +240,7 @@ def _host(c: _Choices, nprocs_hint: int | None = None) -> tuple[dict[str, Any], 
     unpriv = c.chance(0.08)
     if unpriv:
         sysctls["ip_unprivileged_port_start"] = 7002
-    n = nprocs_hint or c.pick([2, 3], [3, 2])
+    n = c.pick([2, 3], [3, 2])
     procs: dict[str, Any] = {}
     for i, name in enumerate(["a", "b", "c"][:n]):
         spec: dict[str, Any] = {}
@@ -220,7 +260,7 @@ def _interpret_step(c: _Choices, w: _World, port_range: tuple[int, int]) -> dict
     alive = [p for p in w.procs.values() if p.alive]
     if not alive:
         return None
-    kind = c.pick(["call", "observe", "sleep"], [88, 10, 2])
+    kind = c.pick(["call", "observe", "sleep"], [90, 8, 2])
     if kind == "sleep":
         return {"sleep": c.pick(SLEEPS, [5, 3, 2])}
     if kind == "observe":
@@ -236,8 +276,8 @@ def _interpret_step(c: _Choices, w: _World, port_range: tuple[int, int]) -> dict
         return {"observe": {"what": "queues", "proc": p.name, "sock": c.pick(sorted(p.names))}}
 
     # a call: first the process, favouring those with sockets
-    p = c.pick(alive, [1 + len(q.names) for q in alive])
-    S = lambda *states: _steps_of(p, w, states)  # noqa: E731
+    p = c.pick(alive, [0.4 + len(q.names) for q in alive])
+    S = lambda *states: _names_in(p, w, states)  # noqa: E731
     new, bound = S("new"), S("bound")
     listening, connected = S("listen"), S("connected", "connecting")
     open_ = S("new", "bound", "listen", "connected", "connecting", "closed")
@@ -245,13 +285,17 @@ def _interpret_step(c: _Choices, w: _World, port_range: tuple[int, int]) -> dict
     idle_listen = [n for n in listening if not w.socks[p.names[n]].queue]
     readable = [n for n in connected if w.socks[p.names[n]].rx > 0 or w.socks[p.names[n]].eof]
     weights = {
-        "socket": 4 if len(p.names) < 2 else (1.2 if len(p.names) < 3 else (0.3 if len(p.names) < 6 else 0)),
+        "socket": 3 if len(p.names) < 2 else (0.7 if len(p.names) < 3 else (0.2 if len(p.names) < 6 else 0)),
         "setsockopt": 3 if new else (0.4 if open_ else 0),
         "bind": 4 if new else (0.3 if open_ else 0),
         "listen": 4 if bound else (0.5 if new else (0.2 if open_ else 0)),
-        "connect": (4 if (new or bound) and w.listening_ports() else (1 if new or bound else 0))
+        "connect": (4 if (bound or new and any(w.ephemeral_free("127.0.0.1", q, port_range) > 0
+                                              for q in w.listening_ports())) and w.listening_ports()
+                    else (0.5 if new or bound else 0))
         + (0.2 if connected or listening else 0),
-        "accept": 6 if with_pending else (0.6 if idle_listen else (0.1 if open_ else 0)),
+        "accept": 6 if with_pending else (
+            (0.6 if any(w.socks[p.names[n]].nonblock for n in idle_listen) else 0.15) if idle_listen
+            else (0.1 if open_ else 0)),
         "send": 4 if connected else (0.2 if open_ else 0),
         "recv": (4 if readable else 2) if connected else (0.2 if open_ else 0),
         "shutdown": 1 if connected else (0.3 if listening else (0.1 if open_ else 0)),
@@ -332,14 +376,17 @@ def _interpret_step(c: _Choices, w: _World, port_range: tuple[int, int]) -> dict
             addrs.append("::1")
             awts.append(3)
         addr = c.pick(addrs, awts)
-        port = c.pick(["fixed", 0, "range"], [14, 4, 2])
+        port = c.pick(["fixed", 0, "range"], [16, 2, 1])
         if port == "fixed":
             port = c.pick(PORTS, PORT_WEIGHTS)
         elif port == "range":
             port = c.pick(list(port_range))
         step.update(sock=name, addr=addr, port=port)
-        if s.state == "new":
-            s.state, s.port = "bound", port or None
+        if s.state == "new" and addr != "10.1.2.3":
+            if port == 0:
+                port = w.free_port(port_range)
+            if port is not None and not w.bind_conflict(s, addr, port):
+                s.state, s.port, s.addr = "bound", port, addr
         return step
 
     if call == "listen":
@@ -349,22 +396,28 @@ def _interpret_step(c: _Choices, w: _World, port_range: tuple[int, int]) -> dict
         step["sock"] = name
         if backlog != 128:
             step["backlog"] = backlog
-        if s.state in ("new", "bound"):
+        if s.state == "new":
+            port = w.free_port(port_range)
+            if port is not None:
+                s.state, s.port, s.addr = "bound", port, "0.0.0.0"
+        if s.state == "bound" and not any(
+                o.state == "listen" and o.port == s.port and _overlap(o.addr or "0.0.0.0", s.addr or "0.0.0.0")
+                and not (o.reuseport and s.reuseport) for o in w.socks.values()):
             s.state = "listen"
-            if s.port is None:
-                s.port = port_range[1] if port_range[1] != port_range[0] else port_range[0]
-            eff = backlog if 0 <= backlog <= w.somaxconn else w.somaxconn
-            s.backlog = eff
+            s.backlog = backlog if 0 <= backlog <= w.somaxconn else w.somaxconn
         return step
 
     if call == "connect":
-        name = sock_from(new + bound) if c.chance(0.9) else sock_from(open_)
-        s = w.socks[p.names[name]]
         ports = w.listening_ports()
-        if ports and c.chance(0.85):
+        if ports and c.chance(0.9):
             port = c.pick(ports)
         else:
             port = c.pick(PORTS, PORT_WEIGHTS)
+        if w.ephemeral_free("127.0.0.1", port, port_range) > 0:
+            name = sock_from(new + bound) if c.chance(0.9) else sock_from(open_)
+        else:  # an explicitly bound client still gets through
+            name = sock_from(bound, new) if c.chance(0.9) else sock_from(open_)
+        s = w.socks[p.names[name]]
         addrs = ["127.0.0.1", "127.0.0.2", "0.0.0.0"]
         awts = [20, 1, 0.5]
         if s.family == "AF_INET6":
@@ -372,8 +425,16 @@ def _interpret_step(c: _Choices, w: _World, port_range: tuple[int, int]) -> dict
             awts.append(3)
         addr = c.pick(addrs, awts)
         step.update(sock=name, addr=addr, port=port)
+        dst = "127.0.0.1" if addr == "0.0.0.0" else addr
         if s.state in ("new", "bound"):
-            ls = w.listeners(port)
+            ls = [o for o in w.listeners(port) if _overlap(dst, o.addr or "0.0.0.0")]
+            if s.state == "new":  # the ephemeral 4-tuples to this destination run out
+                free = w.ephemeral_free(dst, port, port_range)
+                if free <= 0:
+                    return step
+                if ls:
+                    w.ephemeral_used[(dst, port)] = w.ephemeral_used.get((dst, port), 0) + 1
+                    s.port, s.auto = port_range[0], True
             if ls:
                 lst = ls[0]
                 if len(lst.queue) <= lst.backlog:
@@ -504,8 +565,9 @@ def _interpret_step(c: _Choices, w: _World, port_range: tuple[int, int]) -> dict
     return None
 
 
-def interpret(raw: tuple[list[int], list[tuple[int, ...]]], name: str = "fuzz") -> dict[str, Any]:
-    """The scenario document (plain data, ready for YAML) that the raw choices describe."""
+def interpret(raw: tuple[int, list[int]], name: str = "fuzz") -> dict[str, Any]:
+    """The scenario document (plain data, ready for YAML) that the raw choices describe: one seed
+    for the host and the processes, one seed per step."""
     host_raw, steps_raw = raw
     c = _Choices(host_raw)
     host, procs = _host(c)
@@ -516,7 +578,7 @@ def interpret(raw: tuple[list[int], list[tuple[int, ...]]], name: str = "fuzz") 
     steps: list[dict[str, Any]] = []
     sleeps = 0.0
     for r in steps_raw:
-        step = _interpret_step(_Choices(r), w, port_range)  # type: ignore[arg-type]
+        step = _interpret_step(_Choices(r), w, port_range)
         if step is None:
             continue
         if "sleep" in step:
@@ -530,13 +592,20 @@ def interpret(raw: tuple[list[int], list[tuple[int, ...]]], name: str = "fuzz") 
 
 
 def raw_scenarios(min_steps: int = MIN_STEPS, max_steps: int = MAX_STEPS):
-    """The hypothesis strategy of raw choices (see :func:`interpret`)."""
+    """The hypothesis strategy of raw choices (see :func:`interpret`): a host seed, then a number
+    of steps drawn evenly from [min_steps, max_steps] and one seed per step. (A plain list would
+    mostly be short: hypothesis favours small collections.)"""
     from hypothesis import strategies as st
 
-    ints = st.integers(0, RAW_MAX)
-    host = st.lists(ints, min_size=HOST_CHOICES, max_size=HOST_CHOICES)
-    step = st.tuples(*([ints] * STEP_CHOICES))
-    return st.tuples(host, st.lists(step, min_size=min_steps, max_size=max_steps))
+    seeds = st.integers(0, SEED_MAX)
+
+    @st.composite
+    def raw(draw: Any) -> tuple[int, list[int]]:
+        host = draw(seeds)
+        n = draw(st.integers(min_steps, max_steps))
+        return host, draw(st.lists(seeds, min_size=n, max_size=n))
+
+    return raw()
 
 
 def scenario_documents(min_steps: int = MIN_STEPS, max_steps: int = MAX_STEPS):
@@ -586,12 +655,34 @@ def load_document(doc: dict[str, Any], name: str = "<fuzz>"):
 
 @dataclass
 class Verdict:
+    """One example on both backends: agreement, and for each disagreeing step its signature."""
+
     agree: bool
-    signature: str | None = None
-    details: list[str] = field(default_factory=list)  # the first disagreeing step, readable
-    step: int | None = None  # index of the first disagreeing step
-    real_outcomes: dict[int, Any] = field(default_factory=dict)  # step -> real result (ret/err/obs)
+    signatures: dict[int, str] = field(default_factory=dict)  # step index -> kind of divergence
+    details: dict[int, list[str]] = field(default_factory=dict)  # step index -> readable lines
+    real_outcomes: dict[int, Any] = field(default_factory=dict)  # step -> what the real kernel did
     unchecked: list[str] = field(default_factory=list)
+
+    @property
+    def signature(self) -> str | None:
+        """The first disagreeing step's signature."""
+        return self.signatures[min(self.signatures)] if self.signatures else None
+
+    @property
+    def primary(self) -> str | None:
+        """What this example is counted as: the first disagreeing step's signature, passing over
+        PROCESS_BUSY/PROCESS_GONE differences (harness conventions that ride along with others)
+        when something else disagrees too. Later disagreements are usually consequences of the
+        first one, so they do not make an example new."""
+        order = [self.signatures[i] for i in sorted(self.signatures)]
+        real = [sig for sig in order if not sig.startswith("PROCESS_")]
+        return (real or order or [None])[0]
+
+    def has(self, sig: str) -> bool:
+        return self.primary == sig
+
+    def steps_with(self, sig: str) -> list[int]:
+        return sorted(i for i, s in self.signatures.items() if s == sig)
 
 
 def _outcome_class(rec: Any) -> str:
@@ -606,14 +697,20 @@ def _outcome_class(rec: Any) -> str:
     return f"BLOCKED then {word}" if rec.blocked else word
 
 
+_VALUE_CALLS = ("getsockopt", "getsockname", "recv", "send", "socket", "accept", "dup", "dup2")
+
+
 def _real_value(rec: Any) -> Any:
+    """The real kernel's result of a step, as an ``expect:`` value."""
     if rec.kind == "observe":
         return rec.obs
     if rec.blocked and rec.completed_after is None:
         return "BLOCKED"
     if rec.err:
         return rec.err
-    return "ok" if rec.ret in (None, 0) and rec.call not in ("getsockopt", "getsockname", "recv", "send") else rec.ret
+    if rec.ret in (None, 0) and rec.call not in _VALUE_CALLS:
+        return "ok"
+    return rec.ret
 
 
 def signature_of(a: Any, b: Any, fields: list[str]) -> str:
@@ -626,7 +723,31 @@ def signature_of(a: Any, b: Any, fields: list[str]) -> str:
             return f"{a.call}: simulator {ca}, real {cb}"
         return f"{a.call}: {'/'.join(fields)} differ ({ca})"
     what = (a.args or {}).get("what", a.kind)
+    if isinstance(a.obs, dict) and isinstance(b.obs, dict):
+        keys = sorted(k for k in set(a.obs) | set(b.obs) if a.obs.get(k) != b.obs.get(k))
+        return f"observe {what}: {'/'.join(keys)} differ"
     return f"observe {what}: {'/'.join(fields)} differ"
+
+
+def _wait_orphans_gone(limit: float = 2.0) -> None:
+    """Wait (bounded) until no orphaned TCP socket is left on the host.
+
+    sockstat's ``orphan`` is host-wide and the real backend reports it as a delta from the start
+    of the run. The namespace of the previous example is dismantled asynchronously, and an orphan
+    it left (FIN_WAIT1 waiting for its retransmit timer) can vanish in the middle of the next run,
+    which then sees a change it did not cause.
+    """
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            with open("/proc/net/sockstat") as f:
+                text = f.read()
+        except OSError:
+            return
+        m = re.search(r"^TCP:.*\borphan (\d+)", text, re.M)
+        if not m or int(m.group(1)) == 0:
+            return
+        time.sleep(0.02)
 
 
 def evaluate(sc: Any) -> Verdict:
@@ -641,23 +762,27 @@ def evaluate(sc: Any) -> Verdict:
     except Exception as exc:  # a crash of the model on a valid scenario is a divergence too
         tb = traceback.extract_tb(exc.__traceback__)
         where = tb[-1].name if tb else "?"
-        return Verdict(False, f"simulator raised {type(exc).__name__} in {where}",
-                       [f"{type(exc).__name__}: {exc}"])
+        sig = f"simulator raised {type(exc).__name__} in {where}"
+        return Verdict(False, {0: sig}, {0: [f"{type(exc).__name__}: {exc}"]})
+    if any(getattr(getattr(st, "observe", None), "what", None) == "sockstat" for st in sc.steps):
+        _wait_orphans_gone()
     real = run(sc, RealBackend())
     result = compare_traces(sc, sim, real)
-    if result.agree:
-        return Verdict(True, unchecked=list(result.unchecked))
-    d = result.first_divergence()
-    a, b = sim.steps[d.index], real.steps[d.index]
-    fields = [t.split(":", 1)[0] for t in d.disagree]
-    sig = signature_of(a, b, fields)
-    label = (f"{a.proc} {a.call}({', '.join(f'{k}={v}' for k, v in a.args.items())})"
-             if a.kind == "call" else f"observe {a.args}")
-    details = [f"step {d.index}: {label}"] + [f"  {t}" for t in d.disagree]
-    if a.rule:
-        details.append(f"  simulator's rule: {a.rule}: {a.cite}")
-    outs = {i: _real_value(real.steps[i]) for i in result.disagreeing if i < len(real.steps)}
-    return Verdict(False, sig, details, d.index, outs, list(result.unchecked))
+    v = Verdict(result.agree, unchecked=list(result.unchecked))
+    for d in result.steps:
+        if not d.disagree:
+            continue
+        a, b = sim.steps[d.index], real.steps[d.index]
+        fields = [t.split(":", 1)[0] for t in d.disagree]
+        v.signatures[d.index] = signature_of(a, b, fields)
+        label = (f"{a.proc} {a.call}({', '.join(f'{k}={x}' for k, x in a.args.items())})"
+                 if a.kind == "call" else f"observe {a.args}")
+        lines = [f"step {d.index}: {label}"] + [f"  {t}" for t in d.disagree]
+        if a.rule:
+            lines.append(f"  simulator's rule: {a.rule}: {a.cite}")
+        v.details[d.index] = lines
+        v.real_outcomes[d.index] = _real_value(b)
+    return v
 
 
 # ----------------------------------------------------------------------------- reduction
@@ -667,11 +792,10 @@ def _size(doc: dict[str, Any]) -> tuple[int, int]:
     return (len(doc["steps"]), len(to_yaml(doc)))
 
 
-def _candidates(doc: dict[str, Any]):
-    """Smaller variants of a document: without one step, one sysctl, one process option."""
+def _other_candidates(doc: dict[str, Any]):
+    """Simpler variants other than a removed step: without one sysctl, one process or process
+    option, one optional argument."""
     steps = doc["steps"]
-    for i in range(len(steps) - 1, -1, -1):
-        yield {**doc, "steps": steps[:i] + steps[i + 1:]}
     sysctls = doc["host"].get("sysctls", {})
     for k in list(sysctls):
         if k in ("ip_local_port_range", "tcp_tw_reuse_delay"):
@@ -683,34 +807,46 @@ def _candidates(doc: dict[str, Any]):
             yield {**doc, "processes": {q: v for q, v in doc["processes"].items() if q != pname}}
         for k in list(spec or {}):
             yield {**doc, "processes": {**doc["processes"], pname: {x: v for x, v in spec.items() if x != k}}}
-    for i, st in enumerate(steps):  # simpler arguments
-        for k in ("flags", "nonblock", "backlog", "family", "value", "how", "bytes"):
-            if k in st and not (k == "family" and any(o.get("opt") == "IPV6_V6ONLY" for o in steps)):
+    for i, st in enumerate(steps):
+        for k in ("flags", "nonblock", "backlog", "value", "how", "bytes", "family"):
+            if k in st:
                 yield {**doc, "steps": steps[:i] + [{x: v for x, v in st.items() if x != k}] + steps[i + 1:]}
 
 
 def reduce(doc: dict[str, Any], still_fails: Callable[[dict[str, Any]], bool],
            deadline: float) -> dict[str, Any]:
-    """Greedy one-step-at-a-time reduction (what hypothesis's shrinking left in), until no smaller
-    valid variant still fails or the deadline (time.monotonic()) passes."""
+    """Greedy reduction of what hypothesis' shrinking left in: remove each step in turn (last to
+    first), then try the simpler variants of :func:`_other_candidates`; repeat while something
+    was removed and the deadline (``time.monotonic()``) has not passed."""
     from .scenario.loader import ScenarioError
+
+    def ok(cand: dict[str, Any]) -> bool:
+        if not cand["steps"]:
+            return False
+        try:
+            load_document(cand)
+        except ScenarioError:
+            return False
+        return still_fails(cand)
 
     changed = True
     while changed and time.monotonic() < deadline:
         changed = False
-        for cand in _candidates(doc):
-            if time.monotonic() >= deadline:
-                break
-            if not cand["steps"]:
-                continue
-            try:
-                load_document(cand)
-            except ScenarioError:
-                continue
-            if still_fails(cand):
-                doc = cand
-                changed = True
-                break
+        i = len(doc["steps"]) - 1
+        while i >= 0 and time.monotonic() < deadline:
+            cand = {**doc, "steps": doc["steps"][:i] + doc["steps"][i + 1:]}
+            if ok(cand):
+                doc, changed = cand, True
+            i -= 1
+        progress = True
+        while progress and time.monotonic() < deadline:
+            progress = False
+            for cand in _other_candidates(doc):
+                if time.monotonic() >= deadline:
+                    break
+                if ok(cand):
+                    doc, changed, progress = cand, True, True
+                    break
     return doc
 
 
@@ -719,6 +855,12 @@ def reduce(doc: dict[str, Any], still_fails: Callable[[dict[str, Any]], bool],
 
 class _Found(Exception):
     """Raised inside the hypothesis test to make it shrink (never escapes the campaign)."""
+
+
+def _fail(sig: str) -> None:
+    # One raise site: hypothesis tells failures apart by where they were raised, and shrinks
+    # only towards the same one.
+    raise _Found(sig)
 
 
 @dataclass
@@ -739,6 +881,7 @@ class CampaignResult:
     diverged: int = 0
     divergences: dict[str, Divergence] = field(default_factory=dict)
     seconds: float = 0.0
+    interrupted: bool = False
 
 
 def _slug(text: str, limit: int = 60) -> str:
@@ -747,26 +890,31 @@ def _slug(text: str, limit: int = 60) -> str:
     return s[:limit].strip("-") or "divergence"
 
 
-def describe(doc: dict[str, Any], verdict: Verdict, seed: int | None, index: int) -> str:
-    lines = [f"Divergence found by socksim fuzz (seed {seed}, example {index}): {verdict.signature}."]
-    lines += verdict.details
+def describe(verdict: Verdict, sig: str, seed: int | None, index: int | None) -> str:
+    where = f" (seed {seed}, example {index})" if index is not None else ""
+    lines = [f"Divergence found by socksim fuzz{where}: {sig}."]
+    for i in verdict.steps_with(sig):
+        lines += verdict.details.get(i, [])
     return "\n".join(lines)
 
 
 def write_scenario(doc: dict[str, Any], path: Path, verdict: Verdict | None = None,
-                   expectations: bool = True) -> Path:
-    """Write a (divergent) document as a scenario file; with ``expectations`` the disagreeing steps
-    get ``expect:`` set to what the real kernel did. The file is validated before it is written."""
+                   sig: str | None = None) -> Path:
+    """Write a document as a scenario file. With a verdict, the steps that diverge (with signature
+    ``sig``, or all of them) get ``expect:`` set to what the real kernel did. The text is
+    validated by the scenario loader before it is written."""
+    from .scenario.loader import load_text
+
     doc = dict(doc)
     doc["steps"] = [dict(s) for s in doc["steps"]]
-    if verdict is not None and expectations:
+    if verdict is not None:
         for i, value in verdict.real_outcomes.items():
+            if sig is not None and verdict.signatures.get(i) != sig:
+                continue
             if i < len(doc["steps"]) and value is not None and not (
                     isinstance(value, str) and value.startswith("PROCESS_")):
                 doc["steps"][i]["expect"] = value
     text = to_yaml(doc)
-    from .scenario.loader import load_text
-
     load_text(text, str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -781,9 +929,13 @@ def campaign(examples: int, seed: int, out: Path | None, *, shrink_seconds: floa
              min_steps: int = MIN_STEPS, max_steps: int = MAX_STEPS) -> CampaignResult:
     """Run ``examples`` generated scenarios; shrink and write each new kind of divergence.
 
-    ``confirm``: how many runs a divergence must reproduce in (1 = no re-run) before it is shrunk
-    and written; one that does not is recorded as unstable. ``evaluator`` runs one validated
-    Scenario (the default runs both backends).
+    An example diverges when any step disagrees; it is counted under its :attr:`Verdict.primary`
+    signature. A signature not seen before must reproduce in ``confirm`` runs (else it is recorded
+    as unstable, its full scenario written as is, and a later example with it gets another try),
+    then hypothesis shrinks the example -- a candidate fails while its primary signature is the
+    same -- for at most ``shrink_seconds``, :func:`reduce` removes what is left to remove, and the
+    result is confirmed again and written to ``out``. ``evaluator`` runs one validated Scenario
+    (by default on both backends); the generation is reproducible from ``seed``.
     """
     from hypothesis import HealthCheck, Phase, Verbosity, given, settings
     from hypothesis import seed as hseed
@@ -794,104 +946,115 @@ def campaign(examples: int, seed: int, out: Path | None, *, shrink_seconds: floa
     run_no = 0
     strategy = raw_scenarios(min_steps, max_steps)
 
+    def reproduces(sc: Any, sig: str, times: int) -> Verdict | None:
+        last = None
+        for _ in range(times):
+            w = evaluator(sc)
+            if not w.has(sig):
+                return None
+            last = w
+        return last
+
     while res.examples < examples:
         run_no += 1
-        state: dict[str, Any] = {"target": None, "best": None, "generated": 0, "deadline": None,
-                                 "first_index": None, "verdict": None}
+        state: dict[str, Any] = {"target": None, "best": None, "generated": 0, "deadline": 0.0,
+                                 "index": None}
 
         def check(raw: Any) -> None:
             doc = interpret(raw, name="fuzz")
             sc = load_document(doc)
             target = state["target"]
-            if target is not None:  # shrinking: fail only with the same kind of divergence
+            if target is not None:  # shrinking: fail while the same kind of divergence remains
                 if time.monotonic() > state["deadline"]:
                     return
                 v = evaluator(sc)
-                if not v.agree and v.signature == target:
-                    if state["best"] is None or _size(doc) < _size(state["best"][0]):
+                if v.has(target):
+                    if _size(doc) < _size(state["best"][0]):
                         state["best"] = (doc, v)
-                    raise _Found(target)
+                    _fail(target)
                 return
             state["generated"] += 1
-            res.examples += 1
-            n = res.examples
+            n = res.examples + 1
             v = evaluator(sc)
+            res.examples = n  # counted once both runs are done (an interrupt leaves it out)
             if v.agree:
                 res.agreed += 1
             else:
                 res.diverged += 1
-                known = res.divergences.get(v.signature)
-                if known is not None:
-                    known.count += 1
-                else:
-                    stable = all(not (w := evaluator(sc)).agree and w.signature == v.signature
-                                 for _ in range(max(0, confirm - 1)))
-                    div = Divergence(v.signature, 1, stable, details=v.details, first_seen=n)
-                    res.divergences[v.signature] = div
-                    say(f"example {n}: divergence {v.signature}"
-                        + ("" if stable else " (did not reproduce: unstable, not shrunk)"))
-                    if not stable:
-                        if out is not None:
-                            p = out / f"unstable-seed{seed}-{n}-{_slug(v.signature)}.yaml"
-                            d = {**doc, "name": f"unstable-{n}",
-                                 "description": describe(doc, v, seed, n)}
-                            div.path = str(write_scenario(d, p, v, expectations=False))
+                sig = v.primary
+                div = res.divergences.get(sig)
+                if div is not None:
+                    div.count += 1
+                if div is None or (not div.stable and div.count <= UNSTABLE_RETRIES):
+                    again = reproduces(sc, sig, max(0, confirm - 1)) if confirm > 1 else v
+                    if div is None:
+                        div = res.divergences[sig] = Divergence(
+                            sig, 1, again is not None, first_seen=n,
+                            details=[x for i in v.steps_with(sig) for x in v.details[i]])
+                    div.stable = again is not None
+                    if again is None:
+                        say(f"example {n}: divergence {sig} (did not reproduce: unstable, not shrunk)")
+                        if out is not None and div.path is None:
+                            p = out / f"unstable-seed{seed}-{n}-{_slug(sig)}.yaml"
+                            d = {**doc, "name": f"unstable-{_slug(sig, 40)}",
+                                 "description": describe(v, sig, seed, n)}
+                            div.path = str(write_scenario(d, p))
                     else:
-                        state.update(target=v.signature, best=(doc, v), first_index=n,
-                                     deadline=time.monotonic() + shrink_seconds, verdict=v)
-                        raise _Found(v.signature)
+                        say(f"example {n}: divergence {sig}")
+                        state.update(target=sig, best=(doc, v), index=n, found=time.monotonic(),
+                                     deadline=time.monotonic() + shrink_seconds)
+                        _fail(sig)
             if progress_every and n % progress_every == 0:
                 say(f"[{n}/{examples}] {res.agreed} agreed, {res.diverged} diverged "
                     f"({len(res.divergences)} distinct), {time.monotonic() - t0:.0f} s")
 
         prop = settings(
             max_examples=examples - res.examples, deadline=None, database=None,
-            derandomize=False, phases=(Phase.generate, Phase.shrink), report_multiple_bugs=False,
-            suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet,
-            print_blob=False,
+            phases=(Phase.generate, Phase.shrink), report_multiple_bugs=False,
+            suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet, print_blob=False,
         )(hseed(seed * 1000 + run_no)(given(strategy)(check)))
         try:
-            prop()
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # _Found, or hypothesis' report about it (flaky replays)
-            if state["target"] is None:
+            try:
+                prop()
+            except KeyboardInterrupt:
                 raise
-            del exc
-        if state["target"] is not None:
-            sig = state["target"]
-            div = res.divergences[sig]
-            doc, v = state["best"]
-            say(f"  shrunk by hypothesis to {len(doc['steps'])} steps; reducing further")
-
-            def still_fails(d: dict[str, Any]) -> bool:
-                w = evaluator(load_document(d))
-                return not w.agree and w.signature == sig
-
-            doc = reduce(doc, still_fails, state["deadline"] + 60.0)
-            # confirm the result; keep the first document that reproduces every time
-            final_v = None
-            for _ in range(max(1, confirm)):
-                w = evaluator(load_document(doc))
-                if w.agree or w.signature != sig:
-                    final_v = None
-                    break
-                final_v = w
-            if final_v is None:
-                doc, final_v = state["best"]
-                say("  the reduced scenario did not reproduce every time; keeping hypothesis' result")
-            div.steps = len(doc["steps"])
-            div.details = final_v.details
-            if out is not None:
-                name = f"fuzz-{_slug(sig, 50)}"
-                d = {**doc, "name": name, "description": describe(doc, final_v, seed, state["first_index"])}
-                path = out / f"seed{seed}-{_slug(sig)}.yaml"
-                div.path = str(write_scenario(d, path, final_v))
-                say(f"  minimal scenario ({div.steps} steps): {div.path}")
-        if state["generated"] == 0 and state["target"] is None:
-            break  # hypothesis generated nothing more (should not happen)
+            except BaseException:  # _Found, or hypothesis' report about it (e.g. a flaky replay)
+                if state["target"] is None:
+                    raise
+            if state["target"] is not None:
+                _finish(state, res, out, seed, evaluator, reproduces, confirm, say)
+            elif state["generated"] == 0:
+                break  # hypothesis generated nothing more (should not happen)
+        except KeyboardInterrupt:
+            res.interrupted = True
+            break
     res.seconds = time.monotonic() - t0
     return res
+
+
+def _finish(state: dict[str, Any], res: CampaignResult, out: Path | None, seed: int,
+            evaluator: Callable[[Any], Verdict], reproduces: Callable[..., Verdict | None],
+            confirm: int, say: Callable[[str], None]) -> None:
+    """After hypothesis has shrunk a new divergence: reduce, confirm and write it."""
+    sig = state["target"]
+    div = res.divergences[sig]
+    doc, v = state["best"]
+    t = time.monotonic()
+    say(f"  shrunk by hypothesis to {len(doc['steps'])} steps in {t - state['found']:.0f} s; "
+        "reducing further")
+    doc = reduce(doc, lambda d: evaluator(load_document(d)).has(sig), t + 120.0)
+    final = reproduces(load_document(doc), sig, max(1, confirm))
+    if final is None:
+        doc, _ = state["best"]
+        final = reproduces(load_document(doc), sig, 1) or v
+        say("  the reduced scenario did not reproduce every time; keeping hypothesis' result")
+    div.steps = len(doc["steps"])
+    div.details = [x for i in final.steps_with(sig) for x in final.details[i]]
+    if out is not None:
+        d = {**doc, "name": f"fuzz-{_slug(sig, 50)}",
+             "description": describe(final, sig, seed, state["index"])}
+        div.path = str(write_scenario(d, out / f"seed{seed}-{_slug(sig)}.yaml", final, sig))
+        say(f"  minimal scenario ({div.steps} steps, {time.monotonic() - t:.0f} s more): {div.path}")
 
 
 # ----------------------------------------------------------------------------- the command
@@ -927,16 +1090,17 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         f"divergences go to {out}/")
     try:
         res = campaign(args.examples, seed, out, shrink_seconds=args.shrink_seconds, log=log)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
     except RealBackendError as exc:
         return bad(f"the real backend failed: {exc}")
     for div in res.divergences.values():
         tag = "" if div.stable else " [unstable]"
         where = f" -> {div.path}" if div.path else ""
         print(f"diverged x{div.count}{tag}: {div.signature}{where}")
+    if res.interrupted:
+        print("interrupted: the figures cover the examples run so far", file=sys.stderr)
     print(f"{res.examples} examples, {res.agreed} agreed, {res.diverged} diverged")
+    if res.interrupted:
+        return 130
     return 1 if res.diverged else 0
 
 

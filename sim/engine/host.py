@@ -17,7 +17,6 @@ import simpy
 
 from ..personality import get as get_personality
 from ..kernel.rules import HITS, RULES, TRAIL, hits
-from ..kernel.timers import wheel_expiry
 from ..kernel.stack import Blocked, Kernel, Outcome  # noqa: F401
 from ..trace import CallResult, Completion
 
@@ -135,7 +134,7 @@ class SimBackend:
             if k.timer_requests:
                 reqs, k.timer_requests = k.timer_requests, []
                 for kind, delay, obj, gen in reqs:
-                    self.timers.add(delay, (kind, obj, gen), due=wheel_expiry(now, delay))
+                    self.timers.add(delay, (kind, obj, gen), due=k.timer_expiry(now, delay))
         self._wake()
 
     def _wake(self) -> None:
@@ -205,9 +204,9 @@ class SimBackend:
     def call(self, index: int, proc: str, call: str, args: dict[str, Any]) -> CallResult:
         p = self.kernel.procs.get(proc)
         if p is None or not p.alive:
-            return CallResult(ret=-1, err="PROCESS_GONE")
+            return CallResult(ret=None, err="PROCESS_GONE")  # no call was made: no return value
         if proc in self.pending:
-            return CallResult(ret=-1, err="PROCESS_BUSY")
+            return CallResult(ret=None, err="PROCESS_BUSY")
         args = dict(args)
         if call != "fork":
             args.pop("as", None)

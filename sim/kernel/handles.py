@@ -25,8 +25,6 @@ class OpenFile:
         self.nonblock = False  # O_NONBLOCK lives on the open file, shared by dup/fork copies
 
 
-STD_STREAM = OpenFile(None)  # stdin/stdout/stderr: open files that are not sockets
-STD_STREAM.f_count = 1 << 30
 
 
 class FileTable:
@@ -36,7 +34,10 @@ class FileTable:
 
     def __init__(self, nofile: int, std_streams: int = 3):
         # fds 0..2 are open on stdin/stdout/stderr, as in any program started from a shell
-        self.fds: dict[int, OpenFile] = {i: STD_STREAM for i in range(std_streams)}
+        self.fds: dict[int, OpenFile] = {}
+        for i in range(std_streams):  # open files that are not sockets
+            f = self.fds[i] = OpenFile(None)
+            f.f_count = 1
         self.nofile = nofile
 
     def copy(self) -> FileTable:

@@ -51,6 +51,7 @@ class Sock:
         self.raddr: str | None = None
         self.rport = 0
         self.bindport_lock = False  # SOCK_BINDPORT_LOCK: keeps the port until close()
+        self.bindaddr_lock = False  # SOCK_BINDADDR_LOCK: bind() chose the address
         self.connect_bind = False  # SOCK_CONNECT_BIND: the port came from connect()
         self.in_bhash = False
         self.in_ehash = False
@@ -71,6 +72,9 @@ class Sock:
         self.snd_nxt = 0  # total bytes transmitted
         self.snd_una = 0  # total bytes acknowledged by the peer
         self.snd_edge = 0  # right edge of the peer's window (ack + wnd)
+        self.max_window = 0  # tp->max_window: the largest window the peer offered
+        self.syn_unacked = False  # our SYN took a sequence number the peer never acknowledged
+        self.seq_gap = 0  # write_seq moved by tcp_disconnect(): max_window + 2
         self.nospace = False  # SOCK_NOSPACE
         self.rcv_ratio = 0.5  # tp->scaling_ratio, TCP_DEFAULT_SCALING_RATIO until data arrives
         self.fin_pending = False
@@ -95,13 +99,13 @@ class Sock:
     def ipv6only(self) -> bool:
         return self.family == 6 and self.v6only_opt
 
-    def set_local(self, addr: str, port: int) -> None:
+    def set_local(self, addr: str, port: int, bind: bool = False) -> None:
         fam = self.family
         if fam == 6 and ":" not in addr:
             addr = "::" if addr == "0.0.0.0" else f"::ffff:{addr}"  # an IPv4 peer of an AF_INET6 socket
         a6, s4, only = split_addr(fam, addr, self.v6only_opt)
         self.addr6, self.saddr4 = a6, s4
-        if fam == 6 and only and not self.v6only_opt:
+        if bind and fam == 6 and only and not self.v6only_opt:
             self.v6only_opt = True  # inet6_bind(): binding a specific IPv6 address sets ipv6only
         self.laddr = norm_addr(addr)
         self.lport = port

@@ -137,6 +137,10 @@ class Kernel:
         self.procs[name] = p
         return p
 
+    def timer_expiry(self, now: float, delay: float) -> float:
+        """When a kernel timer armed now for ``delay`` fires: on the timer wheel's bucket boundary."""
+        return wheel_expiry(now, delay)
+
     def new_file_table(self, nofile: int) -> FileTable:
         return FileTable(nofile)
 
@@ -272,8 +276,11 @@ class Kernel:
 
     @rule("sys.set_nonblocking", "fd")
     def sys_set_nonblocking(self, p: Process, sock: int, on: bool = True, **_: Any) -> int:
-        """fcntl(2) F_SETFL O_NONBLOCK: a flag of the open file, shared by its dup/fork copies."""
-        f, _ = self._sock(p, sock)
+        """fcntl(2) F_SETFL O_NONBLOCK: a flag of the open file (any file), shared by its dup/fork copies."""
+        f = p.files.fds.get(sock)
+        if f is None:
+            fact(f"fd {sock} is not open in this process")
+            raise SysError("EBADF", "sys.set_nonblocking")
         f.nonblock = bool(on)
         return 0
 
@@ -338,12 +345,13 @@ class Kernel:
             fact(f"port {port} < ip_unprivileged_port_start {self.sysctls['ip_unprivileged_port_start']} "
                  "needs CAP_NET_BIND_SERVICE")
             raise SysError("EACCES", "sys.bind")
-        if sk.tcp_state != State.CLOSE or sk.lport or sk.in_bhash:
+        if sk.tcp_state != State.CLOSE or sk.in_bhash:
+            # inet_num, not the port getsockname() shows: a reset autobound socket has released it
             fact("the socket is already bound (or connected/listening)")
             raise SysError("EINVAL", "sys.bind")
         table = self.bhash if sk.kind == "tcp" else self.udp_ports
         old = (sk.addr6, sk.saddr4, sk.laddr)
-        sk.set_local(addr, 0)
+        sk.set_local(addr, 0, bind=True)
         try:
             if port == 0 and sk.bind_no_port and sk.kind == "tcp":
                 fact("IP_BIND_ADDRESS_NO_PORT: only the address is recorded; connect() picks the port")
@@ -355,6 +363,7 @@ class Kernel:
         sk.lport = port
         table.add(port, sk)
         sk.in_bhash = True
+        sk.bindaddr_lock = sk.laddr not in ("0.0.0.0", "::")
         return 0
 
     def bind_port(self, table: BindTable, sk: Sock, port: int) -> int:
@@ -391,7 +400,7 @@ class Kernel:
         """inet_csk_listen_start() in net/ipv4/inet_connection_sock.c: set LISTEN, then re-check the port (get_port)."""
         prev = sk.tcp_state
         sk.tcp_state = State.LISTEN
-        if not sk.lport:
+        if not sk.in_bhash:  # inet_num == 0: never bound, or its port was released
             try:
                 port = self.listen_autobind(sk)
             except SysError:
@@ -462,7 +471,12 @@ class Kernel:
                 fact(f"no route to {addr}: the namespace has only loopback")
                 raise SysError("ENETUNREACH", "sys.connect")
         if dip.version == 4 and sk.family == 6 and sk.ipv6only:
+            fact("an IPv6-only socket cannot reach an IPv4 (v4-mapped) destination")
             raise SysError("ENETUNREACH", "sys.connect")
+        if dip.version == 6 and sk.addr6 is not None and sk.addr6.ipv4_mapped is not None:
+            fact(f"bound to the v4-mapped {sk.addr6}: a native IPv6 destination has no route "
+                 "(ip6_dst_lookup_tail)")
+            raise SysError("EAFNOSUPPORT", "sys.connect")
         saddr = self._route_saddr(sk, daddr)
         self._inet_hash_connect(sk, saddr, daddr, port)
         sk.sock_state = SS_CONNECTING
@@ -686,7 +700,8 @@ class Kernel:
     def sys_shutdown(self, p: Process, sock: int, how: str = "SHUT_WR") -> int:
         """inet_shutdown() in net/ipv4/af_inet.c; tcp_shutdown() in net/ipv4/tcp.c: acts on the socket, so on every fd copy."""
         _, sk = self._sock(p, sock)
-        mask = {"SHUT_RD": RCV_SHUTDOWN, "SHUT_WR": SEND_SHUTDOWN, "SHUT_RDWR": 3}[how]
+        mask = {"SHUT_RD": RCV_SHUTDOWN, "SHUT_WR": SEND_SHUTDOWN, "SHUT_RDWR": 3, "SD_RECEIVE": RCV_SHUTDOWN,
+                "SD_SEND": SEND_SHUTDOWN, "SD_BOTH": 3}[how]
         if sk.sock_state == SS_CONNECTING:
             sk.sock_state = SS_DISCONNECTING if sk.tcp_state in (State.SYN_SENT, State.SYN_RECV, State.CLOSE) else SS_CONNECTED
         st = sk.tcp_state
@@ -785,8 +800,13 @@ class Kernel:
         elif st in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT1, State.FIN_WAIT2,
                     State.SYN_RECV, State.LAST_ACK, State.CLOSING):
             self._send_seg(sk, RST)
+            sk.err = "ECONNRESET"  # tcp_need_reset(): RST sent, sk_err = ECONNRESET
+        elif st == State.SYN_SENT:
+            sk.err = "ECONNRESET"  # an aborted connection attempt reports ECONNRESET
         self.tcp_set_state(sk, State.CLOSE)
         self._ehash_del(sk)
+        if st != State.LISTEN:
+            sk.seq_gap += sk.max_window + 2  # tcp_disconnect(): write_seq += max_window + 2
         if sk.in_bhash and not sk.bindport_lock:
             self.bhash.remove(sk.lport, sk)
             sk.in_bhash = False
@@ -794,14 +814,18 @@ class Kernel:
         sk.raddr, sk.rport = None, 0
         sk.done = False
         sk.shutdown = 0
+        if not sk.bindaddr_lock:
+            # inet_reset_saddr(): an address that bind() did not choose is forgotten
+            sk.set_local("::" if sk.family == 6 else "0.0.0.0", sk.lport)
 
     def _listen_stop(self, sk: Sock) -> None:
         """inet_csk_listen_stop(): queued children and pending requests are reset."""
         while sk.accept_q:
             child = sk.accept_q.popleft()
             child.dead = True
-            if child.tcp_state in (State.ESTABLISHED, State.CLOSE_WAIT):
-                self._apply(child, "abort")
+            if child.tcp_state in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT1,
+                                   State.FIN_WAIT2, State.SYN_RECV):
+                self._apply(child, "abort")  # inet_child_forget() -> tcp_disconnect(): RST
             self._destroy(child)
         for key, other in list(self.ehash.items()):
             if isinstance(other, Sock) and other.is_request and other.parent is sk:
@@ -836,6 +860,7 @@ class Kernel:
             self.tcp_set_state(sk, new)
         for a in actions:
             if a == "send_syn":
+                sk.syn_unacked = True
                 self._send_seg(sk, SYN)
             elif a == "arm_syn_timer":
                 sk.syn_gen += 1
@@ -874,7 +899,7 @@ class Kernel:
         admitted = self.tw.admit()
         key = sk.key()
         if admitted:
-            tw = TimeWaitSock(sk, int(substate), self.now, wheel_expiry(self.now, timeo), sk.used_ts)
+            tw = TimeWaitSock(sk, int(substate), self.now, self.timer_expiry(self.now, timeo), sk.used_ts)
             self._ehash_del(sk)
             self.ehash[key] = tw
             self.bhash.add(sk.lport, tw)
@@ -1009,7 +1034,8 @@ class Kernel:
             self.syn_to_full_listener(lsk, seg)
             return
         req = Sock(lsk.family, "tcp", lsk.uid, lsk.sndbuf, lsk.rcvbuf, lsk.v6only_opt)
-        for a in ("reuse", "reuseport", "linger", "snd_lock", "rcv_lock", "bindport_lock", "nodelay"):
+        for a in ("reuse", "reuseport", "linger", "snd_lock", "rcv_lock", "bindport_lock", "nodelay",
+                  "shutdown"):  # sk_clone_lock() copies the listener, sk_shutdown included
             setattr(req, a, getattr(lsk, a))
         req.is_request = True
         req.parent = lsk
@@ -1039,6 +1065,7 @@ class Kernel:
         if seg.flags & SYN:
             if st == State.SYN_SENT and seg.flags & ACK:
                 sk.snd_edge = seg.wnd
+                sk.syn_unacked = False
                 sk.used_ts = seg.ts and bool(self.sysctls["tcp_timestamps"])
                 sk.syn_gen += 1
                 self._apply(sk, "rcv_synack")
@@ -1059,7 +1086,7 @@ class Kernel:
         st = State(sk.tcp_state)
         # data
         if seg.flags & DATA and seg.length:
-            if st in (State.FIN_WAIT1, State.FIN_WAIT2) and sk.shutdown & RCV_SHUTDOWN and sk.dead:
+            if st in (State.FIN_WAIT1, State.FIN_WAIT2) and sk.shutdown & RCV_SHUTDOWN:
                 fact("data arrived after close(): the socket answers RST (tcp_rcv_state_process)")
                 self._mib("TCPAbortOnData")
                 self._apply(sk, "rcv_data_after_close")
@@ -1083,6 +1110,7 @@ class Kernel:
                     if not sk.snd_lock and not self.pool.in_pressure:
                         sk.sndbuf = buffers.grow_sndbuf(sk.sndbuf, self.sysctls["tcp_wmem"][2])
             sk.snd_edge = max(sk.snd_edge, seg.ack + seg.wnd)
+            sk.max_window = max(sk.max_window, seg.wnd)
             if seg.acks_fin and sk.fin_sent and not sk.fin_acked and not seg.flags & FIN:
                 sk.fin_acked = True
                 if st in (State.FIN_WAIT1, State.CLOSING, State.LAST_ACK):
@@ -1134,6 +1162,10 @@ class Kernel:
             req.rcv_q += seg.length
             req.rcv_nxt += seg.length
             self.pool.charge(seg.length)
+        if req.shutdown & SEND_SHUTDOWN:
+            # tcp_rcv_state_process(), TCP_SYN_RECV: a child born shut down for writing sends FIN
+            fact("the listener had SEND_SHUTDOWN: the new connection sends its FIN at once")
+            self._apply(req, "shutdown_wr")
 
     def _tw_input(self, tw: TimeWaitSock, seg: Segment) -> None:
         """tcp_timewait_state_process() in net/ipv4/tcp_minisocks.c."""
@@ -1165,7 +1197,7 @@ class Kernel:
     def _rearm_tw(self, tw: TimeWaitSock) -> None:
         """inet_twsk_reschedule(): back to a full TCP_TIMEWAIT_LEN."""
         tw.gen += 1
-        tw.expires = wheel_expiry(self.now, self.TIME_WAIT_LEN)
+        tw.expires = self.timer_expiry(self.now, self.TIME_WAIT_LEN)
         self.timer_requests.append(("tw", self.TIME_WAIT_LEN, tw, tw.gen))
 
     # ------------------------------------------------------------------ timers
@@ -1202,8 +1234,10 @@ class Kernel:
         return rows
 
     def sockstat(self) -> dict[str, int]:
-        inuse = sum(len(v) for v in self.listeners.values())
-        inuse += sum(1 for o in self.ehash.values() if isinstance(o, Sock) and not o.is_request)
+        # sockstat_seq_show(): inuse counts tcp_prot (IPv4) sockets; AF_INET6 ones are in sockstat6
+        inuse = sum(1 for v in self.listeners.values() for sk in v if sk.family == 4)
+        inuse += sum(1 for o in self.ehash.values()
+                     if isinstance(o, Sock) and not o.is_request and o.family == 4)
         orphan = sum(1 for o in self.ehash.values() if isinstance(o, Sock) and o.dead)
         return {"inuse": inuse, "orphan": orphan, "tw": self.tw.count}
 
@@ -1213,9 +1247,16 @@ class Kernel:
         if f is None:
             return "EBADF"
         sk = f.sock
+        return self.siocq(sk)
+
+    @rule("ioctl.siocq", "buffers", "minor")
+    def siocq(self, sk: Sock) -> Any:
+        """tcp_ioctl() in net/ipv4/tcp.c: SIOCINQ/SIOCOUTQ; EINVAL on a listener, 0 while connecting, write_seq - snd_una."""
         if sk.tcp_state == State.LISTEN:
             return "EINVAL"
-        return {"recv_q": sk.rcv_q, "send_q": sk.snd_q}
+        if sk.tcp_state in (State.SYN_SENT, State.SYN_RECV):
+            return {"recv_q": 0, "send_q": 0}
+        return {"recv_q": sk.rcv_q, "send_q": sk.snd_q + sk.syn_unacked + sk.seq_gap}
 
     def socket_fds(self, proc: str) -> list[int]:
         """/proc/PID/fd entries that are sockets, from 3 up (as the real backend reports them)."""

@@ -79,6 +79,10 @@ class Sysctls(_Strict):
     rmem_max: Annotated[int, Field(ge=1)] = 4194304
     tcp_mem: tuple[int, int, int] = (287898, 383867, 575796)  # pages
     bindv6only: Literal[0, 1] = 0
+    # Windows (HKLM\SYSTEM\CurrentControlSet\Services\Tcpip\Parameters and pool limits);
+    # ignored by the linux personality
+    TcpTimedWaitDelay: Annotated[int, Field(ge=30, le=300)] | None = None
+    nonpaged_pool_bytes: Annotated[int, Field(ge=0)] | None = None
 
     @model_validator(mode="after")
     def _range_ordered(self) -> Sysctls:
@@ -208,7 +212,7 @@ class RecvCall(_Call):
 class ShutdownCall(_Call):
     call: Literal["shutdown"]
     sock: SockRef
-    how: Literal["SHUT_RD", "SHUT_WR", "SHUT_RDWR"] = "SHUT_WR"
+    how: Literal["SHUT_RD", "SHUT_WR", "SHUT_RDWR", "SD_RECEIVE", "SD_SEND", "SD_BOTH"] = "SHUT_WR"
 
 
 class CloseCall(_Call):

@@ -73,6 +73,8 @@ class _Run:
                  on_step: Callable[[StepRecord], None] | None, personality: str | None):
         self.sc, self.backend, self.on_step = scenario, backend, on_step
         self.data = scenario.model_dump(by_alias=True)
+        # only the settings the scenario sets: each kernel (and the real one) keeps its own defaults
+        self.data["host"]["sysctls"] = scenario.host.sysctls.model_dump(exclude_unset=True)
         pname = personality or scenario.host.personality
         self.data["host"]["personality"] = pname
         self.pers = get_personality(pname)
