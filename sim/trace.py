@@ -44,6 +44,7 @@ class StepRecord:
     cite: str | None = None  # simulator only: that rule's source
     trail: list[str] = field(default_factory=list)  # simulator only: every rule consulted
     facts: list[str] = field(default_factory=list)  # simulator only: facts the rule looked at
+    step: int | None = None  # the scenario step this record comes from (a timer's op step for its slot's calls)
     via: str | None = None  # a call made by a timer's slot: which timeout
     tolerate: list[dict[str, Any]] = field(default_factory=list)  # the step's crosscheck tolerances
     expect: Any = None  # the scenario's expectation, if any

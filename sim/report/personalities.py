@@ -21,8 +21,10 @@ def _key(rec: StepRecord) -> Any:
     """What a program would branch on: success or the (canonical) error; values where they matter."""
     if rec.kind == "observe" or rec.kind == "load":
         return ("obs", repr(rec.obs))
-    if rec.kind in ("sleep", "timer"):
+    if rec.kind == "sleep":
         return (rec.kind,)
+    if rec.kind == "timer":
+        return (rec.kind, rec.err)
     if rec.blocked and rec.completed_after is None:
         return ("blocked",)
     if rec.err:
@@ -32,14 +34,29 @@ def _key(rec: StepRecord) -> Any:
     return ("ok", repr(rec.ret))
 
 
+def _align(traces: dict[str, Trace]) -> list[tuple[Any, dict[str, StepRecord]]]:
+    """Pair records by where they come from (scenario step, and which timeout for a timer's
+    calls), so a timer that fires under one personality and not the other shifts nothing."""
+    order: list[Any] = []
+    rows: dict[Any, dict[str, StepRecord]] = {}
+    for name, tr in traces.items():
+        for rec in tr.steps:
+            key = (rec.step if rec.step is not None else rec.index, rec.via or "")
+            if key not in rows:
+                rows[key] = {}
+                order.append(key)
+            rows[key][name] = rec
+    order.sort(key=lambda k: (k[0], k[1] != "", k[1]))
+    return [(k, rows[k]) for k in order]
+
+
 def differences(traces: dict[str, Trace]) -> list[tuple[int, dict[str, StepRecord]]]:
     names = list(traces)
-    base = traces[names[0]]
     out = []
-    for i, rec in enumerate(base.steps):
-        row = {n: traces[n].steps[i] for n in names if i < len(traces[n].steps)}
-        if len({_key(r) for r in row.values()}) > 1:
-            out.append((i, row))
+    for key, row in _align(traces):
+        if len(row) < len(names) or len({_key(r) for r in row.values()}) > 1:
+            first = next(iter(row.values()))
+            out.append((first.index if first.step is None else first.step, row))
     return out
 
 
@@ -58,12 +75,15 @@ def compare_personalities(scenario: Any, seed: int, quiet: bool = False) -> int:
         t.add_column(n)
         t.add_column(f"{n} rule", overflow="fold")
     for i, row in diffs:
-        first = row[names[0]]
-        cells: list[Any] = [str(i), first.proc or "", _args_text(first)]
+        first = next(iter(row.values()))
+        call = Text(_args_text(first))
+        if first.via:
+            call = Text(f"{first.via}\n", style="cyan") + call
+        cells: list[Any] = [str(i), first.proc or "", call]
         for n in names:
             r = row.get(n)
             if r is None:
-                cells += ["-", ""]
+                cells += [Text("(no such call)", style="dim"), ""]
                 continue
             why = Text(r.rule or "", style="bold")
             if r.cite:
@@ -73,7 +93,7 @@ def compare_personalities(scenario: Any, seed: int, quiet: bool = False) -> int:
             cells += [outcome_text(r), why]
         t.add_row(*cells)
     console.print(t)
-    steps = len(traces[names[0]].steps)
-    console.print(Text(f"{len(diffs)} of {steps} steps differ between {' and '.join(names)}",
-                       style="bold"))
+    steps = len(_align(traces))
+    console.print(Text(f"{len(diffs)} of {steps} steps differ between {' and '.join(names)} "
+                       "(the rule and its source are beside each outcome)", style="bold"))
     return 0

@@ -404,6 +404,8 @@ class TimerOp(_Strict):
     type: Literal["PreciseTimer", "CoarseTimer", "VeryCoarseTimer"] | None = None
     on_timeout: list[Call] = []
     until_ok: bool = False
+    # only when the process's previous call failed: `if (bind(...) == SOCKET_ERROR) QTimer::singleShot(...)`
+    if_failed: bool = False
     max_shots: Annotated[int, Field(ge=1, le=100000)] = 1000  # bound on timeouts of this timer
 
     @model_validator(mode="before")

@@ -85,6 +85,8 @@ class _Run:
         self.blocked: dict[str, int] = {}  # proc -> record index of its pending call
         self.timers = QtTimers()
         self.timer_lines: dict[tuple[str, str], int] = {}
+        self.timer_steps: dict[tuple[str, str], int] = {}
+        self.cur_step = 0
 
     # ---------------------------------------------------------------- main loop
     def go(self) -> Trace:
@@ -93,6 +95,7 @@ class _Run:
         try:
             for i, step in enumerate(self.sc.steps):
                 line = self.sc.step_lines[i] if i < len(self.sc.step_lines) else 0
+                self.cur_step = i
                 self.step(step, line)
         finally:
             self.trace.summary = self.backend.close()
@@ -102,7 +105,7 @@ class _Run:
 
     def _record(self, kind: str, line: int, expect: Any = None, step: Any = None) -> StepRecord:
         rec = StepRecord(index=len(self.trace.steps), line=line, kind=kind,
-                         time=round(self.backend.now(), 9), expect=expect)
+                         time=round(self.backend.now(), 9), expect=expect, step=self.cur_step)
         if step is not None and getattr(step, "tolerate", None):
             rec.tolerate = [t.model_dump() for t in step.tolerate]
         return rec
@@ -219,11 +222,20 @@ class _Run:
         rec = self._record("timer", line, step.expect, step)
         rec.proc, rec.call = op.proc, f"QTimer.{op.op}"
         rec.args = {k: v for k, v in op.model_dump(exclude={"on_timeout", "proc"}).items()
-                    if v not in (None, False, [])}
+                    if v not in (None, False, []) and k != "max_shots"}
+        if op.if_failed:
+            last = next((r for r in reversed(self.trace.steps) if r.proc == op.proc and r.kind == "call"
+                         and self.pers.kernel_call(r.call or "") != "get_errno"), None)
+            if last is None or last.err is None:
+                rec.err = "SKIPPED"
+                rec.facts = [f"the previous call of {op.proc} succeeded: the program does not start this timer"]
+                self._finish(rec)
+                return
         TRAIL.clear()
         now = self.backend.now()
         t = self.timers.get(op.proc, op.name)
         self.timer_lines[(op.proc, op.name)] = line
+        self.timer_steps[(op.proc, op.name)] = self.cur_step
         if op.on_timeout:
             t.slot = list(op.on_timeout)
         if op.type is not None:
@@ -262,7 +274,11 @@ class _Run:
             for call in t.slot:
                 if call.proc in self.blocked:
                     break
-                last = self.call(call, line, via=f"timeout of QTimer {t.name} (#{t.shots})")
+                saved, self.cur_step = self.cur_step, self.timer_steps.get((t.proc, t.name), self.cur_step)
+                try:
+                    last = self.call(call, line, via=f"timeout of QTimer {t.name} (#{t.shots})")
+                finally:
+                    self.cur_step = saved
                 if facts:
                     last.facts = facts + last.facts
                     facts = []
