@@ -1092,6 +1092,8 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         res = campaign(args.examples, seed, out, shrink_seconds=args.shrink_seconds, log=log)
     except RealBackendError as exc:
         return bad(f"the real backend failed: {exc}")
+    except OSError as exc:
+        return bad(f"{exc.filename or args.out}: cannot write: {exc.strerror}")
     for div in res.divergences.values():
         tag = "" if div.stable else " [unstable]"
         where = f" -> {div.path}" if div.path else ""
@@ -1118,6 +1120,7 @@ def register(sub: Any) -> None:
     f.add_argument("--out", default="fuzz-divergences", metavar="DIR",
                    help="where minimal divergent scenarios are written (default ./fuzz-divergences)")
     f.add_argument("--shrink-seconds", type=float, default=240.0, metavar="S",
-                   help="time spent shrinking each new divergence (default 240)")
+                   help="time hypothesis spends shrinking each new divergence (default 240); "
+                        "a step-by-step reduction of at most 120 s follows")
     f.add_argument("-q", "--quiet", action="store_true", help="no progress, only the summary")
     f.set_defaults(func=cmd_fuzz)
