@@ -48,6 +48,7 @@ class Sock:
         self.saddr4 = V4_ANY
         self.laddr: str = "::" if family == 6 else "0.0.0.0"
         self.lport = 0
+        self.sport = 0
         self.raddr: str | None = None
         self.rport = 0
         self.bindport_lock = False  # SOCK_BINDPORT_LOCK: keeps the port until close()
@@ -108,7 +109,9 @@ class Sock:
         if bind and fam == 6 and only and not self.v6only_opt:
             self.v6only_opt = True  # inet6_bind(): binding a specific IPv6 address sets ipv6only
         self.laddr = norm_addr(addr)
-        self.lport = port
+        self.lport = port  # inet_num: the port this socket holds in the bind table
+        if port:
+            self.sport = port  # inet_sport: what getsockname() shows, kept after the port is released
 
     def key(self) -> tuple:
         return (self.laddr, self.lport, self.raddr, self.rport)

@@ -266,11 +266,18 @@ class Kernel:
 
     @rule("sys.exit", "fd")
     def sys_exit(self, p: Process) -> int:
-        """do_exit() -> exit_files(): every fd is closed; a positive SO_LINGER is ignored (PF_EXITING)."""
-        for fd in sorted(p.files.fds):
+        """do_exit() -> exit_files(): every fd is closed, the highest first (task_work runs last-in first-out); a positive SO_LINGER is ignored."""
+        return self._exit_next(p)
+
+    def _exit_next(self, p: Process) -> int:
+        # each release's segments cross loopback before the next release (task_work_run())
+        while p.files.fds:
+            fd = max(p.files.fds)
             f = p.files.remove(fd)
             if f.sock is not None:
                 self._fput(f, exiting=True)
+                if p.files.fds and self.outbox:
+                    raise _Block(lambda now: self._exit_next(p), "exit: releasing the next file")
         p.alive = False
         return 0
 
@@ -307,7 +314,7 @@ class Kernel:
     def sys_getsockname(self, p: Process, sock: int) -> int:
         """getsockname(2), inet_getname() in net/ipv4/af_inet.c: the bound local port (0 if none)."""
         _, sk = self._sock(p, sock)
-        return sk.lport
+        return sk.sport
 
     # ------------------------------------------------------------------ bind / listen
     def _is_local(self, fam: int, addr: str) -> bool:
@@ -338,6 +345,9 @@ class Kernel:
             fact(f"an {('AF_INET6' if ip.version == 6 else 'AF_INET')} address given to an "
                  f"{('AF_INET6' if sk.family == 6 else 'AF_INET')} socket")
             raise SysError("EAFNOSUPPORT" if sk.family == 4 else "EINVAL", "sys.bind")
+        if sk.family == 6 and sk.v6only_opt and ip.version == 6 and ip.ipv4_mapped is not None:
+            fact("an IPV6_V6ONLY socket cannot bind a v4-mapped address (__inet6_bind)")
+            raise SysError("EINVAL", "sys.bind")
         if not self._is_local(sk.family, addr):
             fact(f"{addr} is not an address of this host (only loopback exists in the namespace)")
             raise SysError("EADDRNOTAVAIL", "sys.bind")
@@ -360,7 +370,7 @@ class Kernel:
         except SysError:
             sk.addr6, sk.saddr4, sk.laddr = old
             raise
-        sk.lport = port
+        sk.lport = sk.sport = port
         table.add(port, sk)
         sk.in_bhash = True
         sk.bindaddr_lock = sk.laddr not in ("0.0.0.0", "::")
@@ -406,7 +416,7 @@ class Kernel:
             except SysError:
                 sk.tcp_state = prev
                 raise
-            sk.lport = port
+            sk.lport = sk.sport = port
             self.bhash.add(port, sk)
             sk.in_bhash = True
         else:
@@ -466,7 +476,11 @@ class Kernel:
             raise SysError("EAFNOSUPPORT", "sys.connect")
         if not (dip in LOOPBACK4 if dip.version == 4 else dip == ipaddress.IPv6Address("::1")):
             if str(dip) in ("0.0.0.0", "::"):
-                daddr = "127.0.0.1" if dip.version == 4 else "::1"
+                # ip_route_output_key_hash_rcu(): "any" means this host: the socket's own source
+                # address when it has one, else loopback
+                own = sk.laddr if sk.laddr not in ("0.0.0.0", "::") else None
+                daddr = own or ("127.0.0.1" if dip.version == 4 else "::1")
+                fact(f"connect() to {addr} goes to {daddr}")
             else:
                 fact(f"no route to {addr}: the namespace has only loopback")
                 raise SysError("ENETUNREACH", "sys.connect")
@@ -838,13 +852,15 @@ class Kernel:
         self.woken.add(sk)
         if new == State.CLOSE:
             self._ehash_del(sk)
-            if sk.in_bhash and not sk.bindport_lock and not sk.dead:
-                self.bhash.remove(sk.lport, sk)
-                sk.in_bhash = False
             if sk.lport in self.listeners and sk in self.listeners[sk.lport]:
                 self.listeners[sk.lport].remove(sk)
                 if not self.listeners[sk.lport]:
                     del self.listeners[sk.lport]
+            if sk.in_bhash and not sk.bindport_lock and not sk.dead:
+                # inet_put_port(): inet_num = 0; getsockname() still shows inet_sport
+                self.bhash.remove(sk.lport, sk)
+                sk.in_bhash = False
+                sk.lport = 0
         if new == State.ESTABLISHED and sk.established_at is None:
             sk.established_at = self.now
 
@@ -856,6 +872,9 @@ class Kernel:
         old = State(sk.tcp_state)
         if "set_err" in actions:
             sk.err = ("ETIMEDOUT" if event == "syn_timeout" else tcp.reset_errno(old))
+        if "send_rst" in actions:
+            # the RST answers with the connection's addresses, before CLOSE releases the port
+            self._send_seg(sk, RST)
         if new != old:
             self.tcp_set_state(sk, new)
         for a in actions:
@@ -874,7 +893,6 @@ class Kernel:
                 sk.fin_pending = True
                 self._push(sk)
             elif a == "send_rst":
-                self._send_seg(sk, RST)
                 sk.shutdown = RCV_SHUTDOWN | SEND_SHUTDOWN
                 self._drop_queues(sk)
             elif a == "listen_stop":
@@ -1034,8 +1052,8 @@ class Kernel:
             self.syn_to_full_listener(lsk, seg)
             return
         req = Sock(lsk.family, "tcp", lsk.uid, lsk.sndbuf, lsk.rcvbuf, lsk.v6only_opt)
-        for a in ("reuse", "reuseport", "linger", "snd_lock", "rcv_lock", "bindport_lock", "nodelay",
-                  "shutdown"):  # sk_clone_lock() copies the listener, sk_shutdown included
+        for a in ("reuse", "reuseport", "linger", "snd_lock", "rcv_lock", "nodelay",
+                  "shutdown"):  # sk_clone_lock() copies the listener (but clears SOCK_BINDPORT_LOCK)
             setattr(req, a, getattr(lsk, a))
         req.is_request = True
         req.parent = lsk
@@ -1076,6 +1094,7 @@ class Kernel:
                 self._apply(sk, "rcv_syn")
             elif st == State.SYN_RECV and seg.flags & ACK and not sk.is_request:
                 sk.snd_edge = seg.wnd
+                sk.syn_unacked = False
                 self._apply(sk, "rcv_synack")
             return
         if st == State.SYN_RECV and sk.is_request:

@@ -69,13 +69,13 @@ TRANSITIONS: dict[tuple[State, str], tuple[State, tuple[str, ...]]] = {
     (S.FIN_WAIT1, "rcv_finack"): (S.TIME_WAIT, ("send_ack", "time_wait")),
     (S.FIN_WAIT1, "rcv_rst"): (S.CLOSE, ("set_err", "wake")),
     (S.FIN_WAIT1, "abort"): (S.CLOSE, ("send_rst",)),
-    (S.FIN_WAIT1, "rcv_data_after_close"): (S.CLOSE, ("send_rst",)),
+    (S.FIN_WAIT1, "rcv_data_after_close"): (S.CLOSE, ("set_err", "send_rst")),  # tcp_reset() on itself
     (S.FIN_WAIT1, "close"): (S.FIN_WAIT1, ()),
     (S.FIN_WAIT2, "rcv_fin"): (S.TIME_WAIT, ("send_ack", "time_wait")),
     (S.FIN_WAIT2, "rcv_rst"): (S.CLOSE, ("set_err", "wake")),
     (S.FIN_WAIT2, "fin_wait2_timeout"): (S.CLOSE, ()),
     (S.FIN_WAIT2, "abort"): (S.CLOSE, ("send_rst",)),
-    (S.FIN_WAIT2, "rcv_data_after_close"): (S.CLOSE, ("send_rst",)),
+    (S.FIN_WAIT2, "rcv_data_after_close"): (S.CLOSE, ("set_err", "send_rst")),  # tcp_reset() on itself
     (S.FIN_WAIT2, "close"): (S.FIN_WAIT2, ("fin_wait2",)),
     (S.CLOSING, "rcv_ack"): (S.TIME_WAIT, ("time_wait",)),
     (S.CLOSING, "rcv_rst"): (S.CLOSE, ()),
