@@ -77,6 +77,8 @@ class Sock:
         self.syn_unacked = False  # our SYN took a sequence number the peer never acknowledged
         self.seq_gap = 0  # write_seq moved by tcp_disconnect(): max_window + 2
         self.nospace = False  # SOCK_NOSPACE
+        self.mapped_ops = False  # AF_INET6 socket switched to the ipv6_mapped ops by a v4 connect
+        self.blackhole = False  # transmits through ops that cannot reach its peer
         self.rcv_ratio = 0.5  # tp->scaling_ratio, TCP_DEFAULT_SCALING_RATIO until data arrives
         self.fin_pending = False
         self.fin_sent = False

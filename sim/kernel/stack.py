@@ -491,6 +491,16 @@ class Kernel:
             fact(f"bound to the v4-mapped {sk.addr6}: a native IPv6 destination has no route "
                  "(ip6_dst_lookup_tail)")
             raise SysError("EAFNOSUPPORT", "sys.connect")
+        if sk.family == 6:
+            if dip.version == 4:
+                sk.mapped_ops = True  # tcp_v6_connect(): icsk_af_ops = &ipv6_mapped
+            elif sk.mapped_ops:
+                # tcp_v6_connect() restores ipv6_specific only when the v4-mapped connect fails
+                # synchronously; after an RST the socket still transmits through the IPv4 ops,
+                # so SYNs to a native IPv6 peer are lost (measured: connect blocks)
+                fact("this socket connected over IPv4 (v4-mapped) before: it still sends with the "
+                     "IPv4 ops, and its SYNs to an IPv6 address go nowhere")
+                sk.blackhole = True
         saddr = self._route_saddr(sk, daddr)
         self._inet_hash_connect(sk, saddr, daddr, port)
         sk.sock_state = SS_CONNECTING
@@ -580,14 +590,18 @@ class Kernel:
     # ------------------------------------------------------------------ accept
     @rule("sys.accept", "tcp")
     def sys_accept(self, p: Process, sock: int, **kw: Any) -> int:
-        """inet_csk_accept() in net/ipv4/inet_connection_sock.c; the fd is reserved before dequeuing (__sys_accept4_file)."""
+        """__sys_accept4_file() in net/socket.c: the new fd is reserved first (EMFILE), then inet_csk_accept() checks the listener."""
+        f0 = p.files.fds.get(sock)
+        if f0 is None:
+            fact(f"fd {sock} is not open in this process")
+            raise SysError("EBADF", "sys.accept")
+        fd = p.files.alloc_fd()  # before anything else: EMFILE even on a socket that cannot accept
         f, sk = self._sock(p, sock)
         if sk.kind != "tcp":
             raise SysError("EOPNOTSUPP", "sys.accept")
         if sk.tcp_state != State.LISTEN:
             fact(f"the socket is {State(sk.tcp_state).name}, not LISTEN")
             raise SysError("EINVAL", "sys.accept")
-        fd = p.files.alloc_fd()  # EMFILE leaves the connection queued
         if not sk.accept_q:
             if f.nonblock:
                 fact("the accept queue is empty and the socket is non-blocking")
@@ -819,8 +833,7 @@ class Kernel:
             sk.err = "ECONNRESET"  # an aborted connection attempt reports ECONNRESET
         self.tcp_set_state(sk, State.CLOSE)
         self._ehash_del(sk)
-        if st != State.LISTEN:
-            sk.seq_gap += sk.max_window + 2  # tcp_disconnect(): write_seq += max_window + 2
+        sk.seq_gap += sk.max_window + 2  # tcp_disconnect(): write_seq += max_window + 2 (listeners too)
         if sk.in_bhash and not sk.bindport_lock:
             self.bhash.remove(sk.lport, sk)
             sk.in_bhash = False
@@ -960,7 +973,7 @@ class Kernel:
 
     # ------------------------------------------------------------------ output
     def _send_seg(self, sk: Sock, flags: int, length: int = 0) -> None:
-        if sk.raddr is None:
+        if sk.raddr is None or sk.blackhole:
             return
         free = max(0, buffers.receive_window(sk.rcvbuf, sk.rcv_ratio) - sk.rcv_q)
         self.outbox.append(Segment((sk.laddr, sk.lport), (sk.raddr, sk.rport), flags, length,
@@ -1096,6 +1109,7 @@ class Kernel:
                 sk.snd_edge = seg.wnd
                 sk.syn_unacked = False
                 self._apply(sk, "rcv_synack")
+                self._established_shut_wr(sk)
             return
         if st == State.SYN_RECV and sk.is_request:
             self._request_ack(sk, seg)
@@ -1181,10 +1195,15 @@ class Kernel:
             req.rcv_q += seg.length
             req.rcv_nxt += seg.length
             self.pool.charge(seg.length)
-        if req.shutdown & SEND_SHUTDOWN:
-            # tcp_rcv_state_process(), TCP_SYN_RECV: a child born shut down for writing sends FIN
-            fact("the listener had SEND_SHUTDOWN: the new connection sends its FIN at once")
-            self._apply(req, "shutdown_wr")
+        self._established_shut_wr(req)
+
+    def _established_shut_wr(self, sk: Sock) -> None:
+        """tcp_rcv_state_process(), case TCP_SYN_RECV: a connection that reaches ESTABLISHED from
+        SYN_RECV with SEND_SHUTDOWN set (a listener's flag copied into its child, or a simultaneous
+        open after shutdown()) sends its FIN at once. The SYN_SENT path has no such check."""
+        if sk.shutdown & SEND_SHUTDOWN and sk.tcp_state == State.ESTABLISHED:
+            fact("SEND_SHUTDOWN was set before the connection existed: the FIN goes out at once")
+            self._apply(sk, "shutdown_wr")
 
     def _tw_input(self, tw: TimeWaitSock, seg: Segment) -> None:
         """tcp_timewait_state_process() in net/ipv4/tcp_minisocks.c."""
