@@ -34,7 +34,7 @@ import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 PORT_ERRORS = ("EADDRNOTAVAIL", "EADDRINUSE")
@@ -777,6 +777,7 @@ def _sweep(args: argparse.Namespace) -> int:
     wall0 = time.monotonic()
     bar = _Progress(progress, len(tasks), sum(work))
     inline_done: dict[int, float] = {}
+    interrupted = False
     try:
         with bar:
             if isinstance(executor, _Inline):
@@ -811,16 +812,18 @@ def _sweep(args: argparse.Namespace) -> int:
                         if writer:
                             writer.add(res)
     except KeyboardInterrupt:
-        executor.shutdown(wait=False, cancel_futures=True)
+        interrupted = True
         n = sum(r is not None for r in results)
-        print(f"interrupted: {n} of {len(tasks)} points had finished", file=sys.stderr)
+        print(f"interrupted: {n} of {len(tasks)} points had finished"
+              + (f" (their lines are in {args.jsonl})" if args.jsonl and args.jsonl != "-" and n else ""),
+              file=sys.stderr)
         return 130
     finally:
         if client is not None:
-            executor.shutdown(wait=False)
+            executor.shutdown(wait=False)  # ClientExecutor cancels what has not run
             client.close()
         elif not isinstance(executor, _Inline):
-            executor.shutdown(wait=True)
+            executor.shutdown(wait=not interrupted, cancel_futures=True)
         if jsonl is not None and jsonl is not sys.stdout:
             jsonl.close()
     wall = time.monotonic() - wall0

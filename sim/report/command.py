@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import sys
@@ -96,17 +95,25 @@ def _sweep_from_lines(points: list[Any], path: str) -> dict[str, Any]:
 
 
 def _scenario_of_trace(trace: dict[str, Any]) -> Any:
-    """The trace's scenario, when its file is still where the trace says (for sysctls)."""
-    src = (trace.get("meta") or {}).get("source")
-    if not src or not Path(src).is_file():
-        return None
-    from ..scenario.loader import ScenarioError, load_file
+    """The trace's scenario (for its sysctls): from the scenario text or host the trace carries,
+    else from its file when it is still where the trace says."""
+    from ..scenario.loader import ScenarioError, load_file, load_text
 
+    meta = trace.get("meta") or {}
     try:
-        sc = load_file(src)
+        if meta.get("scenario_text"):
+            return load_text(meta["scenario_text"], meta.get("source") or "scenario")
     except ScenarioError:
-        return None
-    return sc if sc.name == trace.get("scenario") else None
+        pass
+    src = meta.get("source")
+    if src and Path(src).is_file():
+        try:
+            sc = load_file(src)
+        except ScenarioError:
+            sc = None
+        if sc is not None and sc.name == trace.get("scenario"):
+            return sc
+    return None
 
 
 def _scenario_of_sweep(run: dict[str, Any], point: dict[str, Any]) -> Any:
@@ -374,7 +381,8 @@ def sweep_document(run: dict[str, Any], source: str) -> dict[str, Any]:
                 series.append(entry)
             png = plots.metric_vs_param(_x_label(xp), xs, series, ylabel=ylabel, categorical=categorical,
                                         log_x=log_x, y_bytes=is_bytes, none_label=none_label,
-                                        estimate_label=est_text.split(":")[0] if est_text else "closed form")
+                                        estimate_label=est_text.split(":")[0] if est_text else "closed form",
+                                        y_integer=key not in ("first_port_error_at", "ok_fraction"))
             allv = [v for s in series for v in s["ys"] if v is not None]
             others = [q["name"] for q in params if len(q["values"]) > 1 and q["name"] != xp["name"]]
             cap = f"Solid: simulated, one line per {', '.join(others) or 'run'} value." if others else "Solid: simulated."
@@ -404,12 +412,10 @@ def sweep_document(run: dict[str, Any], source: str) -> dict[str, Any]:
             "Entries in the TIME_WAIT table during the load, one line per point" + more + ".",
             plots.overlay(lines, "time_wait", "TIME_WAIT entries"), "TIME_WAIT entries over time")))
         if any("free_ports" in p["series"] for p in shown):
-            est0 = (shown[0].get("estimate") or {}).get("ports")
             blocks.append(("figure", plots.Plot(
                 "free_ports_over_time", "Free ephemeral ports over time",
                 "Ports of ip_local_port_range with no owner (no socket, no TIME_WAIT entry) during the load" + more + ".",
                 plots.overlay(lines, "free_ports", "free ephemeral ports"), "free ephemeral ports over time")))
-            del est0
         rep = min(with_series, key=lambda p: (p["metrics"].get("first_port_error_at") is None,
                                               p["metrics"].get("first_port_error_at") or 0))
         blocks += _state_and_memory(rep["series"], label(rep))

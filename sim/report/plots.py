@@ -179,7 +179,8 @@ def overlay(lines: list[tuple[str, dict[str, list]]], column: str, ylabel: str, 
 def metric_vs_param(x_label: str, xs: list[Any], series: list[dict[str, Any]], *, ylabel: str,
                     categorical: bool = False, log_x: bool = False, y_bytes: bool = False,
                     none_label: str | None = None, estimate_label: str = "closed form",
-                    est2_label: str = "long run: free ports / (rate x TIME_WAIT length)") -> bytes:
+                    est2_label: str = "long run: free ports / (rate x TIME_WAIT length)",
+                    y_integer: bool = False) -> bytes:
     """A metric against the swept parameter: one solid line per series (simulated), its
     closed-form estimate dashed in the same colour. ``series``: label, ys, est (optional).
     Points whose value is None (e.g. no port error within the run) are marked on the top edge."""
@@ -227,5 +228,7 @@ def metric_vs_param(x_label: str, xs: list[Any], series: list[dict[str, Any]], *
         ints = all(float(x).is_integer() for x in pos)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=10, integer=ints))
     ax.yaxis.set_major_formatter(FuncFormatter(human_bytes if y_bytes else _count_fmt))
+    if y_integer:
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(loc="best", fontsize=7.5, frameon=False, ncols=2 if len(series) > 2 else 1)
     return _png(fig)
