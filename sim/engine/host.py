@@ -114,6 +114,10 @@ class SimBackend:
         self._flush()
 
     def _flush(self) -> None:
+        self._drain()
+        self._wake()
+
+    def _drain(self) -> None:
         """Put the kernel's output on the wire and its timers on the wheel.
 
         With zero latency (the default) loopback is synchronous, as it is in Linux, where a
@@ -135,7 +139,6 @@ class SimBackend:
                 reqs, k.timer_requests = k.timer_requests, []
                 for kind, delay, obj, gen in reqs:
                     self.timers.add(delay, (kind, obj, gen), due=k.timer_expiry(now, delay))
-        self._wake()
 
     def _wake(self) -> None:
         """Retry every blocked call; a call that completes may unblock others, so repeat until quiet."""
@@ -158,6 +161,9 @@ class SimBackend:
                     if out.blocked is not None:
                         self.pending[proc] = (index, Blocked(proc, blk.call, out.blocked.resume,
                                                              out.blocked.reason, out.blocked.key))
+                        if k.outbox or k.timer_requests:  # it made progress: let it cross the wire
+                            self._drain()
+                            progress = True
                         continue
                     del self.pending[proc]
                     self.done.append(Completion(index, self._result(out), self.env.now))

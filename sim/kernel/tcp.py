@@ -78,7 +78,7 @@ TRANSITIONS: dict[tuple[State, str], tuple[State, tuple[str, ...]]] = {
     (S.FIN_WAIT2, "rcv_data_after_close"): (S.CLOSE, ("set_err", "send_rst")),  # tcp_reset() on itself
     (S.FIN_WAIT2, "close"): (S.FIN_WAIT2, ("fin_wait2",)),
     (S.CLOSING, "rcv_ack"): (S.TIME_WAIT, ("time_wait",)),
-    (S.CLOSING, "rcv_rst"): (S.CLOSE, ()),
+    (S.CLOSING, "rcv_rst"): (S.CLOSE, ("set_err", "wake")),  # tcp_reset(): ECONNRESET
     (S.CLOSING, "abort"): (S.CLOSE, ("send_rst",)),
     (S.CLOSING, "close"): (S.CLOSING, ()),
     (S.TIME_WAIT, "time_wait_timeout"): (S.CLOSE, ()),
@@ -91,7 +91,7 @@ TRANSITIONS: dict[tuple[State, str], tuple[State, tuple[str, ...]]] = {
     (S.CLOSE_WAIT, "rcv_rst"): (S.CLOSE, ("set_err", "wake")),  # EPIPE
     (S.CLOSE_WAIT, "abort"): (S.CLOSE, ("send_rst",)),
     (S.LAST_ACK, "rcv_ack"): (S.CLOSE, ("wake",)),
-    (S.LAST_ACK, "rcv_rst"): (S.CLOSE, ()),
+    (S.LAST_ACK, "rcv_rst"): (S.CLOSE, ("set_err", "wake")),  # tcp_reset(): ECONNRESET
     (S.LAST_ACK, "abort"): (S.CLOSE, ("send_rst",)),
     (S.LAST_ACK, "close"): (S.LAST_ACK, ()),
     (S.CLOSE, "close"): (S.CLOSE, ()),
