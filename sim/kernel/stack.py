@@ -371,6 +371,7 @@ class Kernel:
             sk.addr6, sk.saddr4, sk.laddr = old
             raise
         sk.lport = sk.sport = port
+        sk.connect_bind = False  # the port comes from bind() now
         table.add(port, sk)
         sk.in_bhash = True
         sk.bindaddr_lock = sk.laddr not in ("0.0.0.0", "::")
@@ -838,6 +839,7 @@ class Kernel:
             self.bhash.remove(sk.lport, sk)
             sk.in_bhash = False
             sk.lport = 0
+            sk.connect_bind = False
         sk.raddr, sk.rport = None, 0
         sk.done = False
         sk.shutdown = 0
@@ -874,6 +876,7 @@ class Kernel:
                 self.bhash.remove(sk.lport, sk)
                 sk.in_bhash = False
                 sk.lport = 0
+                sk.connect_bind = False  # __inet_put_port() clears SOCK_CONNECT_BIND
         if new == State.ESTABLISHED and sk.established_at is None:
             sk.established_at = self.now
 
