@@ -311,9 +311,11 @@ def closed_form(sc: Any) -> dict[str, Any] | None:
     TCP_TIMEWAIT_LEN (60 s), or ``tcp_tw_reuse_delay`` when connect() may take over an old
     TIME_WAIT entry (tcp_tw_reuse 1, or 2 towards loopback, with timestamps on). With ``ports``
     free ephemeral ports towards one destination and ``rate`` connections per second, the
-    sustainable share of the demand is ``ports / (rate x hold)``; below 1 the ports run out at
-    ``ports / rate`` seconds (unless ``tcp_max_tw_buckets`` is below ``ports``: entries over the cap
-    are not kept, so the port is free at once).
+    sustainable share of the demand is ``ports / (rate x hold)``; at or below 1 the ports run out
+    at ``ports / rate`` seconds (unless ``tcp_max_tw_buckets`` is below ``ports``: entries over the
+    cap are not kept, so the port is free at once). ``ports`` is the range less its reserved and
+    explicitly bound ports (one call of __inet_hash_connect() searches an even number of them, so
+    with an odd-sized range the count can be one lower).
     """
     import ipaddress
 
