@@ -345,20 +345,35 @@ class Kernel:
             fact(f"an {('AF_INET6' if ip.version == 6 else 'AF_INET')} address given to an "
                  f"{('AF_INET6' if sk.family == 6 else 'AF_INET')} socket")
             raise SysError("EAFNOSUPPORT" if sk.family == 4 else "EINVAL", "sys.bind")
-        if sk.family == 6 and sk.v6only_opt and ip.version == 6 and ip.ipv4_mapped is not None:
-            fact("an IPV6_V6ONLY socket cannot bind a v4-mapped address (__inet6_bind)")
-            raise SysError("EINVAL", "sys.bind")
-        if not self._is_local(sk.family, addr):
-            fact(f"{addr} is not an address of this host (only loopback exists in the namespace)")
-            raise SysError("EADDRNOTAVAIL", "sys.bind")
-        if port and port < self.sysctls["ip_unprivileged_port_start"] and p.uid != 0:
-            fact(f"port {port} < ip_unprivileged_port_start {self.sysctls['ip_unprivileged_port_start']} "
-                 "needs CAP_NET_BIND_SERVICE")
-            raise SysError("EACCES", "sys.bind")
-        if sk.tcp_state != State.CLOSE or sk.in_bhash:
-            # inet_num, not the port getsockname() shows: a reset autobound socket has released it
-            fact("the socket is already bound (or connected/listening)")
-            raise SysError("EINVAL", "sys.bind")
+        privileged = port and port < self.sysctls["ip_unprivileged_port_start"] and p.uid != 0
+        bound = sk.tcp_state != State.CLOSE or sk.in_bhash  # inet_num, not what getsockname() shows
+
+        def check_address() -> None:
+            if sk.family == 6 and sk.v6only_opt and ip.ipv4_mapped is not None:
+                fact("an IPV6_V6ONLY socket cannot bind a v4-mapped address (__inet6_bind)")
+                raise SysError("EINVAL", "sys.bind")
+            if not self._is_local(sk.family, addr):
+                fact(f"{addr} is not an address of this host (only loopback exists in the namespace)")
+                raise SysError("EADDRNOTAVAIL", "sys.bind")
+
+        def check_port() -> None:
+            if privileged:
+                fact(f"port {port} < ip_unprivileged_port_start {self.sysctls['ip_unprivileged_port_start']} "
+                     "needs CAP_NET_BIND_SERVICE")
+                raise SysError("EACCES", "sys.bind")
+
+        def check_unbound() -> None:
+            if bound:
+                fact("the socket is already bound (or connected/listening)")
+                raise SysError("EINVAL", "sys.bind")
+
+        # the order of the checks differs: __inet_bind() tests the address, then the privilege,
+        # then (under the socket lock) double binds; __inet6_bind() tests the privilege, then
+        # double binds, then the address
+        order = (check_port, check_unbound, check_address) if sk.family == 6 else (
+            check_address, check_port, check_unbound)
+        for check in order:
+            check()
         table = self.bhash if sk.kind == "tcp" else self.udp_ports
         old = (sk.addr6, sk.saddr4, sk.laddr)
         sk.set_local(addr, 0, bind=True)
