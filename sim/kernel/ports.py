@@ -135,6 +135,8 @@ class BindTable:
 
     def __init__(self) -> None:
         self.buckets: dict[int, BindBucket] = {}
+        self.frees = 0  # owners removed so far (a port may have become free)
+        self.bound: dict[int, int] = {}  # port -> owners that got it from bind()/listen()
 
     def owners(self, port: int) -> list[Any]:
         b = self.buckets.get(port)
@@ -145,6 +147,8 @@ class BindTable:
         if b is None:
             b = self.buckets[port] = BindBucket(port)
         b.owners.append(owner)
+        if not owner.connect_bind:
+            self.bound[port] = self.bound.get(port, 0) + 1
 
     def remove(self, port: int, owner: Any) -> None:
         """inet_put_port(): leave the bucket; the bucket goes when its last owner leaves."""
@@ -155,8 +159,16 @@ class BindTable:
             b.owners.remove(owner)
         except ValueError:
             return
+        self.frees += 1
+        if not owner.connect_bind and port in self.bound:
+            self.bound[port] -= 1
+            if not self.bound[port]:
+                del self.bound[port]
         if not b.owners:
             del self.buckets[port]
+
+    def bind_owner_in(self, low: int, high: int) -> bool:
+        return any(low <= p <= high for p in self.bound)
 
     def conflicts(self, sk: Any, port: int, relax: bool, reuseport_ok: bool) -> list[Any]:
         return [o for o in self.owners(port) if bind_conflict(sk, o, relax, reuseport_ok)]
@@ -223,7 +235,8 @@ class BindTable:
 
     @rule("connect.hash_connect", "ports", "ephemeral")
     def hash_connect(self, low: int, high: int, reserved: Iterable[int], start: int,
-                     established_ok: Callable[[int], bool]) -> tuple[int, int]:
+                     established_ok: Callable[[int], bool],
+                     skip_pass: Callable[[int], bool] | None = None) -> tuple[int, int]:
         """__inet_hash_connect() in net/ipv4/inet_hashtables.c: connect() autobind, ports of low's parity first."""
         reserved = set(reserved)
         hi = high + 1
@@ -234,7 +247,9 @@ class BindTable:
         i = 0
         while True:
             port = low + offset
-            for i in range(0, remaining, 2):
+            # a pass that cannot succeed is skipped without probing: same result, less work
+            scan = range(0) if skip_pass is not None and skip_pass(port & 1) else range(0, remaining, 2)
+            for i in scan:
                 if port >= hi:
                     port -= remaining
                 if port not in reserved:

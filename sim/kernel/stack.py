@@ -120,6 +120,12 @@ class Kernel:
         self.tw = TimeWaitTable(self.sysctls["tcp_max_tw_buckets"])
         self.pool = buffers.TcpMemPool(tuple(self.sysctls["tcp_mem"]))
         self.socks: set[Sock] = set()  # every TCP sock alive (hashed or owned by a file)
+        self.ehash_frees = 0  # removals from ehash (a 4-tuple became free)
+        lo, hi = self.sysctls["ip_local_port_range"]
+        span = hi + 1 - lo
+        self._eph = (lo, lo + (span & ~1 if span > 1 else span))  # the ports connect() scans
+        self.dest_ports: dict[tuple, list[int]] = {}  # (laddr, raddr, rport) -> ehash entries per parity
+        self.exhausted: dict[tuple, tuple[int, int]] = {}  # destination -> generations of a failed search
         self.woken: set[Any] = set()  # sockets whose wait queue was woken (sk_state_change, sk_data_ready)
         self.outbox: list[Segment] = []
         self.timer_requests: list[tuple[str, float, Any, int]] = []
@@ -564,10 +570,43 @@ class Kernel:
         index = port_offset & 255
         start = (self.perturb[index] + (port_offset >> 32)) & 0xFFFFFFFF
 
-        def established_ok(port: int) -> bool:
-            return self._check_established(sk, (saddr, port, daddr, dport), False, probe=True)
+        ehash = self.ehash
+        reuse_by_age = bool(sysctl["tcp_tw_reuse"]) and bool(sysctl["tcp_timestamps"])
+        now_ms, delay_ms = self.now * 1000.0, sysctl["tcp_tw_reuse_delay"]
 
-        port, i = self.bhash.hash_connect(lo, hi, sysctl["ip_local_reserved_ports"], start, established_ok)
+        def established_ok(port: int) -> bool:
+            # the probe of __inet_check_established() for one candidate port, without the
+            # bookkeeping of a rule call (the chosen port is checked again as a rule below)
+            other = ehash.get((saddr, port, daddr, dport))
+            if other is None:
+                return True
+            if other.__class__ is not TimeWaitSock or not reuse_by_age:
+                return False
+            return (other.ts_recent and other.substate != State.FIN_WAIT2
+                    and now_ms - other.entry * 1000.0 > delay_ms)
+
+        # Nothing frees a port for this destination but a hash or bind-table removal, unless
+        # TIME_WAIT entries become reusable with age: a scan that found nothing stays valid.
+        dest = (saddr, daddr, dport)
+        gens = (self.ehash_frees, self.bhash.frees)
+        if not reuse_by_age and self.exhausted.get(dest) == gens:
+            fact(f"no port in {lo}-{hi} has a free 4-tuple to this destination (nothing was freed "
+                 "since the last full search)")
+            raise SysError("EADDRNOTAVAIL", "connect.hash_connect")
+        counts = self.dest_ports.get(dest)
+        per_pass = (self._eph[1] - self._eph[0]) // 2
+        skip = None
+        if (counts is not None and not reuse_by_age and not sysctl["ip_local_reserved_ports"]
+                and not self.bhash.bind_owner_in(lo, hi)):
+            def skip(parity: int) -> bool:
+                # every port of this parity already carries a 4-tuple to this destination
+                return counts[parity] >= per_pass
+        try:
+            port, i = self.bhash.hash_connect(lo, hi, sysctl["ip_local_reserved_ports"], start,
+                                              established_ok, skip)
+        except SysError:
+            self.exhausted[dest] = gens
+            raise
         i = max(i, self.rng.randrange(8) * 2)
         self.perturb[index] = (self.perturb[index] + i + 2) & 0xFFFFFFFF
         key = (saddr, port, daddr, dport)
@@ -950,7 +989,7 @@ class Kernel:
         if admitted:
             tw = TimeWaitSock(sk, int(substate), self.now, self.timer_expiry(self.now, timeo), sk.used_ts)
             self._ehash_del(sk)
-            self.ehash[key] = tw
+            self._eh_put(key, tw)
             self.bhash.add(sk.lport, tw)
             self.timer_requests.append(("tw", timeo, tw, tw.gen))
             fact(f"{sk.laddr}:{sk.lport} -> {sk.raddr}:{sk.rport} enters "
@@ -972,22 +1011,40 @@ class Kernel:
         """inet_twsk_kill(): the entry leaves ehash and the bind bucket; the port may become free."""
         key = (tw.laddr, tw.lport, tw.raddr, tw.rport)
         if self.ehash.get(key) is tw:
-            del self.ehash[key]
+            self._eh_pop(key)
         self.bhash.remove(tw.lport, tw)
         tw.gen += 1
         self.tw.release()
 
     # ------------------------------------------------------------------ hashing
     def _ehash_add(self, sk: Sock) -> None:
-        self.ehash[sk.key()] = sk
+        self._eh_put(sk.key(), sk)
         sk.in_ehash = True
 
     def _ehash_del(self, sk: Sock) -> None:
         if sk.in_ehash:
             key = sk.key()
             if self.ehash.get(key) is sk:
-                del self.ehash[key]
+                self._eh_pop(key)
             sk.in_ehash = False
+
+    def _eh_put(self, key: tuple, obj: Any) -> None:
+        if key not in self.ehash:
+            lo, top = self._eph
+            if lo <= key[1] < top:
+                d = (key[0], key[2], key[3])
+                c = self.dest_ports.get(d)
+                if c is None:
+                    c = self.dest_ports[d] = [0, 0]
+                c[key[1] & 1] += 1
+        self.ehash[key] = obj
+
+    def _eh_pop(self, key: tuple) -> None:
+        del self.ehash[key]
+        self.ehash_frees += 1
+        lo, top = self._eph
+        if lo <= key[1] < top:
+            self.dest_ports[(key[0], key[2], key[3])][key[1] & 1] -= 1
 
     # ------------------------------------------------------------------ output
     def _send_seg(self, sk: Sock, flags: int, length: int = 0) -> None:
