@@ -950,6 +950,7 @@ class Kernel:
         for a in actions:
             if a == "send_syn":
                 sk.syn_unacked = True
+                sk.seq_gap = 0  # tcp_connect_init(): snd_una = write_seq for the new attempt
                 self._send_seg(sk, SYN)
             elif a == "arm_syn_timer":
                 sk.syn_gen += 1
