@@ -1101,7 +1101,21 @@ class Kernel:
     @rule("tcp.lookup_listener", "tcp", "minor")
     def _lookup_listener(self, daddr: str, dport: int, seg: Segment) -> Sock | None:
         """__inet_lookup_listener() in net/ipv4/inet_hashtables.c: best address match; SO_REUSEPORT groups by hash."""
-        best, score = [], -1
+        best = self.best_listeners(daddr, dport, family_bonus=True)
+        if not best:
+            return None
+        group = [s for s in best if s.reuseport]
+        if len(group) > 1:
+            h = hashlib.blake2b(f"{seg.src}|{seg.dst}|{self.secret}".encode(), digest_size=4)
+            return group[int.from_bytes(h.digest(), "little") % len(group)]
+        return best[0]
+
+    def best_listeners(self, daddr: str, dport: int, family_bonus: bool) -> list[Sock]:
+        """The listeners on ``dport`` that accept ``daddr`` with the best address score: a specific
+        address beats a wildcard; with ``family_bonus`` an IPv4 listener beats a dual-stack one
+        for an IPv4 destination (compute_score())."""
+        best: list[Sock] = []
+        score = -1
         dip = ip_addr(daddr)
         for sk in self.listeners.get(dport, []):
             if sk.family == 4 and dip.version == 6:
@@ -1114,19 +1128,13 @@ class Kernel:
                 s = 1
             else:
                 continue
-            if sk.family == 4 and dip.version == 4:
-                s += 1  # compute_score(): an exact family match scores higher
+            if family_bonus and sk.family == 4 and dip.version == 4:
+                s += 1
             if s > score:
                 best, score = [sk], s
             elif s == score:
                 best.append(sk)
-        if not best:
-            return None
-        group = [s for s in best if s.reuseport]
-        if len(group) > 1:
-            h = hashlib.blake2b(f"{seg.src}|{seg.dst}|{self.secret}".encode(), digest_size=4)
-            return group[int.from_bytes(h.digest(), "little") % len(group)]
-        return best[0]
+        return best
 
     @rule("listen.accept_queue_full", "tcp", "minor")
     def _acceptq_full(self, lsk: Sock) -> bool:

@@ -652,23 +652,7 @@ class WinsockKernel(Kernel):
     @rule("win.lookup_listener", "windows", "tcp", "minor")
     def _lookup_listener(self, daddr: str, dport: int, seg: Segment) -> Sock | None:
         """Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE (Learn/winsock/using-so-reuseaddr-and-so-exclusiveaddruse): a specific bind serves its address; among sockets sharing a port the choice is indeterminate."""
-        best, score = [], -1
-        dip = ipaddress.ip_address(daddr)
-        for sk in self.listeners.get(dport, []):
-            if sk.family == 4 and dip.version == 6:
-                continue
-            if sk.family == 6 and dip.version == 4 and sk.ipv6only:
-                continue
-            if sk.laddr == daddr:
-                s = 2
-            elif sk.laddr in ("0.0.0.0", "::"):
-                s = 1
-            else:
-                continue
-            if s > score:
-                best, score = [sk], s
-            elif s == score:
-                best.append(sk)
+        best = self.best_listeners(daddr, dport, family_bonus=False)
         if len(best) > 1:
             h = hashlib.blake2b(f"{seg.src}|{seg.dst}|{self.secret}".encode(), digest_size=4)
             pick = best[int.from_bytes(h.digest(), "little") % len(best)]
