@@ -154,3 +154,26 @@ def test_state_graph_reachability():
     assert nx.descendants(g, State.CLOSE) | {State.CLOSE} == set(State)
     for s in State:
         assert s == State.CLOSE or nx.has_path(g, s, State.CLOSE), s
+
+
+@pytest.mark.parametrize("port_range", [(40000, 40000), (40000, 40001), (40000, 40002), (40001, 40004)])
+def test_exhausted_range_recovers_when_time_wait_expires(port_range):
+    # __inet_hash_connect(): EADDRNOTAVAIL while every scanned port's 4-tuple is in TIME_WAIT
+    # (tcp_tw_reuse=0), a port again once an entry expires (TCP_TIMEWAIT_LEN, timer-wheel rounded)
+    k = K(ip_local_port_range=port_range, tcp_tw_reuse=0)
+    lst = k.server("a", 8080, backlog=16)
+    lo, hi = port_range
+    scanned = (hi - lo + 1) & ~1 if hi > lo else 1
+    for _ in range(scanned):
+        c = k.ok("b", "socket")
+        k.ok("b", "connect", sock=c, addr="127.0.0.1", port=8080)
+        s = k.ok("a", "accept", sock=lst)
+        k.ok("b", "close", sock=c)
+        k.ok("a", "close", sock=s)
+    for _ in range(2):  # the second failure comes from the remembered search
+        c = k.ok("b", "socket")
+        assert k.err("b", "connect", sock=c, addr="127.0.0.1", port=8080) == "EADDRNOTAVAIL"
+        k.ok("b", "close", sock=c)
+    k.advance(62.1)
+    c = k.ok("b", "socket")
+    assert k.err("b", "connect", sock=c, addr="127.0.0.1", port=8080) is None

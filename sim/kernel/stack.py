@@ -594,7 +594,7 @@ class Kernel:
                  "since the last full search)")
             raise SysError("EADDRNOTAVAIL", "connect.hash_connect")
         counts = self.dest_ports.get(dest)
-        per_pass = (self._eph[1] - self._eph[0]) // 2
+        per_pass = (self._eph[1] - self._eph[0] + 1) // 2  # ports one parity pass visits
         skip = None
         if (counts is not None and not reuse_by_age and not sysctl["ip_local_reserved_ports"]
                 and not self.bhash.bind_owner_in(lo, hi)):

@@ -27,8 +27,8 @@ Results, as the trace records them:
 * ``tcp_states {port}`` -> ``{"local": [...], "remote": [...]}``: sorted state names, one per
   /proc/net/tcp{,6} row whose local (remote) port is ``port``.
 * ``fds {proc}`` -> sorted socket fd numbers >= 3 (the control channel left out).
-* ``sockstat`` -> ``{"inuse": n, "orphan": n, "tw": n}``; orphan is host-wide, so it is given as
-  the change since start.
+* ``sockstat`` -> ``{"inuse": n, "orphan": n, "tw": n}``; sockstat's orphan figure is host-wide,
+  so ``orphan`` counts this namespace's orphans from /proc/net/tcp (see ``_orphans``).
 * ``queues {proc, sock}`` -> ``{"recv_q": SIOCINQ, "send_q": SIOCOUTQ}`` or the errno name.
 * a process that has exited or was killed answers ``PROCESS_GONE`` (calls and observations).
 
@@ -628,8 +628,7 @@ class RealBackend:
             return self._fds(str(obs["proc"]))
         if what == "sockstat":
             st = self._sockstat()
-            return {"inuse": st.get("inuse", 0), "orphan": st.get("orphan", 0) - self._orphan0,
-                    "tw": st.get("tw", 0)}
+            return {"inuse": st.get("inuse", 0), "orphan": self._orphans(), "tw": st.get("tw", 0)}
         if what == "queues":
             return self._queues(str(obs["proc"]), int(obs["sock"]))
         raise ValueError(f"unknown observation {what!r}")
@@ -684,6 +683,20 @@ class RealBackend:
             except OSError:
                 continue
         return sorted(out)
+
+    def _orphans(self) -> int:
+        """This namespace's orphans: sockstat's ``orphan`` is host-wide (tcp_orphan_count_sum()),
+        so orphans of other namespaces (one being torn down, a concurrent run) leak into it. An
+        orphan is a socket with no file (inode 0 in /proc/net/tcp) in a state that only close()
+        leaves it in: FIN_WAIT1, CLOSING or LAST_ACK (an orphaned FIN_WAIT2 is a minisock, counted
+        in ``tw``)."""
+        n = 0
+        for name in ("tcp", "tcp6"):
+            for line in (self._netfile(name) or "").splitlines()[1:]:
+                f = line.split()
+                if len(f) > 9 and f[9] == "0" and int(f[3], 16) in (4, 9, 11):
+                    n += 1
+        return n
 
     def _sockstat(self) -> dict[str, int]:
         text = self._netfile("sockstat") or ""
