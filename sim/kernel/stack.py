@@ -1193,6 +1193,8 @@ class Kernel:
                 sk.snd_edge = seg.wnd
                 sk.syn_unacked = False
                 self._apply(sk, "rcv_synack")
+                if not sk.snd_lock:
+                    sk.sndbuf = buffers.expand_sndbuf(sk.sndbuf, self.sysctls["tcp_wmem"][2])
                 self._established_shut_wr(sk)
             return
         if st == State.SYN_RECV and sk.is_request:
