@@ -18,32 +18,10 @@ console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 def _args_text(rec: StepRecord) -> str:
-    a = dict(rec.args)
-    if rec.kind == "sleep":
-        return f"sleep {a.get('seconds')} s"
-    if rec.kind == "timer":
-        extra = ", ".join(f"{k}={v}" for k, v in a.items() if k not in ("name", "op"))
-        return f"{rec.call}({a.get('name')}{', ' + extra if extra else ''})"
-    if rec.kind == "observe":
-        what = a.pop("what", "")
-        return f"observe {what} " + " ".join(f"{k}={v}" for k, v in a.items())
-    if rec.kind == "load":
-        return (f"load {a.get('rate')}/s for {a.get('duration')} s -> {a.get('addr')}:{a.get('port')}")
-    parts = []
-    if rec.call == "socket":
-        parts = [str(a.get("family", "AF_INET")), str(a.get("type", "SOCK_STREAM")), str(a.get("protocol", 0))]
-        if a.get("nonblock"):
-            parts.append("SOCK_NONBLOCK")
-        a = {"as": a.get("as")}
-    positional = ("sock", "addr", "port", "backlog", "opt", "value", "bytes", "how", "fd")
-    for k, v in a.items():
-        if k in ("as",) or v in (None, []):
-            continue
-        parts.append(f"{v}" if k in positional else f"{k}={v}")
-    call = f"{rec.call}({', '.join(parts)})"
-    if a.get("as"):
-        call += f" as {a['as']}"
-    return call
+    """The call as a program wrote it (one formatter for every view: see sim.explain.call_text)."""
+    from ..explain import call_text
+
+    return call_text(rec)
 
 
 def outcome_text(rec: StepRecord) -> Text:
