@@ -263,7 +263,7 @@ def test_dask_local_cluster_gives_the_same_results(capsys, reference, tmp_path):
 
 
 def test_a_point_that_fails_is_reported_and_the_sweep_goes_on(capsys, tiny, tmp_path, monkeypatch):
-    import sim.sweep as sweep
+    import sim.sweep.point as sweep
 
     real = sweep.point_metrics
 

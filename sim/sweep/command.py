@@ -1,0 +1,381 @@
+"""The `socksim sweep` command: executors, progress, the table and the output files."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from pathlib import Path
+from typing import Any, Callable
+
+from .params import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, SWEEP_KIND, SWEEP_SCHEMA, SweepError, build_grid, show_value, validate_point
+from .point import _init_worker, _plain, point_work, result_line, run_point
+
+
+# ----------------------------------------------------------------------------- executors
+
+
+class _Inline:
+    """Runs tasks in this process, one by one (``--jobs 1``)."""
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        f: Future = Future()
+        try:
+            f.set_result(fn(*args))
+        except BaseException as e:  # noqa: BLE001
+            f.set_exception(e)
+        return f
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
+
+
+def _local_executor(jobs: int, progress: bool) -> tuple[Any, Any]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
+    if ctx.get_start_method() == "forkserver":
+        ctx.set_forkserver_preload(["sim.sweep", "sim.scenario.runner", "sim.engine"])
+    queue = ctx.Queue() if progress else None
+    ex = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(queue,))
+    return ex, queue
+
+
+def _dask_executor(address: str, timeout: float) -> tuple[Any, Any]:
+    if not re.match(r"^(tcp|tls|ucx|ws|wss)://[^\s/]+(:\d+)?/?$", address):
+        raise SweepError(f"--scheduler {address!r}: expected a Dask scheduler address such as tcp://HOST:8786")
+    try:
+        from distributed import Client
+    except ImportError:
+        raise SweepError("--scheduler needs Dask: pip install 'socksim[dask]'") from None
+    try:
+        client = Client(address, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError) as e:
+        raise SweepError(f"cannot reach the Dask scheduler at {address}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    return client.get_executor(pure=False), client
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def _fmt_s(v: Any) -> str:
+    return "never" if v is None else f"{v:.3f} s" if v < 100 else f"{v:.1f} s"
+
+
+def _fmt_n(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return f"{v:,}"
+
+
+def _fmt_bytes(v: Any) -> str:
+    if v is None:
+        return "-"
+    for unit, f in (("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)):
+        if v >= f:
+            return f"{v / f:.1f} {unit}"
+    return f"{v} B"
+
+
+def print_table(params: list[dict[str, Any]], results: list[dict[str, Any]], file: Any = None) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=file, highlight=False, width=None if (file or sys.stdout).isatty() else 200)
+    t = Table(box=box.SIMPLE_HEAD)
+    for p in params:
+        t.add_column(p["name"], justify="right")
+    for title in ("first port error", "estimate", "peak TIME_WAIT", "peak sock mem", "accepted",
+                  "refused", "reset", "ok / attempts"):
+        t.add_column(title, justify="right")
+    for r in results:
+        cells = [show_value(r["params"][p["name"]]) for p in params]
+        if "error" in r:
+            cells += [f"[red]failed: {r['error']}[/red]"] + [""] * 7
+            t.add_row(*cells)
+            continue
+        m, e = r["metrics"], r.get("estimate") or {}
+        first = _fmt_s(m["first_port_error_at"])
+        if m["first_port_error"]:
+            first += f" {m['first_port_error']}"
+        elif m["first_port_error_time_unknown"]:
+            first = "after another error"
+        cells += [first, _fmt_s(e.get("exhaustion_at")) if e else "-", _fmt_n(m["time_wait_peak"]),
+                  _fmt_bytes(m["tcp_mem_peak_bytes"]), _fmt_n(m["accepted"]), _fmt_n(m["refused"]),
+                  _fmt_n(m["reset"]), f"{_fmt_n(m['ok'])} / {_fmt_n(m['attempts'])}"]
+        t.add_row(*cells)
+    console.print(t)
+
+
+class _OrderedWriter:
+    """Writes JSON lines in grid order as results arrive in any order."""
+
+    def __init__(self, fh: Any):
+        self.fh, self.next, self.held = fh, 0, {}
+
+    def add(self, res: dict[str, Any]) -> None:
+        self.held[res["index"]] = res
+        while self.next in self.held:
+            self.fh.write(json.dumps(result_line(self.held.pop(self.next)), sort_keys=False) + "\n")
+            self.fh.flush()
+            self.next += 1
+
+
+def _open_out(path: str, what: str) -> Any:
+    if path == "-":
+        return sys.stdout
+    p = Path(path)
+    if p.is_dir():
+        raise SweepError(f"{path}: is a directory, expected a file path for {what}")
+    if not p.parent.exists():
+        raise SweepError(f"{path}: the folder {p.parent} does not exist")
+    try:
+        return open(p, "w", encoding="utf-8")
+    except OSError as e:
+        raise SweepError(f"{path}: cannot write: {e.strerror}") from None
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    try:
+        return _sweep(args)
+    except SweepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from .. import __version__
+    from ..scenario.loader import ScenarioError, load_file
+
+    if not args.param:
+        raise SweepError("nothing to sweep: give at least one --param NAME=VALUES (e.g. --param rate=500..4000:500)")
+    try:
+        sc = load_file(args.file)
+    except ScenarioError as e:
+        raise SweepError(str(e)) from None
+    params, grid = build_grid(args.param)
+    base = sc.model_dump(by_alias=True, mode="json")
+    seed = args.seed if args.seed is not None else sc.seed
+    # every point is validated before anything runs: a bad value fails fast, with its name
+    work = []
+    for point in grid:
+        psc = validate_point(base, point, sc.step_lines)
+        work.append(point_work(psc))
+    if args.jobs is not None and args.jobs < 1:
+        raise SweepError(f"--jobs {args.jobs}: needs at least 1")
+    if args.scheduler and args.jobs is not None:
+        raise SweepError("--jobs is for local processes; with --scheduler the Dask cluster decides")
+    text = Path(args.file).read_text(encoding="utf-8")
+    jsonl = _open_out(args.jsonl, "the JSON lines") if args.jsonl else None
+    if args.out:
+        op = Path(args.out)
+        if op.is_dir():
+            raise SweepError(f"{args.out}: is a directory, expected a file path for the run file")
+        if not op.parent.exists():
+            raise SweepError(f"{args.out}: the folder {op.parent} does not exist")
+    progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    tasks = [{"index": i, "scenario": base, "params": point, "seed": seed,
+              "step_lines": list(sc.step_lines), "progress": progress}
+             for i, point in enumerate(grid)]
+
+    client = None
+    queue = None
+    if args.scheduler:
+        executor, client = _dask_executor(args.scheduler, args.connect_timeout)
+        desc = {"kind": "dask", "scheduler": args.scheduler}
+        for t in tasks:
+            t["progress"] = False
+    else:
+        avail = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        jobs = min(args.jobs or avail, len(tasks))
+        desc = {"kind": "local", "jobs": jobs}
+        if jobs == 1:
+            executor = _Inline()
+        else:
+            executor, queue = _local_executor(jobs, progress)
+
+    results: list[dict[str, Any] | None] = [None] * len(tasks)
+    writer = _OrderedWriter(jsonl) if jsonl else None
+    wall0 = time.monotonic()
+    bar = _Progress(progress, len(tasks), sum(work))
+    inline_done: dict[int, float] = {}
+    interrupted = False
+    try:
+        with bar:
+            if isinstance(executor, _Inline):
+                for t, w in zip(tasks, work):
+                    if progress:
+                        t = dict(t, _report=lambda d, i=t["index"]: (bar.advance(d), inline_done.__setitem__(i, inline_done.get(i, 0) + d)))
+                    res = run_point(t)
+                    bar.point_done(w - inline_done.get(t["index"], 0.0))
+                    results[res["index"]] = res
+                    if writer:
+                        writer.add(res)
+            else:
+                futures = {executor.submit(run_point, t): (t["index"], w) for t, w in zip(tasks, work)}
+                credited: dict[int, float] = {}
+                pending = set(futures)
+                while pending:
+                    done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                    if queue is not None:
+                        _drain(queue, bar, credited)
+                    for f in done:
+                        idx, w = futures[f]
+                        try:
+                            res = f.result()
+                        except Exception as e:  # noqa: BLE001 -- the worker could not run the task at all
+                            msg = f"{type(e).__name__}: {e}"
+                            if isinstance(e, (ModuleNotFoundError, ImportError)) and client is not None:
+                                raise SweepError(f"the Dask workers cannot import socksim ({e}); install socksim "
+                                                 "on every worker") from None
+                            res = {"index": idx, "params": tasks[idx]["params"], "seed": seed, "error": msg}
+                        bar.point_done(max(0.0, w - credited.pop(idx, 0.0)))
+                        results[idx] = res
+                        if writer:
+                            writer.add(res)
+    except KeyboardInterrupt:
+        interrupted = True
+        n = sum(r is not None for r in results)
+        print(f"interrupted: {n} of {len(tasks)} points had finished"
+              + (f" (their lines are in {args.jsonl})" if args.jsonl and args.jsonl != "-" and n else ""),
+              file=sys.stderr)
+        return 130
+    finally:
+        if client is not None:
+            executor.shutdown(wait=False)  # ClientExecutor cancels what has not run
+            client.close()
+        elif not isinstance(executor, _Inline):
+            executor.shutdown(wait=not interrupted, cancel_futures=True)
+        if jsonl is not None and jsonl is not sys.stdout:
+            jsonl.close()
+    wall = time.monotonic() - wall0
+    done_results = [r for r in results if r is not None]
+    versions = {r.get("socksim") for r in done_results if r.get("socksim")}
+    if versions - {__version__}:
+        print(f"warning: points ran on socksim {', '.join(sorted(versions))}; this is {__version__}",
+              file=sys.stderr)
+    if args.out:
+        run_file = {
+            "kind": SWEEP_KIND,
+            "schema": SWEEP_SCHEMA,
+            "socksim": __version__,
+            "scenario": {"name": sc.name, "file": str(args.file), "description": sc.description,
+                         "sha256": hashlib.sha256(text.encode()).hexdigest(), "text": text},
+            "params": [{k: p[k] for k in ("name", "target", "field", "values", "spec")} for p in params],
+            "seed": seed,
+            "command": ["socksim", "sweep", str(args.file)] + [a for p in params for a in ("--param", p["spec"])]
+                       + ([f"--seed={args.seed}"] if args.seed is not None else []),
+            "points": [_plain(r) for r in done_results],
+            "executor": desc,
+            "timing": {"wall_seconds": round(wall, 3)},
+        }
+        from ..cli import _write_json
+
+        err = _write_json(args.out, run_file)
+        if err:
+            raise SweepError(err)
+    if not args.quiet and args.jsonl != "-":
+        print_table(params, done_results)
+        print(f"{len(done_results)} point(s) in {wall:.1f} s on {_describe(desc)}"
+              + (f"; run file: {args.out}" if args.out else ""), file=sys.stderr)
+    failed = [r for r in done_results if "error" in r]
+    if failed:
+        print(f"{len(failed)} point(s) failed; first: {failed[0]['error']}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _describe(desc: dict[str, Any]) -> str:
+    if desc["kind"] == "dask":
+        return f"the Dask cluster at {desc['scheduler']}"
+    return f"{desc['jobs']} local process{'es' if desc['jobs'] > 1 else ''}"
+
+
+def _drain(queue: Any, bar: _Progress, credited: dict[int, float]) -> None:
+    import queue as _q
+
+    while True:
+        try:
+            idx, d = queue.get_nowait()
+        except (_q.Empty, OSError, EOFError):
+            return
+        credited[idx] = credited.get(idx, 0.0) + d
+        bar.advance(d)
+
+
+class _Progress:
+    """A rich progress bar on stderr, in simulated seconds; points done in its text."""
+
+    def __init__(self, enabled: bool, points: int, work: float):
+        self.enabled, self.points, self.work, self.done = enabled, points, work, 0
+        self.p = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.p = Progress(TextColumn("[bold]sweep[/bold] {task.description}"), BarColumn(),
+                              TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+                              TextColumn("eta"), TimeRemainingColumn(),
+                              console=Console(stderr=True), transient=False)
+            self.task = self.p.add_task(self._text(), total=work)
+
+    def _text(self) -> str:
+        return f"{self.done}/{self.points} points"
+
+    def __enter__(self) -> _Progress:
+        if self.p:
+            self.p.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.p:
+            self.p.stop()
+
+    def advance(self, d: float) -> None:
+        if self.p and d > 0:
+            self.p.advance(self.task, d)
+
+    def point_done(self, rest: float) -> None:
+        self.done += 1
+        if self.p:
+            self.p.update(self.task, advance=max(0.0, rest), description=self._text())
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "sweep", help="run a scenario over a grid of parameters (what-if questions)",
+        description="Run a scenario once per point of a parameter grid on the simulator and report, "
+                    "per point, the time to the first EADDRNOTAVAIL/EADDRINUSE, the peak TIME_WAIT "
+                    "entries and socket memory, connections accepted, refused and reset, beside the "
+                    "closed-form estimate. Points run in parallel: local processes, or a Dask cluster "
+                    "with --scheduler. Exit 0 when every point ran, 1 when one failed, 2 for bad input.",
+        epilog="parameters: fields of the first load step (rate, duration, close_first, reuseaddr, "
+               "port, ...), sysctls (tcp_tw_reuse, tcp_tw_reuse_delay, tcp_max_tw_buckets, "
+               "ip_local_port_range as LOW-HIGH, ...; net.ipv4. prefix allowed), host fields "
+               "(latency, file_max) and seed. values: A..B (step 1), A..B:STEP, A..B:xFACTOR, "
+               "V1,V2,... or one value. example: socksim sweep scenarios/whatif/ports-2000cps.yaml "
+               "--param rate=500..4000:500 --param tcp_tw_reuse=0,2 -o runs/ports.json")
+    p.add_argument("file", help="scenario .yaml file")
+    p.add_argument("--param", action="append", metavar="NAME=VALUES", default=[],
+                   help="a swept parameter (repeat for a grid), e.g. rate=500..4000:500 or tcp_tw_reuse=0,2")
+    p.add_argument("--seed", type=int, help="seed of every point (default: the scenario's); sweep it with --param seed=0..9")
+    p.add_argument("-o", "--out", metavar="RUN.json",
+                   help="write the run file (grid, metrics, time series, scenario text) for `socksim report`")
+    p.add_argument("--jsonl", metavar="PATH", help="write one JSON line per point, in grid order ('-': stdout, no table)")
+    p.add_argument("-j", "--jobs", type=int, help="local worker processes (default: the CPUs available; 1 runs in this process)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run the points on this Dask cluster (needs socksim[dask])")
+    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="S", help="seconds to reach the Dask scheduler (default 10)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--progress", dest="progress", action="store_true", default=None, help="show the progress bar even when stderr is not a terminal")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="no table")
+    p.set_defaults(func=cmd_sweep)
