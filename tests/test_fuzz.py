@@ -247,7 +247,7 @@ def test_fuzz_command_summary_and_exit_code(monkeypatch, tmp_path, capsys):
 
     monkeypatch.setattr(RealBackend, "available", classmethod(lambda cls: (True, "stand-in")))
     real_campaign = fuzz.campaign
-    monkeypatch.setattr(fuzz, "campaign", lambda *a, **kw: real_campaign(*a, **{**kw, "evaluator": _stand_in()}))
+    monkeypatch.setattr(fuzz.runner, "campaign", lambda *a, **kw: real_campaign(*a, **{**kw, "evaluator": _stand_in()}))
     rc = main(["fuzz", "--examples", "12", "--seed", "5", "--out", str(tmp_path), "-q"])
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1].endswith("diverged") and out[-1].startswith("12 examples, ")
