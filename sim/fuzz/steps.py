@@ -6,7 +6,10 @@ from typing import Any
 
 import yaml
 
-from .world import MAX_STEPS, MIN_STEPS, PORTS, PORT_WEIGHTS, RECV_SIZES, SEED_MAX, SEND_SIZES, SLEEPS, _Choices, _Proc, _World, _host, _names_in, _overlap
+from .world import (
+    MAX_STEPS, MIN_STEPS, PORTS, PORT_WEIGHTS, RECV_SIZES, SEED_MAX, SEND_SIZES, SLEEPS, _Choices,
+    _Proc, _World, _host, _names_in, _overlap,
+)
 
 
 # ----------------------------------------------------------------------------- steps

@@ -42,148 +42,29 @@ driver -- never the model (``sim.kernel``, ``sim.engine``) or the scenario packa
 from __future__ import annotations
 
 import atexit
-import ctypes
-import fcntl
-import json
 import os
 import select
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field
 from typing import Any
 
 from sim.trace import BLOCKED, PROCESS_BUSY, PROCESS_GONE, CallResult, Completion
 
 from . import driver
-
-# ----------------------------------------------------------------------------- bounds (seconds)
-
-BLOCK_WAIT = 0.25  # a call with no reply within this is reported as blocked
-SETTLE = 0.003  # after a call that may put segments on loopback, before the next step
-QUIESCE_MAX = 0.25  # ... and then at most this long for outstanding ACKs (delayed ACK: 40-200 ms)
-PENDING_SETTLE = 0.03  # after a call, how long blocked calls in other processes may take to wake
-START_TIMEOUT = 10.0  # zygote start-up and each process spawn
-REPLY_TIMEOUT = 5.0  # commands that never block (observations, load control)
-EXIT_WAIT = 2.0  # exit(): wait for the process to be gone
-KILL_WAIT = 3.0  # close(): wait for killed processes to disappear
-LOAD_SLACK = 10.0  # load: extra time over the requested duration before giving up on the client
-
-DRIVER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "driver.py")
-
-# Per-network-namespace sysctls the scenario sets: scenario key -> path under /proc/sys.
-NETNS_SYSCTLS = {
-    "ip_unprivileged_port_start": "net/ipv4/ip_unprivileged_port_start",
-    "ip_local_port_range": "net/ipv4/ip_local_port_range",
-    "ip_local_reserved_ports": "net/ipv4/ip_local_reserved_ports",
-    "ip_autobind_reuse": "net/ipv4/ip_autobind_reuse",
-    "tcp_max_tw_buckets": "net/ipv4/tcp_max_tw_buckets",
-    "tcp_tw_reuse": "net/ipv4/tcp_tw_reuse",
-    "tcp_tw_reuse_delay": "net/ipv4/tcp_tw_reuse_delay",
-    "tcp_timestamps": "net/ipv4/tcp_timestamps",
-    "tcp_fin_timeout": "net/ipv4/tcp_fin_timeout",
-    "tcp_max_syn_backlog": "net/ipv4/tcp_max_syn_backlog",
-    "tcp_syncookies": "net/ipv4/tcp_syncookies",
-    "tcp_abort_on_overflow": "net/ipv4/tcp_abort_on_overflow",
-    "tcp_syn_retries": "net/ipv4/tcp_syn_retries",
-    "tcp_wmem": "net/ipv4/tcp_wmem",
-    "tcp_rmem": "net/ipv4/tcp_rmem",
-    "somaxconn": "net/core/somaxconn",
-    "bindv6only": "net/ipv6/bindv6only",
-}
-# Host-global: never written (inside a netns they are absent or read-only; writing them from the
-# host would change the machine). Read from the host and reported when they differ.
-HOST_SYSCTLS = {
-    "wmem_max": "/proc/sys/net/core/wmem_max",
-    "rmem_max": "/proc/sys/net/core/rmem_max",
-    "tcp_mem": "/proc/sys/net/ipv4/tcp_mem",
-}
-# Kernel defaults of the per-netns sysctls that an older kernel may not have.
-ABSENT_DEFAULTS = {"tcp_tw_reuse_delay": 1000, "ip_autobind_reuse": 0, "bindv6only": 0}
-HOST_GLOBAL_SLACK = 0.05  # relative difference below which a host-global value counts as equal
-FILE_MAX_PATH = "/proc/sys/fs/file-max"
-EHASH_PATH = "/proc/sys/net/ipv4/tcp_ehash_entries"
-
-TCP_STATES = {
-    1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
-    6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING",
-}
-
-# States in which an armed retransmit timer means "sent, not yet acknowledged".
-_ACK_WAIT_STATES = frozenset({"ESTABLISHED", "FIN_WAIT1", "CLOSE_WAIT", "LAST_ACK", "CLOSING"})
-
-_PIDFD_GETFD = 438  # x86_64 / generic syscall number (Linux 5.6+)
-_libc = driver.libc
-
-
-class RealBackendError(RuntimeError):
-    """The real backend could not set up or lost its driver."""
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def _sysctl_text(key: str, value: Any) -> str:
-    if key == "ip_local_reserved_ports":
-        return ",".join(str(int(p)) for p in value)
-    if isinstance(value, (list, tuple)):
-        return " ".join(str(int(v)) for v in value)
-    return str(int(value))
-
-
-def _expand_ports(text: str) -> list[int]:
-    out: list[int] = []
-    for part in text.replace(" ", "").split(","):
-        if not part:
-            continue
-        if "-" in part:
-            lo, hi = part.split("-", 1)
-            out.extend(range(int(lo), int(hi) + 1))
-        else:
-            out.append(int(part))
-    return sorted(out)
-
-
-def _same_value(key: str, wanted: str, got: str) -> bool:
-    if key == "ip_local_reserved_ports":
-        try:
-            return _expand_ports(wanted) == _expand_ports(got)
-        except ValueError:
-            return False
-    return wanted.split() == got.split()
-
-
-def _read_text(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def _errname(num: int | None) -> str:
-    return driver.errname(num or 0)
-
-
-@dataclass
-class _Proc:
-    name: str
-    pid: int
-    chan: socket.socket
-    pidfd: int | None
-    ctrl_fd: int
-    info: dict[str, Any] = field(default_factory=dict)
-    pending: int | None = None  # step index of a blocked call
-    pending_call: str | None = None
-    pending_args: dict[str, Any] = field(default_factory=dict)
-    gone: bool = False
-
+from .common import (
+    ABSENT_DEFAULTS, BLOCK_WAIT, DRIVER_PATH, EHASH_PATH, EXIT_WAIT, FILE_MAX_PATH,
+    HOST_GLOBAL_SLACK, HOST_SYSCTLS, KILL_WAIT, LOAD_SLACK, NETNS_SYSCTLS, PENDING_SETTLE,
+    QUIESCE_MAX, REPLY_TIMEOUT, RealBackendError, SETTLE, START_TIMEOUT, _ACK_WAIT_STATES, _Proc,
+    _read_text, _same_value, _sysctl_text,
+)
+from .channels import ProcessChannels
+from .observe import Observations
 
 _LIVE: weakref.WeakSet[RealBackend] = weakref.WeakSet()
 
@@ -197,7 +78,7 @@ def _close_all() -> None:
             pass
 
 
-class RealBackend:
+class RealBackend(ProcessChannels, Observations):
     """The host kernel as a :class:`sim.trace.Backend`."""
 
     name = "real"
@@ -363,148 +244,6 @@ class RealBackend:
         self.meta["host_globals"] = seen
         return unapplied
 
-    def _spawn(self, name: str, nofile: int, uid: int) -> None:
-        self._zsend({"op": "spawn", "nofile": nofile, "uid": uid})
-        msg, fds = self._zrecv(START_TIMEOUT, maxfds=1)
-        if "pid" not in msg or not fds:
-            for fd in fds:
-                os.close(fd)
-            raise RealBackendError(f"cannot start process {name!r}: {msg.get('error', msg)}")
-        if self._register(name, fds[0]) is None:
-            raise RealBackendError(f"process {name!r} did not start" + self._log_tail())
-        if uid and self._procs[name].info.get("uid") != uid:
-            self.meta["unapplied"][f"uid:{name}"] = {"scenario": uid,
-                                                     "real": self._procs[name].info.get("uid")}
-
-    def _register(self, name: str, fd: int) -> _Proc | None:
-        """Adopt a new process's channel and read its hello (pid, control fd, limits)."""
-        chan = socket.socket(fileno=fd)
-        hello = self._recv_on(chan, START_TIMEOUT)
-        if hello is None or "hello" not in hello[0]:
-            chan.close()
-            return None
-        info = hello[0]
-        pid = int(info["hello"])
-        try:
-            pidfd: int | None = os.pidfd_open(pid)
-        except OSError:
-            pidfd = None
-        proc = _Proc(name=name, pid=pid, chan=chan, pidfd=pidfd, ctrl_fd=int(info["ctrl_fd"]),
-                     info=info)
-        old = self._procs.get(name)
-        if old is not None:
-            self._drop(old)
-        self._procs[name] = proc
-        self._history[name] = pid
-        if info.get("warn"):
-            self.meta.setdefault("warnings", []).extend(f"{name}: {w}" for w in info["warn"])
-        return proc
-
-    # ------------------------------------------------------------------ channels
-
-    def _zsend(self, msg: dict[str, Any]) -> None:
-        assert self._zchan is not None
-        self._zchan.send(json.dumps(msg).encode())
-
-    def _zrecv(self, timeout: float, maxfds: int = 0) -> tuple[dict[str, Any], list[int]]:
-        assert self._zchan is not None
-        got = self._recv_on(self._zchan, timeout, maxfds)
-        if got is None:
-            raise RealBackendError("the namespace driver did not answer" + self._log_tail())
-        return got
-
-    @staticmethod
-    def _readable(sock: socket.socket, timeout: float) -> bool:
-        poller = select.poll()
-        poller.register(sock.fileno(), select.POLLIN | select.POLLHUP | select.POLLERR)
-        return bool(poller.poll(max(0, int(timeout * 1000))))
-
-    def _recv_on(self, sock: socket.socket, timeout: float,
-                 maxfds: int = 1) -> tuple[dict[str, Any], list[int]] | None:
-        """One message within ``timeout``; None on EOF or timeout (use _readable to tell)."""
-        if not self._readable(sock, timeout):
-            return None
-        try:
-            data, fds, _flags, _addr = socket.recv_fds(sock, driver.MAX_MSG, max(1, maxfds))
-        except OSError:
-            return None
-        if not data:
-            for fd in fds:
-                os.close(fd)
-            return None
-        return json.loads(data), list(fds)
-
-    def _send_to(self, p: _Proc, msg: dict[str, Any]) -> bool:
-        try:
-            p.chan.send(json.dumps(msg).encode())
-            return True
-        except OSError:
-            self._mark_gone(p)
-            return False
-
-    def _wait_reply(self, p: _Proc, timeout: float) -> tuple[str, dict[str, Any], list[int]]:
-        """('ok', msg, fds) | ('timeout', {}, []) | ('gone', {}, [])."""
-        if not self._readable(p.chan, timeout):
-            return "timeout", {}, []
-        got = self._recv_on(p.chan, 0, maxfds=1)
-        if got is None:
-            self._mark_gone(p)
-            return "gone", {}, []
-        msg, fds = got
-        if "internal" in msg:
-            for fd in fds:
-                os.close(fd)
-            raise RealBackendError(f"driver error in process {p.name!r}: {msg['internal']}")
-        return "ok", msg, fds
-
-    def _mark_gone(self, p: _Proc) -> None:
-        if p.gone:
-            return
-        p.gone = True
-        try:
-            p.chan.close()
-        except OSError:
-            pass
-
-    def _drop(self, p: _Proc) -> None:
-        self._mark_gone(p)
-        if p.pidfd is not None:
-            try:
-                os.close(p.pidfd)
-            except OSError:
-                pass
-            p.pidfd = None
-
-    def _alive(self, p: _Proc) -> bool:
-        if p.gone:
-            return False
-        if p.pidfd is not None:
-            poller = select.poll()
-            poller.register(p.pidfd, select.POLLIN)
-            if poller.poll(0):
-                self._mark_gone(p)
-                return False
-        return True
-
-    def _wait_exited(self, p: _Proc, timeout: float) -> bool:
-        if p.pidfd is None:
-            return not os.path.exists(f"/proc/{p.pid}")
-        poller = select.poll()
-        poller.register(p.pidfd, select.POLLIN)
-        return bool(poller.poll(int(timeout * 1000)))
-
-    def _log_tail(self) -> str:
-        if self._log is None:
-            return ""
-        try:
-            self._log.seek(0)
-            text = self._log.read()[-2000:].decode(errors="replace").strip()
-        except (OSError, ValueError):
-            return ""
-        return f"\n--- driver log ---\n{text}" if text else ""
-
-    # ------------------------------------------------------------------ Backend protocol
-
     def now(self) -> float:
         return time.monotonic() - self._t0
 
@@ -618,127 +357,6 @@ class RealBackend:
         if seconds > 0:
             time.sleep(seconds)
 
-    # ------------------------------------------------------------------ observations
-
-    def observe(self, obs: dict[str, Any]) -> Any:
-        what = obs.get("what")
-        if what == "tcp_states":
-            return self._tcp_states(int(obs["port"]))
-        if what == "fds":
-            return self._fds(str(obs["proc"]))
-        if what == "sockstat":
-            st = self._sockstat()
-            return {"inuse": st.get("inuse", 0), "orphan": self._orphans(), "tw": st.get("tw", 0)}
-        if what == "queues":
-            return self._queues(str(obs["proc"]), int(obs["sock"]))
-        raise ValueError(f"unknown observation {what!r}")
-
-    def _netfile(self, name: str) -> str | None:
-        if self._zpid is None:
-            raise RealBackendError("backend not started")
-        return _read_text(f"/proc/{self._zpid}/net/{name}")
-
-    def tcp_rows(self) -> list[tuple[int, int, str]]:
-        """(local port, remote port, state name) of every row of /proc/net/tcp and tcp6."""
-        return [(lp, rp, st) for lp, rp, st, _ in self._tcp_rows()]
-
-    def _tcp_rows(self) -> list[tuple[int, int, str, int]]:
-        rows = []
-        for name in ("tcp", "tcp6"):
-            text = self._netfile(name)
-            if not text:
-                continue
-            for line in text.splitlines()[1:]:
-                f = line.split()
-                if len(f) < 4:
-                    continue
-                lport = int(f[1].rsplit(":", 1)[1], 16)
-                rport = int(f[2].rsplit(":", 1)[1], 16)
-                st = int(f[3], 16)
-                tr = int(f[5].split(":", 1)[0], 16) if len(f) > 5 else 0
-                rows.append((lport, rport, TCP_STATES.get(st, f"STATE_{st:02X}"), tr))
-        return rows
-
-    def _tcp_states(self, port: int) -> dict[str, list[str]]:
-        rows = self.tcp_rows()
-        return {"local": sorted(s for lp, _, s in rows if lp == port),
-                "remote": sorted(s for _, rp, s in rows if rp == port)}
-
-    def _fds(self, proc: str) -> Any:
-        p = self._procs.get(proc)
-        if p is None or not self._alive(p):
-            return PROCESS_GONE
-        out = []
-        try:
-            names = os.listdir(f"/proc/{p.pid}/fd")
-        except OSError:
-            return PROCESS_GONE
-        for n in names:
-            fd = int(n)
-            if fd < 3 or fd == p.ctrl_fd:
-                continue
-            try:
-                if os.readlink(f"/proc/{p.pid}/fd/{n}").startswith("socket:"):
-                    out.append(fd)
-            except OSError:
-                continue
-        return sorted(out)
-
-    def _orphans(self) -> int:
-        """This namespace's orphans: sockstat's ``orphan`` is host-wide (tcp_orphan_count_sum()),
-        so orphans of other namespaces (one being torn down, a concurrent run) leak into it. An
-        orphan is a socket with no file (inode 0 in /proc/net/tcp) in a state that only close()
-        leaves it in: FIN_WAIT1, CLOSING or LAST_ACK (an orphaned FIN_WAIT2 is a minisock, counted
-        in ``tw``)."""
-        n = 0
-        for name in ("tcp", "tcp6"):
-            for line in (self._netfile(name) or "").splitlines()[1:]:
-                f = line.split()
-                if len(f) > 9 and f[9] == "0" and int(f[3], 16) in (4, 9, 11):
-                    n += 1
-        return n
-
-    def _sockstat(self) -> dict[str, int]:
-        text = self._netfile("sockstat") or ""
-        for line in text.splitlines():
-            if line.startswith("TCP:"):
-                f = line.split()[1:]
-                return {f[i]: int(f[i + 1]) for i in range(0, len(f) - 1, 2)}
-        return {}
-
-    def _queues(self, proc: str, fd: int) -> Any:
-        p = self._procs.get(proc)
-        if p is None or not self._alive(p):
-            return PROCESS_GONE
-        if p.pending is not None:
-            self._collect(p)
-        if p.pending is None:
-            if not self._send_to(p, {"op": "queues", "sock": fd}):
-                return PROCESS_GONE
-            status, msg, _ = self._wait_reply(p, REPLY_TIMEOUT)
-            if status != "ok":
-                return PROCESS_GONE
-            return msg.get("error") or msg
-        # The process is blocked in a call: look at its socket from here (pidfd_getfd, 5.6+).
-        return self._queues_from_outside(p, fd)
-
-    def _queues_from_outside(self, p: _Proc, fd: int) -> Any:
-        if p.pidfd is None:
-            return PROCESS_BUSY
-        mine = _libc.syscall(_PIDFD_GETFD, p.pidfd, fd, 0)
-        if mine < 0:
-            return _errname(ctypes.get_errno())
-        try:
-            out = {}
-            for key, req in (("recv_q", driver.SIOCINQ), ("send_q", driver.SIOCOUTQ)):
-                try:
-                    out[key] = struct.unpack("i", fcntl.ioctl(mine, req, bytes(4)))[0]
-                except OSError as exc:
-                    return _errname(exc.errno)
-            return out
-        finally:
-            os.close(mine)
-
     # ------------------------------------------------------------------ load
 
     def load(self, index: int, spec: dict[str, Any]) -> dict[str, Any]:
@@ -807,14 +425,6 @@ class RealBackend:
     @property
     def zygote_pid(self) -> int | None:
         return self._zpid
-
-    def _kill(self, p: _Proc) -> None:
-        if p.pidfd is not None:
-            try:
-                signal.pidfd_send_signal(p.pidfd, signal.SIGKILL)
-            except OSError:
-                pass
-        self._mark_gone(p)
 
     def close(self) -> dict[str, Any]:
         if self._closed:

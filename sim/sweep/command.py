@@ -13,7 +13,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 from typing import Any, Callable
 
-from .params import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, SWEEP_KIND, SWEEP_SCHEMA, SweepError, build_grid, show_value, validate_point
+from .params import (
+    EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, SWEEP_KIND, SWEEP_SCHEMA, SweepError, build_grid,
+    show_value, validate_point,
+)
 from .point import _init_worker, _plain, point_work, result_line, run_point
 
 
