@@ -11,6 +11,7 @@ import time
 from typing import Any, Callable
 
 from ..personality import get as get_personality
+from ..personality.windows import WSA_NUMBERS
 from ..trace import BLOCKED, Backend, CallResult, StepRecord, Trace
 from ..engine.qtimer import QtTimers
 from ..kernel.rules import RULES, TRAIL, decisive
@@ -26,6 +27,8 @@ def _expect_ok(expect: Any, rec: StepRecord) -> bool:
         return rec.blocked
     if isinstance(expect, str) and (expect.isupper() or expect.startswith("WSA")):
         if rec.err is None:  # a value that is an error name, e.g. getsockopt(SO_ERROR)
+            if isinstance(rec.ret, int) and not isinstance(rec.ret, bool):
+                return rec.ret == WSA_NUMBERS.get(_canon(expect))  # Winsock reports its number
             return isinstance(rec.ret, str) and _canon(rec.ret) == _canon(expect)
         return _canon(rec.err) == _canon(expect)
     if rec.kind == "call":
@@ -189,6 +192,9 @@ class _Run:
             done.completed_after = after
             done.completed_time = round(c.time, 9)
             done.ret, done.err, done.errno = present(self.pers, done.call or "", c.result)
+            if done.errno is not None and done.proc is not None:
+                # the call returned only now: its error is the process's last error from here on
+                self.last_err[done.proc] = (done.err, done.errno)
             if c.result.rule:
                 done.rule, done.cite = c.result.rule, c.result.cite
                 done.trail, done.facts = c.result.trail, c.result.facts
