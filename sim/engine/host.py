@@ -235,7 +235,8 @@ class SimBackend:
         return self._result(out)
 
     def sleep(self, seconds: float) -> None:
-        self.env.run(until=self.env.now + seconds)
+        if seconds > 0:  # SimPy refuses to run until the present moment
+            self.env.run(until=self.env.now + seconds)
         self.settle()
 
     def observe(self, obs: dict[str, Any]) -> Any:

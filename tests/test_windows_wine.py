@@ -1,0 +1,57 @@
+"""The Windows personality against Wine's Winsock conformance assertions, and the lessons under both
+personalities.
+
+Wine's ``dlls/ws2_32/tests/sock.c`` runs on real Windows machines: each ``ok()`` there states what
+Windows does. The ``win-wine-*`` scenarios restate those assertions; these tests hold the model to
+them, whatever seed draws the model's free choices (ports, hash secrets).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sim.engine import SimBackend
+from sim.scenario.loader import load_file
+from sim.scenario.runner import run
+
+ROOT = Path(__file__).resolve().parent.parent
+WINDOWS = sorted((ROOT / "scenarios" / "windows").glob("*.yaml"))
+WINE = [p for p in WINDOWS if p.stem.startswith("win-wine-")]
+LESSONS = sorted((ROOT / "scenarios" / "lessons").glob("*.yaml"))
+
+
+def _failed(path: Path, seed: int, personality: str | None = None) -> list:
+    sc = load_file(path)
+    tr = run(sc, SimBackend(seed=seed), seed=seed, personality=personality)
+    return [(r.index, r.call or r.kind, r.expect, r.err, r.ret, r.obs) for r in tr.failed_expectations]
+
+
+@pytest.mark.parametrize("path", WINE, ids=[p.stem for p in WINE])
+def test_wine_scenario_cites_its_test_function(path):
+    """Every win-wine-* scenario names the sock.c test function (and a Microsoft page) it encodes."""
+    sc = load_file(path)
+    assert "dlls/ws2_32/tests/sock.c" in sc.description, path
+    assert "test_" in sc.description.split("dlls/ws2_32/tests/sock.c", 1)[1], path
+    assert "learn.microsoft.com" in sc.description, path
+    assert "wine" in sc.tags and sc.host.personality == "windows", path
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+def test_wine_scenarios_hold_for_every_seed(seed):
+    """What the assertions measured on Windows must not depend on the model's seeded choices."""
+    bad = {p.stem: f for p in WINE if (f := _failed(p, seed))}
+    assert not bad, bad
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=[p.stem for p in LESSONS])
+def test_every_lesson_runs_under_windows_or_says_why_not(path):
+    """A lesson meets its expectations under --personality windows, or declares itself Linux-only
+    with its reason in the description."""
+    sc = load_file(path)
+    if "linux-only" in sc.tags:
+        assert "Linux-only: " in sc.description, path
+        return
+    assert not _failed(path, sc.seed, "windows"), path
+    assert not _failed(path, sc.seed, "linux"), path
