@@ -86,6 +86,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         write_page(sc, trace, args.html, seed=seed)
     if not args.quiet:
         print_timeline(trace, sc, explain=args.explain)
+        if args.wire:
+            from .report.terminal import print_wire
+
+            print_wire(trace)
         print_summary(trace)
         if args.explain and importlib.util.find_spec("sim.explain") is not None:
             from .explain import print_explanations
@@ -209,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run under every personality and show the steps where they differ, with the rules")
     r.add_argument("--html", metavar="OUT.html", help="also write a self-contained page: timeline, "
                    "object graph and explanation at every step")
+    r.add_argument("--wire", action="store_true", help="also draw the segments on the wire as a "
+                   "ladder (sequence) diagram, each under the step that caused it")
     r.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     r.set_defaults(func=cmd_run)
 

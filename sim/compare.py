@@ -12,6 +12,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .trace import Trace
+from .wire import WireComparison, compare_wire
+
+# Whether a divergence on the wire makes the traces disagree (False: reported only).
+WIRE_ENFORCED = False
 
 FIELDS = ("ret", "err", "blocked", "completed_after", "obs")
 
@@ -30,6 +34,8 @@ class Comparison:
     scenario: str
     steps: list[StepDiff] = field(default_factory=list)
     unchecked: list[str] = field(default_factory=list)
+    wire: WireComparison = field(default_factory=WireComparison)
+    wire_enforced: bool = WIRE_ENFORCED
 
     @property
     def disagreeing(self) -> list[int]:
@@ -37,11 +43,12 @@ class Comparison:
 
     @property
     def agree(self) -> bool:
-        return not self.disagreeing
+        return not self.disagreeing and (self.wire.agree or not self.wire_enforced)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["agree"] = self.agree
+        d["wire_agree"] = self.wire.agree
         d["disagreeing"] = self.disagreeing
         return d
 
@@ -114,7 +121,32 @@ def compare_traces(scenario: Any, sim: Trace, real: Trace) -> Comparison:
                 d.disagree.append(text)
         if d.differences:
             result.steps.append(d)
+    result.wire = compare_wire(scenario, sim, real)
+    if not result.wire.checked:
+        result.unchecked.append(f"segments: {result.wire.why}")
     return result
+
+
+def failure_text(result: Comparison, sim: Trace, real: Trace) -> str:
+    """What a failing [real] item and ``socksim crosscheck`` show: the steps whose results
+    differ, then the segments that differ (expected: the real kernel's)."""
+    lines: list[str] = []
+    if result.disagreeing:
+        lines.append(f"simulator and real kernel disagree ({len(result.disagreeing)} step(s)):")
+    for d in result.steps:
+        if not d.disagree:
+            continue
+        a = sim.steps[d.index]
+        lines.append(f"  step {d.index} (line {d.line}) {a.proc or ''} {a.call or a.kind} {a.args}")
+        for text in d.disagree:
+            lines.append(f"    - {text}")
+        if a.rule:
+            lines.append(f"    simulator's rule: {a.rule}: {a.cite}")
+    if result.wire.disagree:
+        lines.append("the segments on the wire differ"
+                     + ("" if result.wire_enforced else " (reported only)") + ":")
+        lines.extend("  " + x for x in result.wire.disagree)
+    return "\n".join(lines)
 
 
 @dataclass

@@ -104,17 +104,9 @@ class ScenarioItem(pytest.Item):
         real = run(sc, RealBackend())
         result = compare_traces(sc, sim, real)
         if not result.agree:
-            lines = [f"simulator and real kernel disagree ({len(result.disagreeing)} step(s)):"]
-            for d in result.steps:
-                if not d.disagree:
-                    continue
-                a, b = sim.steps[d.index], real.steps[d.index]
-                lines.append(f"  step {d.index} (line {d.line}) {a.proc or ''} {a.call or a.kind} {a.args}")
-                for text in d.disagree:
-                    lines.append(f"    - {text}")
-                if a.rule:
-                    lines.append(f"    simulator's rule: {a.rule}: {a.cite}")
-            raise ScenarioFailure("\n".join(lines))
+            from .compare import failure_text
+
+            raise ScenarioFailure(failure_text(result, sim, real))
 
     def repr_failure(self, excinfo: Any, style: Any = None) -> Any:
         if isinstance(excinfo.value, ScenarioFailure):

@@ -60,6 +60,115 @@ class StepRecord:
 
 
 @dataclass
+class RawSegment:
+    """A segment as a backend saw it go out: absolute sequence numbers (the model's start at 0)."""
+
+    src: tuple[str, int]
+    dst: tuple[str, int]
+    flags: str  # "SYN", "SYN|ACK", "PSH|ACK", "FIN|ACK", "RST", "RST|ACK" (order of TCP_FLAG_ORDER)
+    seq: int
+    ack: int = 0  # 0 unless ACK is set
+    length: int = 0  # payload bytes
+    win: int = 0  # the window field as sent (scaled down, except on SYNs)
+    opts: dict[str, Any] = field(default_factory=dict)  # mss, wscale, sack_ok, sack, ts
+    time: float = 0.0
+
+
+@dataclass
+class WireSegment:
+    """One segment of the trace: numbers relative to each side's initial sequence number."""
+
+    rec: int  # index of the step record that caused it (the step after which it was on the wire)
+    conn: int  # connection number, 1-based, in order of first segment
+    dir: str  # ">" from the connection's initiator (the side that sent the first segment), "<" back
+    src: str  # "127.0.0.1:40000", "[::1]:5000"
+    dst: str
+    flags: str
+    seq: int
+    ack: int
+    len: int
+    win: int
+    opts: dict[str, Any] = field(default_factory=dict)
+    time: float = 0.0
+    states: list[str] = field(default_factory=list)  # [sender, receiver] TCP state after the step
+
+    def line(self) -> str:
+        """``SYN seq=0 ack=0 len=0 win=65495 <mss 65495,sack_ok,ts,wscale 7>`` (no addresses)."""
+        ack = f" ack={self.ack}" if "ACK" in self.flags.split("|") else ""
+        return (f"{self.flags} seq={self.seq}{ack} len={self.len} win={self.win}"
+                + (f" <{options_text(self.opts)}>" if self.opts else ""))
+
+
+TCP_FLAG_ORDER = ("SYN", "FIN", "RST", "PSH", "ACK", "URG", "ECE", "CWR")
+
+
+def options_text(opts: dict[str, Any]) -> str:
+    parts = []
+    for k in ("mss", "sack_ok", "ts", "wscale", "sack"):
+        if k in opts:
+            parts.append(k if opts[k] is True else f"{k} {opts[k]}")
+    return ",".join(parts)
+
+
+def endpoint_text(ep: tuple[str, Any]) -> str:
+    """``127.0.0.1:9500`` / ``[::1]:9500``; a v4-mapped address is shown as the IPv4 address the
+    segment carries."""
+    if ep[0].startswith("::ffff:") and "." in ep[0]:
+        return f"{ep[0][7:]}:{ep[1]}"
+    return f"[{ep[0]}]:{ep[1]}" if ":" in ep[0] else f"{ep[0]}:{ep[1]}"
+
+
+class WireNumbering:
+    """Turn :class:`RawSegment` s into :class:`WireSegment` s, the same way for both backends.
+
+    A connection is a pair of endpoints from a SYN (without ACK) on: a SYN from a pair whose
+    connection already went past its handshake starts a new connection (TIME_WAIT recycling, a
+    new connect() after a refusal), while a SYN retransmission or the second SYN of a
+    simultaneous open stays in the current one. Each side's initial sequence number is the
+    sequence number of the SYN it sent; a side that never sent one (a closed port answering RST)
+    keeps its numbers as sent, which is 0 or the acknowledgement it answers (tcp_v4_send_reset()
+    in net/ipv4/tcp_ipv4.c).
+    """
+
+    def __init__(self) -> None:
+        self.conns: dict[frozenset, dict[str, Any]] = {}
+        self.count = 0
+
+    def _conn(self, seg: RawSegment) -> dict[str, Any]:
+        key = frozenset((seg.src, seg.dst))
+        conn = self.conns.get(key)
+        flags = seg.flags.split("|")
+        if "SYN" in flags and "ACK" not in flags:
+            same = (conn is not None and conn["handshake"]
+                    and conn["isn"].get(seg.src, seg.seq) == seg.seq)
+            if not same:
+                conn = None
+        if conn is None:
+            self.count += 1
+            conn = {"id": self.count, "first": seg.src, "isn": {}, "handshake": True}
+            self.conns[key] = conn
+        return conn
+
+    def add(self, rec: int, seg: RawSegment) -> WireSegment:
+        conn = self._conn(seg)
+        flags = seg.flags.split("|")
+        if "SYN" in flags:
+            conn["isn"].setdefault(seg.src, seg.seq)
+        else:
+            conn["handshake"] = False
+        isn = conn["isn"]
+        seq = (seg.seq - isn[seg.src]) % 2**32 if seg.src in isn else seg.seq
+        ack = 0
+        if "ACK" in flags:
+            ack = (seg.ack - isn[seg.dst]) % 2**32 if seg.dst in isn else seg.ack
+        return WireSegment(rec=rec, conn=conn["id"], dir=">" if seg.src == conn["first"] else "<",
+                           src=endpoint_text(seg.src), dst=endpoint_text(seg.dst),
+                           flags="|".join(f for f in TCP_FLAG_ORDER if f in flags), seq=seq,
+                           ack=ack, len=seg.length, win=seg.win, opts=dict(seg.opts),
+                           time=seg.time)
+
+
+@dataclass
 class Trace:
     scenario: str
     backend: str  # "sim" or "real"
@@ -68,6 +177,7 @@ class Trace:
     steps: list[StepRecord] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)  # end-of-run tables (sim) / counters (real)
     meta: dict[str, Any] = field(default_factory=dict)  # kernel version, host, duration, ...
+    wire: list[WireSegment] = field(default_factory=list)  # every segment on the wire, in order
     schema: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -79,8 +189,9 @@ class Trace:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Trace:
         steps = [StepRecord(**s) for s in data.get("steps", [])]
-        rest = {k: v for k, v in data.items() if k != "steps"}
-        return cls(steps=steps, **rest)
+        wire = [WireSegment(**w) for w in data.get("wire", [])]
+        rest = {k: v for k, v in data.items() if k not in ("steps", "wire")}
+        return cls(steps=steps, wire=wire, **rest)
 
     @property
     def failed_expectations(self) -> list[StepRecord]:
@@ -154,6 +265,15 @@ class Backend(Protocol):
 
     def completions(self) -> list[Completion]:
         """Pending calls that returned since the last time this was asked."""
+
+    def endpoint_states(self) -> dict[tuple[str, str], str]:
+        """(local endpoint, remote endpoint) as :func:`endpoint_text` writes them -> TCP state
+        name, for every connected socket now (optional, like :meth:`wire_segments`)."""
+
+    def wire_segments(self) -> list[RawSegment]:
+        """Segments put on the wire since the last time this was asked, in order (optional: a
+        backend without it has an empty wire; the real one without a capture says why in
+        ``summary["wire"]``)."""
 
     def close(self) -> dict[str, Any]:
         """Tear everything down; return the end-of-run summary."""

@@ -18,7 +18,7 @@ import simpy
 from ..personality import get as get_personality
 from ..kernel.rules import HITS, RULES, TRAIL, hits
 from ..kernel.stack import Blocked, Kernel, Outcome  # noqa: F401
-from ..trace import CallResult, Completion
+from ..trace import CallResult, Completion, endpoint_text
 
 MAX_SETTLE_EVENTS = 1_000_000
 
@@ -262,6 +262,11 @@ class SimBackend:
     def completions(self) -> list[Completion]:
         done, self.done = self.done, []
         return done
+
+    def endpoint_states(self) -> dict[tuple[str, str], str]:
+        """(local, remote) -> TCP state of every connected socket (what /proc/net/tcp lists)."""
+        return {(endpoint_text((la, lp)), endpoint_text((ra, rp))): st
+                for la, lp, ra, rp, st in self.kernel.tcp_rows() if ra is not None}
 
     def load(self, index: int, spec: dict[str, Any]) -> dict[str, Any]:
         from .load import run_load

@@ -56,7 +56,7 @@ from typing import Any
 
 from sim.trace import BLOCKED, PROCESS_BUSY, PROCESS_GONE, CallResult, Completion
 
-from . import driver
+from . import capture, driver
 from .common import (
     ABSENT_DEFAULTS, BLOCK_WAIT, DRIVER_PATH, EHASH_PATH, EXIT_WAIT, FILE_MAX_PATH,
     HOST_GLOBAL_SLACK, HOST_SYSCTLS, KILL_WAIT, LOAD_SLACK, NETNS_SYSCTLS, PENDING_SETTLE,
@@ -104,6 +104,7 @@ class RealBackend(ProcessChannels, Observations):
         self._orphan0 = 0
         self._closed = False
         self._summary: dict[str, Any] | None = None
+        self._capture: capture.Capture | None = None
 
     # ------------------------------------------------------------------ availability
 
@@ -210,6 +211,18 @@ class RealBackend(ProcessChannels, Observations):
             spec = spec or {}
             self._spawn(name, int(spec.get("nofile", 1024)), int(spec.get("uid", 0)))
         self._t0 = time.monotonic()
+        try:
+            self._capture = capture.Capture.open(self._zpid, self._t0)
+            self.meta["wire"] = "captured on lo (AF_PACKET)"
+        except capture.CaptureUnavailable as exc:
+            self.meta["wire"] = f"not captured: {exc}"
+
+    def endpoint_states(self) -> dict[tuple[str, str], str]:
+        return capture.endpoint_states(self._zpid) if self._zpid is not None else {}
+
+    def wire_segments(self) -> list[Any]:
+        """The segments loopback carried since the last call (see :mod:`sim.real.capture`)."""
+        return self._capture.drain() if self._capture is not None else []
 
     def _host_globals(self, host: dict[str, Any], sysctls: dict[str, Any]) -> dict[str, Any]:
         """Compare the host-global settings with the scenario's; return the unapplied ones.
@@ -458,6 +471,8 @@ class RealBackend(ProcessChannels, Observations):
                     left.append(self._zygote.pid)
             for p in self._procs.values():
                 self._drop(p)
+            if self._capture is not None:
+                self._capture.close()
             if self._zchan is not None:
                 self._zchan.close()
                 self._zchan = None
@@ -476,6 +491,7 @@ class RealBackend(ProcessChannels, Observations):
             "processes": dict(self._history),
             "duration": round(self.now(), 6),
             "left_running": left,
+            "wire": self.meta.get("wire", "not captured: the namespace was not made"),
         }
         if self.meta.get("loads"):
             summary["loads"] = self.meta["loads"]

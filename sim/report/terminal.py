@@ -132,5 +132,29 @@ def print_side_by_side(scenario: Any, sim: Trace, real: Trace, result: Any) -> N
     console.print(t)
     if result.unchecked:
         console.print(Text("not cross-checkable here: " + "; ".join(result.unchecked), style="yellow"))
-    verdict = "AGREE" if result.agree else f"DISAGREE at step(s) {', '.join(map(str, result.disagreeing))}"
+    w = result.wire
+    if w.checked:
+        enforced = "" if result.wire_enforced else " (reported only)"
+        if w.disagree:
+            console.print(Text(f"segments on the wire differ{enforced}:", style="bold red"))
+            console.print(Text("\n".join(w.disagree)))
+        else:
+            console.print(Text(f"segments on the wire: the same in {w.connections} connection(s)",
+                               style="green"))
+        if w.tolerated:
+            console.print(Text("tolerated on the wire:\n" + "\n".join(w.tolerated), style="yellow"))
+    verdict = "AGREE" if result.agree else "DISAGREE" + (
+        f" at step(s) {', '.join(map(str, result.disagreeing))}" if result.disagreeing else " on the wire")
     console.print(Text(f"verdict: {verdict}", style="bold green" if result.agree else "bold red"))
+
+
+def print_wire(trace: Trace) -> None:
+    """``socksim run --wire``: the segments as a ladder, step by step."""
+    from ..wire import ladder
+
+    if not trace.wire:
+        console.print(Text("no segment was put on the wire", style="dim"))
+        return
+    console.print(Text(f"the wire: {len(trace.wire)} segment(s)", style="bold"))
+    for line in ladder(trace):
+        console.print(Text(line), soft_wrap=True)

@@ -115,10 +115,21 @@ class Process(_Strict):
 class Tolerance(_Strict):
     """Where the real kernel legitimately differs from the model, and why (crosscheck only)."""
 
-    field: Literal["ret", "err", "blocked", "completed_after", "obs", "all"]
+    # wire fields (docs/scenarios.md): "wire" any difference in the segments this step caused;
+    # "wire.win" / "wire.opts" their windows / options; "wire.step" they may show up linked to the
+    # next step instead (a delayed ACK that fires before or after the next step)
+    field: Literal["ret", "err", "blocked", "completed_after", "obs", "all",
+                   "wire", "wire.win", "wire.opts", "wire.step"]
     reason: Annotated[str, Field(min_length=3)]
     rel: Annotated[float, Field(ge=0, le=10)] | None = None  # relative tolerance for numbers
     abs: Annotated[float, Field(ge=0)] | None = None  # absolute tolerance for numbers
+
+
+class WireTolerance(_Strict):
+    """A scenario-wide wire tolerance: windows or options of every segment (crosscheck only)."""
+
+    field: Literal["wire.win", "wire.opts"]
+    reason: Annotated[str, Field(min_length=3)]
 
 
 class _Step(_Strict):
@@ -458,6 +469,7 @@ class Scenario(_Strict):
     processes: dict[Name, Process]
     steps: Annotated[list[Step], Field(min_length=1)]
     seed: int = 0
+    tolerate: list[WireTolerance] = []  # wire tolerances for every step
     # filled in by the loader, not by the file:
     source: str | None = Field(None, exclude=True)
     step_lines: tuple[int, ...] = Field((), exclude=True)

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from ..personality import get as get_personality
 from ..personality.windows import WSA_NUMBERS
-from ..trace import BLOCKED, Backend, CallResult, StepRecord, Trace
+from ..trace import BLOCKED, Backend, CallResult, StepRecord, Trace, WireNumbering
 from ..engine.qtimer import QtTimers
 from ..kernel.rules import RULES, TRAIL, decisive
 from .model import ForkCall, LoadStep, ObserveStep, Scenario, SleepStep, TimerStep, call_args, step_kind
@@ -90,6 +90,7 @@ class _Run:
         self.timer_lines: dict[tuple[str, str], int] = {}
         self.timer_steps: dict[tuple[str, str], int] = {}
         self.cur_step = 0
+        self.numbering = WireNumbering()
 
     # ---------------------------------------------------------------- main loop
     def go(self) -> Trace:
@@ -100,6 +101,7 @@ class _Run:
                 line = self.sc.step_lines[i] if i < len(self.sc.step_lines) else 0
                 self.cur_step = i
                 self.step(step, line)
+                self._wire(len(self.trace.steps) - 1)
         finally:
             self.trace.summary = self.backend.close()
         self.trace.meta["wall_seconds"] = round(time.monotonic() - wall, 3)
@@ -113,8 +115,24 @@ class _Run:
             rec.tolerate = [t.model_dump() for t in step.tolerate]
         return rec
 
+    def _wire(self, rec: int) -> None:
+        """Link the segments the backend put on the wire since the last look to record ``rec``."""
+        get = getattr(self.backend, "wire_segments", None)
+        if get is None or rec < 0:
+            return
+        segs = get()
+        if not segs:
+            return
+        states_of = getattr(self.backend, "endpoint_states", None)
+        states = states_of() if states_of is not None else {}
+        for seg in segs:
+            w = self.numbering.add(rec, seg)
+            w.states = [states.get((w.src, w.dst), "CLOSE"), states.get((w.dst, w.src), "CLOSE")]
+            self.trace.wire.append(w)
+
     def _finish(self, rec: StepRecord) -> None:
         self.trace.steps.append(rec)
+        self._wire(rec.index)
         self._collect(rec.index)
         _check(rec)
         if self.on_step:
