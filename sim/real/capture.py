@@ -37,7 +37,7 @@ import threading
 import time
 from typing import Any
 
-from sim.trace import RawSegment, endpoint_text
+from sim.trace import TCP_FLAG_ORDER, RawSegment, endpoint_text
 
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
@@ -50,8 +50,8 @@ RCVBUF = 8 << 20  # room for every header of a busy scenario between two drains
 DRAIN_QUIET = 0.004  # a step's last segments: wait until nothing new arrived for this long
 DRAIN_MAX = 0.05  # ... but never longer than this per drain
 
-TCP_FLAGS = ((0x02, "SYN"), (0x10, "ACK"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH"),
-             (0x20, "URG"), (0x40, "ECE"), (0x80, "CWR"))
+TCP_FLAGS = {"FIN": 0x01, "SYN": 0x02, "RST": 0x04, "PSH": 0x08, "ACK": 0x10, "URG": 0x20,
+             "ECE": 0x40, "CWR": 0x80}  # RFC 9293 §3.1 (ECE, CWR: RFC 3168)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _setns = _libc.setns
@@ -156,7 +156,7 @@ def parse_frame(frame: bytes, wire_len: int) -> RawSegment | None:
     sport, dport, seq, ack, doff_flags, win = struct.unpack_from("!HHIIHH", frame, tcp)
     doff = (doff_flags >> 12) * 4
     bits = doff_flags & 0xFF
-    flags = "|".join(name for bit, name in TCP_FLAGS if bits & bit)
+    flags = "|".join(name for name in TCP_FLAG_ORDER if bits & TCP_FLAGS[name])
     opts = parse_options(frame[tcp + 20:tcp + doff])
     return RawSegment(src=(src, sport), dst=(dst, dport), flags=flags, seq=seq,
                       ack=ack if bits & 0x10 else 0, length=max(0, ip_payload - doff), win=win,

@@ -24,6 +24,7 @@ from .. import graph as G
 from ..explain import Explainer, Explanation
 from ..graph import addr_text
 from ..trace import Trace
+from .ladder import ladder_panel
 
 E = html.escape
 
@@ -99,6 +100,7 @@ def render_page(scenario: Any, trace: Trace | None = None, seed: int = 0) -> str
     head = _header(scenario, r.trace, seed, mismatch)
     timeline = _timeline(scenario, exps)
     n = len(steps)
+    wire = ladder_panel(r.trace, {i: sd["title"] for i, sd in enumerate(step_data)})
     options = "".join(f'<option value="{E(t)}">{E(v["label"])}</option>' for t, v in tracks.items())
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -124,6 +126,7 @@ def render_page(scenario: Any, trace: Trace | None = None, seed: int = 0) -> str
   </section>
   <section id="right">
     <div id="explanation" class="panel">{first["explain"]}</div>
+    {wire}
     <div class="panel">
       <h2>Kernel objects after this step</h2>
       <p class="hint">process &rarr; fd &rarr; open file &rarr; TCB &rarr; buffers; TCBs and TIME_WAIT entries
@@ -451,6 +454,11 @@ ul.whatif.changed li b { color: #1b7a36; } ul.whatif.same li { color: var(--mute
 #states g.edge.hl text { fill: var(--red); font-weight: bold; }
 #states g.node.hl ellipse { stroke: var(--red); stroke-width: 3.5; }
 #states g.node.cur ellipse { fill: #ffe14d; }
+#ladder { overflow: auto; max-height: 70vh; }
+#ladder g.seg { cursor: pointer; } #ladder g.seg:hover text.lbl { text-decoration: underline; }
+#ladder g.seg.future, #ladder g.state.future { opacity: .25; }
+#ladder g.seg.cur line, #ladder g.seg.cur path { stroke-width: 3; }
+#ladder g.seg.cur text.lbl { font-weight: bold; }
 #path-text { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 12px; margin: 6px 0; }
 footer { color: var(--muted); font-size: 12px; padding: 6px 20px 20px; }
 """
@@ -462,6 +470,7 @@ JS = r"""
   var slider = document.getElementById('step-slider');
   var rows = Array.prototype.slice.call(document.querySelectorAll('#timeline tbody tr'));
   var select = document.getElementById('conn-select');
+  var segs = Array.prototype.slice.call(document.querySelectorAll('#ladder g.seg, #ladder g.state'));
   function highlight() {
     var svg = document.querySelector('#states svg');
     if (!svg) return;
@@ -495,6 +504,18 @@ JS = r"""
       r.classList.toggle('future', k > i);
     });
     if (rows[i] && fromUser !== 'row' && rows[i].scrollIntoView) rows[i].scrollIntoView({block: 'nearest'});
+    var firstSeg = null;
+    segs.forEach(function (g) {
+      var k = +g.getAttribute('data-step');
+      g.classList.toggle('cur', k === i);
+      g.classList.toggle('future', k > i);
+      if (k === i && !firstSeg && g.classList.contains('seg')) firstSeg = g;
+    });
+    var lb = document.getElementById('ladder');
+    if (firstSeg && lb && firstSeg.getBBox) {
+      var y = firstSeg.getBBox().y;
+      if (y < lb.scrollTop || y > lb.scrollTop + lb.clientHeight - 40) lb.scrollTop = Math.max(0, y - 60);
+    }
     if (!chosen && s.track && D.tracks[s.track]) select.value = s.track;
     highlight();
     if (history.replaceState) history.replaceState(null, '', '#step=' + i);
@@ -504,6 +525,9 @@ JS = r"""
   document.getElementById('prev').addEventListener('click', function () { show(cur - 1); });
   document.getElementById('next').addEventListener('click', function () { show(cur + 1); });
   rows.forEach(function (r) { r.addEventListener('click', function () { show(+r.getAttribute('data-step'), 'row'); }); });
+  segs.forEach(function (g) {
+    if (g.classList.contains('seg')) g.addEventListener('click', function () { show(+g.getAttribute('data-step'), 'wire'); });
+  });
   select.addEventListener('change', function () { chosen = select.value; highlight(); });
   document.getElementById('graph').addEventListener('click', function () { this.classList.toggle('fit'); });
   document.addEventListener('keydown', function (ev) {
