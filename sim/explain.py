@@ -1065,7 +1065,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if not args.file:
         if not args.states:
             return bad("give a scenario FILE (or --states OUT to write the plain state diagram)")
-        G.write_graph(G.state_drawing(title="TCP states (generated from sim/kernel/tcp.py TRANSITIONS)"),
+        G.write_graph(G.state_drawing(title="TCP states (generated from sim/kernel/tcp_states.py TRANSITIONS)"),
                       args.states)
         print(f"wrote {args.states}")
         return 0

@@ -14,9 +14,11 @@ TIME_WAIT entry keeps owning port 8080 after the process that made it has exited
 
 The graph is taken from the live kernel of a simulator run: :func:`record` re-runs a scenario on
 a :class:`~sim.engine.SimBackend` and snapshots ``backend.kernel`` before and after every trace
-record, and also notes every TCP state transition with the record during which it happened.
+record (through its public tables), and subscribes to the kernel's events
+(sim/kernel/tracepoints.py) to note every TCP state transition with the record during which it
+happened. No kernel function is wrapped or replaced.
 
-The **state diagram** is generated from :data:`sim.kernel.tcp.TRANSITIONS` -- never drawn by
+The **state diagram** is generated from :data:`sim.kernel.tcp_states.TRANSITIONS` -- never drawn by
 hand -- and can highlight the path one connection took.
 
 Both export as DOT, and as SVG: rendered by Graphviz's ``dot`` when it is installed, else by a
@@ -42,9 +44,14 @@ from typing import Any, Iterable
 import networkx as nx
 
 from .engine import SimBackend
-from .kernel.stack import FIN, RST, SYN
-from .kernel.tcp import TRANSITIONS, State
+from .kernel import tracepoints as tp
+from .kernel.tcp_states import TRANSITIONS, State
 from .kernel.timewait import TimeWaitSock
+
+# Kernel state writes the object graph does not draw on a connection's track: the full socket's
+# hand-over to its TIME_WAIT minisock (the minisock carries the track on), and the creation of a
+# request (drawn from the listener, see _on_request).
+_UNSHOWN_EVENTS = ("tw_hashdance", "conn_request")
 from .trace import StepRecord, Trace
 
 # Past this many objects of one kind, a snapshot shows the first ones and one summary node (a
@@ -175,26 +182,16 @@ class _Recorder:
             self.known[label] = obj
         return label
 
-    # ------------------------------------------------------------------ hooks
+    # ------------------------------------------------------------------ events
     def attach(self, backend: _Probe) -> None:
+        """Subscribe to the kernel's events (sim/kernel/tracepoints.py): nothing of it is patched."""
         self.backend, self.k = backend, backend.kernel
-        self._wrap("_apply_raw", self._on_apply_raw)
-        self._wrap("_listen_start", self._on_state_change("listen"))
-        self._wrap("_request_ack", self._on_state_change("rcv_ack", arg=0))
-        self._wrap("_disconnect", self._on_state_change(None))
-        self._wrap("_listener_syn", self._on_listener_syn)
-        self._wrap("_time_wait", self._on_time_wait)
-        self._wrap("_tw_kill", self._on_tw_kill)
-        self._wrap("_tw_input", self._on_tw_input)
-        self._wrap("timer", self._on_timer)
-        self._wrap("syscall", self._on_syscall)
-        self.ctx = ""
+        self.k.subscribe(self.on_event)
 
-    def _wrap(self, name: str, make: Any) -> None:
-        orig = getattr(self.k, name, None)
-        if orig is None or not callable(orig):
-            return
-        setattr(self.k, name, make(orig))
+    def on_event(self, ev: Any) -> None:
+        handler = self._handlers.get(ev.__class__)
+        if handler is not None:
+            handler(self, ev)
 
     def _trans(self, t: Transition) -> None:
         self.seq += 1
@@ -222,119 +219,67 @@ class _Recorder:
         self._trans(Transition(self._step_now(), round(self._now(), 9), tid, s, event, d, note))
         self.last_state[tid] = d
 
-    def _on_apply_raw(self, orig: Any) -> Any:
-        def wrapper(sk: Any, new: Any, actions: Any, event: str = "") -> Any:
-            old = sk.tcp_state
-            if int(new) != int(old) or (State(int(old)), event) in TRANSITIONS:
-                self._add(sk, old, event or _infer_event(old, new), new)
-            return orig(sk, new, actions, event)
-        return wrapper
+    def _on_set_state(self, ev: tp.InetSockSetState) -> None:
+        sk, event = ev.sk, ev.event
+        if isinstance(sk, TimeWaitSock):
+            self._on_minisock_state(ev)
+            return
+        if event in _UNSHOWN_EVENTS:
+            return
+        self._add(sk, ev.old, event, ev.new)
 
-    def _on_state_change(self, event: str | None, arg: int = 0) -> Any:
-        def make(orig: Any) -> Any:
-            def wrapper(*a: Any, **kw: Any) -> Any:
-                sk = a[arg]
-                old = sk.tcp_state
-                out = orig(*a, **kw)
-                new = sk.tcp_state
-                if int(new) != int(old):
-                    tid = self._track(sk)
-                    # a transition recorded inside (by _apply_raw) already says what happened
-                    last = self.rec.transitions[-1] if self.rec.transitions else None
-                    if not (last and last.track == tid and last.dst == _state_name(new)):
-                        self._add(sk, old, event or _infer_event(old, new), new)
-                return out
-            return wrapper
-        return make
+    def _on_minisock_state(self, ev: tp.InetSockSetState) -> None:
+        tw = ev.sk
+        tid = self.tw_from.get(self.oid(tw, "tw"))
+        sk = self.known.get(tid) if tid is not None else None
+        if sk is None:
+            return
+        if ev.event == "tw_recycle":
+            self._add(sk, ev.old, "recycled", ev.new, "recycled by connect() (tcp_twsk_unique)")
+        elif ev.new == ev.old:
+            self._add(sk, ev.old, ev.event, ev.new, "the TIME_WAIT timer restarts")
+        else:
+            self._add(sk, ev.old, ev.event, ev.new)
+        if ev.event in ("time_wait_timeout", "fin_wait2_timeout"):
+            self._event((self._step_now(), self._now(),
+                         f"TIME_WAIT {tw.laddr}:{tw.lport} -> {tw.raddr}:{tw.rport} expired"))
 
-    def _on_listener_syn(self, orig: Any) -> Any:
-        def wrapper(lsk: Any, seg: Any) -> Any:
-            before = set(map(id, self.k.socks))
-            out = orig(lsk, seg)
-            for sk in list(self.k.socks):
-                if id(sk) not in before and getattr(sk, "is_request", False):
-                    tid = self._track(sk)
-                    self._trans(Transition(
-                        self._step_now(), round(self._now(), 9), tid, "LISTEN", "rcv_syn",
-                        _state_name(sk.tcp_state), note="the listener creates a request for the SYN"))
-                    self.last_state[tid] = _state_name(sk.tcp_state)
-                    self.rec.tracks.setdefault(tid, {})["parent"] = self._track(lsk)
-            return out
-        return wrapper
+    def _on_request(self, ev: tp.RequestQueued) -> None:
+        if ev.stage != "request":
+            return
+        req = ev.req
+        tid = self._track(req)
+        self._trans(Transition(
+            self._step_now(), round(self._now(), 9), tid, "LISTEN", "rcv_syn",
+            _state_name(req.tcp_state), note="the listener creates a request for the SYN"))
+        self.last_state[tid] = _state_name(req.tcp_state)
+        self.rec.tracks.setdefault(tid, {})["parent"] = self._track(ev.listener)
 
-    def _on_time_wait(self, orig: Any) -> Any:
-        def wrapper(sk: Any, substate: Any, timeo: float) -> Any:
-            key = sk.key()
-            out = orig(sk, substate, timeo)
-            tw = self.k.ehash.get(key)
-            if isinstance(tw, TimeWaitSock):
-                self.tw_from[self.oid(tw, "tw")] = self._track(sk)
-                if _state_name(substate) == "FIN_WAIT2":
-                    self._event((self._step_now(), self._now(),
-                                            f"orphaned FIN_WAIT2 {key[0]}:{key[1]} becomes a timewait minisock"))
-            return out
-        return wrapper
+    def _on_time_wait(self, ev: tp.InetTwskEntered) -> None:
+        self.tw_from[self.oid(ev.tw, "tw")] = self._track(ev.sk)
+        if _state_name(ev.substate) == "FIN_WAIT2":
+            key = ev.sk.key()
+            self._event((self._step_now(), self._now(),
+                         f"orphaned FIN_WAIT2 {key[0]}:{key[1]} becomes a timewait minisock"))
 
-    def _on_tw_kill(self, orig: Any) -> Any:
-        def wrapper(tw: Any) -> Any:
-            tid = self.tw_from.get(self.oid(tw, "tw"))
-            sub = getattr(tw, "shown_state", "TIME_WAIT")
-            event = {"timer": "time_wait_timeout" if sub == "TIME_WAIT" else "fin_wait2_timeout",
-                     "rst": "rcv_rst", "syn": "rcv_syn"}.get(self.ctx, "")
-            out = orig(tw)
-            if tid is not None:
-                sk = self.known.get(tid)
-                note = "" if event else "recycled by connect() (tcp_twsk_unique)"
-                if sk is not None:
-                    self._add(sk, sub, event or "recycled", "CLOSE", note)
-            return out
-        return wrapper
+    def _on_timer(self, ev: tp.TimerFired) -> None:
+        obj = ev.obj
+        if ev.kind != "syn" or not ev.live:
+            return
+        who = self.rec.tracks.get(self._track(obj), {}).get("label") or "a connection"
+        retries = obj.syn_retries or self.k.sysctls.get("tcp_syn_retries", 6)
+        what = (f"no answer yet, the SYN is retransmitted (retry {obj.syn_tries + 1} of {retries})"
+                if obj.syn_tries < retries else f"no answer after {retries} retries: the connection attempt gives up")
+        self._event((self._step_now(), self._now(), f"{who}: {what}"))
 
-    def _on_tw_input(self, orig: Any) -> Any:
-        def wrapper(tw: Any, seg: Any) -> Any:
-            old = getattr(tw, "substate", None)
-            prev = self.ctx
-            self.ctx = "rst" if seg.flags & RST else ("syn" if seg.flags & SYN else "")
-            try:
-                out = orig(tw, seg)
-            finally:
-                self.ctx = prev
-            tid = self.tw_from.get(self.oid(tw, "tw"))
-            new = getattr(tw, "substate", None)
-            if tid is not None and old is not None and new != old and tid in self.known:
-                self._add(self.known[tid], old, "rcv_fin", new)
-            elif tid is not None and seg.flags & FIN and self.k.ehash.get(
-                    (tw.laddr, tw.lport, tw.raddr, tw.rport)) is tw and tid in self.known:
-                self._add(self.known[tid], new, "rcv_fin", new, "the TIME_WAIT timer restarts")
-            return out
-        return wrapper
+    def _on_syscall_exit(self, ev: tp.SyscallExit) -> None:
+        if self.load_index is not None and ev.err:
+            self.rec.load_rules.setdefault(self.load_index, {}).setdefault(ev.err, ev.rule or "")
 
-    def _on_timer(self, orig: Any) -> Any:
-        def wrapper(kind: str, obj: Any, gen: int, now: float) -> Any:
-            prev = self.ctx
-            self.ctx = "timer" if kind == "tw" else prev
-            n_events = len(self.k.events)
-            if kind == "syn" and getattr(obj, "syn_gen", None) == gen and obj.tcp_state == State.SYN_SENT:
-                who = self.rec.tracks.get(self._track(obj), {}).get("label") or "a connection"
-                retries = obj.syn_retries or self.k.sysctls.get("tcp_syn_retries", 6)
-                what = (f"no answer yet, the SYN is retransmitted (retry {obj.syn_tries + 1} of {retries})"
-                        if obj.syn_tries < retries else f"no answer after {retries} retries: the connection attempt gives up")
-                self._event((self._step_now(), now, f"{who}: {what}"))
-            try:
-                return orig(kind, obj, gen, now)
-            finally:
-                self.ctx = prev
-                for t, text in self.k.events[n_events:]:
-                    self._event((self._step_now(), t, text))
-        return wrapper
-
-    def _on_syscall(self, orig: Any) -> Any:
-        def wrapper(proc: str, call: str, args: dict[str, Any], now: float) -> Any:
-            out = orig(proc, call, args, now)
-            if self.load_index is not None and getattr(out, "err", None):
-                self.rec.load_rules.setdefault(self.load_index, {}).setdefault(out.err, out.rule or "")
-            return out
-        return wrapper
+    _handlers: dict[type, Any] = {
+        tp.InetSockSetState: _on_set_state, tp.RequestQueued: _on_request, tp.InetTwskEntered: _on_time_wait,
+        tp.TimerFired: _on_timer, tp.SyscallExit: _on_syscall_exit,
+    }
 
     # ------------------------------------------------------------------ around records
     def begin(self, index: int | None, proc: str | None, fd: Any) -> None:
@@ -384,7 +329,6 @@ class _Recorder:
         self.captured = i
         if self.want_graphs:
             self._note_origins(i)
-        self._diff_states(i)
         if i > 0:
             self.rec.effects[i - 1] = self._effect(i - 1)
         if self.want_graphs:
@@ -447,22 +391,6 @@ class _Recorder:
                 info["parent_label"] = self.rec.tracks.get(info["parent"], {}).get("label")
             info["label"] = track_label(info, tid)
 
-    def _diff_states(self, i: int) -> None:
-        """State changes no hook saw (a kernel changed without the usual methods): infer the event."""
-        for tid, sk in self.known.items():
-            if getattr(sk, "kind", "tcp") != "tcp":
-                continue
-            now = _state_name(sk.tcp_state)
-            prev = self.last_state.get(tid)
-            if prev is None:
-                self.last_state[tid] = now
-                continue
-            if prev != now and not (prev in ("TIME_WAIT", "FIN_WAIT2") and now == "CLOSE"):
-                ev = _infer_event(prev, now)
-                self._trans(Transition(max(0, i - 1), round(self._now(), 9), tid, prev, ev, now,
-                                                       "inferred from two snapshots"))
-                self.last_state[tid] = now
-
     # ------------------------------------------------------------------ effects
     def _effect(self, i: int) -> str:
         """What a call visibly did beyond its return value (compared by the what-if engine)."""
@@ -499,15 +427,6 @@ def _state_name(st: Any) -> str:
         return State(int(st)).name
     except (ValueError, TypeError):
         return str(st)
-
-
-def _infer_event(src: Any, dst: Any) -> str:
-    """The first event of the transition table that leads from ``src`` to ``dst``."""
-    s, d = _state_name(src), _state_name(dst)
-    for (state, event), (new, _) in TRANSITIONS.items():
-        if state.name == s and new.name == d:
-            return event
-    return "?"
 
 
 def track_label(info: dict[str, Any], tid: str) -> str:
@@ -1365,7 +1284,7 @@ def _svg_edge(e: DEdge, a: tuple[float, float, float, float], b: tuple[float, fl
 
 def write_state_diagram(base: str, path: Iterable[Transition] | None = None, engine: str | None = None) -> list[str]:
     """Write ``base.dot`` and ``base.svg`` (the state diagram); returns the paths written."""
-    dr = state_drawing(path, title="TCP states (generated from sim/kernel/tcp.py TRANSITIONS)")
+    dr = state_drawing(path, title="TCP states (generated from sim/kernel/tcp_states.py TRANSITIONS)")
     out = []
     with open(base + ".dot", "w", encoding="utf-8") as f:
         f.write(to_dot(dr))

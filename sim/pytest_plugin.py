@@ -74,10 +74,12 @@ class ScenarioItem(pytest.Item):
         if self.mode == "load":
             raise ScenarioFailure(self.error)
         from .engine import SimBackend
+        from .kernel.tcp_states import check_state_write
         from .scenario.runner import run
 
         sc = self.scenario
-        sim = run(sc, SimBackend(seed=sc.seed), seed=sc.seed)
+        # every TCP state write of the run must be a row of the transition table
+        sim = run(sc, SimBackend(seed=sc.seed, probes=(check_state_write,)), seed=sc.seed)
         if self.mode == "sim":
             bad = sim.failed_expectations
             if bad:

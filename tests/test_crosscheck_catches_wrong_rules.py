@@ -12,7 +12,8 @@ import pytest
 
 from sim.compare import compare_traces
 from sim.engine import SimBackend
-from sim.kernel import ports, tcp, timewait
+from sim.kernel import ports, timewait
+from sim.kernel import tcp_states as tcp
 from sim.real.backend import RealBackend
 from sim.scenario.loader import load_file
 from sim.scenario.runner import run

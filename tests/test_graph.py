@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from sim import graph as G
-from sim.kernel import tcp
-from sim.kernel.tcp import TRANSITIONS, State
+from sim.kernel import tcp_states as tcp
+from sim.kernel.tcp_states import TRANSITIONS, State
 from sim.scenario.loader import load_file, load_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -176,7 +176,7 @@ def test_object_graph_svg_both_engines(fork):
 
 def test_docs_state_diagram_is_up_to_date():
     committed = ROOT / "docs" / "state-diagram.dot"
-    dr = G.state_drawing(title="TCP states (generated from sim/kernel/tcp.py TRANSITIONS)")
+    dr = G.state_drawing(title="TCP states (generated from sim/kernel/tcp_states.py TRANSITIONS)")
     assert committed.read_text(encoding="utf-8") == G.to_dot(dr), \
         "regenerate with: python -m sim.graph state-diagram docs/state-diagram"
 

@@ -3,7 +3,7 @@
 import pytest
 
 from kharness import K
-from sim.kernel.tcp import TRANSITIONS, State
+from sim.kernel.tcp_states import TRANSITIONS, State
 
 
 def test_active_closer_gets_time_wait_server_side():

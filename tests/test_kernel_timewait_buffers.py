@@ -4,7 +4,7 @@ import networkx as nx
 import pytest
 
 from kharness import K
-from sim.kernel.tcp import TRANSITIONS, State
+from sim.kernel.tcp_states import TRANSITIONS, State
 
 
 def _restart(old_reuse: bool, new_reuse: bool) -> str | None:

@@ -16,7 +16,7 @@ import importlib
 import simpy
 
 from ..personality import get as get_personality
-from ..kernel.rules import HITS, RULES, TRAIL, hits
+from ..kernel.rules import RULES
 from ..kernel.stack import Blocked, Kernel, Outcome  # noqa: F401
 from ..trace import CallResult, Completion, endpoint_text
 
@@ -68,8 +68,10 @@ class SimBackend:
 
     name = "sim"
 
-    def __init__(self, seed: int = 0, explain: bool = True, personality: str | None = None):
+    def __init__(self, seed: int = 0, explain: bool = True, personality: str | None = None,
+                 probes: tuple[Callable[[Any], None], ...] = ()):
         self.personality = personality
+        self.probes = tuple(probes)  # subscribed to the kernel's events as soon as it exists
         self.seed = seed
         self.env = simpy.Environment()
         self.kernel: Kernel | None = None
@@ -92,10 +94,10 @@ class SimBackend:
         module, cls = pers.kernel_class.split(":")
         kclass = getattr(importlib.import_module(f"sim.kernel.{module}"), cls)
         self.kernel = kclass(sysctls, int(host.get("file_max", 2466170)), seed=self.seed)
+        for fn in self.probes:
+            self.kernel.subscribe(fn)
         for name, p in scenario["processes"].items():
             self.kernel.add_process(name, int(p.get("nofile", 1024)), int(p.get("uid", 0)))
-        TRAIL.clear()
-        HITS.clear()
         self.wire = FifoTimers(self.env, self._arrive)
         self.timers = FifoTimers(self.env, self._timer)
 
@@ -289,5 +291,5 @@ class SimBackend:
             "mib": dict(k.mib),
             "processes": {n: {"fds": p.files.sockets(), "alive": p.alive} for n, p in k.procs.items()},
             "tcp": [list(r) for r in k.tcp_rows()],
-            "rules_hit": sorted(hits()),
+            "rules_hit": sorted(k.rule_hits()),
         }

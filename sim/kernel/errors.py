@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SysError(Exception):
     """A syscall failed with errno ``name`` (e.g. ``EADDRINUSE``) because of rule ``rule``."""
@@ -14,3 +16,14 @@ class SysError(Exception):
 
     def __repr__(self) -> str:
         return f"SysError({self.name!r}, rule={self.rule!r})"
+
+
+class Block(Exception):
+    """Raised by a call that must wait inside the kernel: ``resume(now)`` retries it later.
+
+    ``key`` is the socket whose wait queue the call sleeps on (None: retry on any wakeup).
+    """
+
+    def __init__(self, resume: Any, reason: str, key: Any = None):
+        super().__init__(reason)
+        self.resume, self.reason, self.key = resume, reason, key

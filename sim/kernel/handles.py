@@ -14,6 +14,15 @@ from .errors import SysError
 from .rules import fact, rule
 
 
+class Process:
+    """A process as the socket layer sees it: a name, an fd table (``files_struct``), a uid."""
+
+    __slots__ = ("name", "files", "uid", "alive", "pid")
+
+    def __init__(self, name: str, files: Any, uid: int, pid: int):
+        self.name, self.files, self.uid, self.alive, self.pid = name, files, uid, True, pid
+
+
 class OpenFile:
     """``struct file``: one open socket, shared by every fd that refers to it."""
 

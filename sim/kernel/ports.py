@@ -102,7 +102,7 @@ def describe_owner(o: Any) -> str:
     if getattr(o, "is_tw", False):
         return (f"{o.shown_state} entry {o.laddr}:{o.lport} -> {o.raddr}:{o.rport} of a socket "
                 f"{flag_text}, expiring at t={o.expires:.1f} s")
-    from .tcp import State  # local: avoid a cycle at import time
+    from .tcp_states import State  # local: avoid a cycle at import time
 
     addr = str(o.addr6) if o.family == 6 else str(o.saddr4)
     st = State(o.tcp_state).name if o.tcp_state in State._value2member_map_ else str(o.tcp_state)

@@ -2,15 +2,19 @@
 
 A rule is a small function decorated with :func:`rule`. The first line of its docstring is its
 citation (kernel function and file, man page, or Microsoft doc); that text is what a timeline or
-an explanation shows beside an outcome. Each call of a rule is appended to the current *trail*, so
-the kernel can say, for every syscall, which rules it consulted and which one decided.
+an explanation shows beside an outcome. Each call of a rule is appended to the *trail* of the
+kernel that is running (every kernel owns its trail), so the kernel can say, for every syscall,
+which rules it consulted and which one decided; the kernel's subscribers also receive each
+consultation as an event.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
+
+from .tracepoints import FactNoted, RuleConsulted
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,24 +31,49 @@ class Rule:
 RULES: dict[str, Rule] = {}
 
 
-@dataclass
 class Trail:
-    rules: list[str] = field(default_factory=list)
-    facts: list[str] = field(default_factory=list)
+    """The rules consulted and the facts noted during one kernel entry, and every rule hit so far.
+
+    Each kernel owns one (``Kernel.trail``) and makes it current when the engine enters it;
+    ``probes`` is the owner's subscriber list (a :class:`~.tracepoints.RuleConsulted` or
+    :class:`~.tracepoints.FactNoted` event goes to it when it is not empty).
+    """
+
+    __slots__ = ("rules", "facts", "hits", "probes")
+
+    def __init__(self, probes: list[Callable[[Any], None]] | None = None):
+        self.rules: list[str] = []
+        self.facts: list[str] = []
+        self.hits: set[str] = set()  # every rule consulted before the last clear()
+        self.probes = probes if probes is not None else []
 
     def clear(self) -> None:
-        HITS.update(self.rules)
+        self.hits.update(self.rules)
         self.rules.clear()
         self.facts.clear()
 
+    def all_hits(self) -> set[str]:
+        """Every rule consulted since this trail was made (coverage: ``socksim rules``)."""
+        return self.hits | set(self.rules)
 
-HITS: set[str] = set()  # every rule invoked since the last reset (coverage: `socksim rules`)
-TRAIL = Trail()
+
+class _Current:
+    """Which trail the running code records into: the trail of the kernel the engine entered last
+    (as Linux's ``current`` names the running task). Set only through :func:`activate`."""
+
+    __slots__ = ("trail",)
+
+    def __init__(self) -> None:
+        self.trail = Trail()
 
 
-def hits() -> set[str]:
-    """The rules invoked since HITS was last reset, including the current trail."""
-    return HITS | set(TRAIL.rules)
+_CURRENT = _Current()
+
+
+def activate(trail: Trail) -> Trail:
+    """Make ``trail`` the one rules and facts record into; returns the previous one."""
+    prev, _CURRENT.trail = _CURRENT.trail, trail
+    return prev
 
 
 def rule(rule_id: str, *tags: str) -> Callable[[F], F]:
@@ -58,11 +87,14 @@ def rule(rule_id: str, *tags: str) -> Callable[[F], F]:
             raise ValueError(f"rule id {rule_id} registered twice")
         RULES[rule_id] = Rule(rule_id, doc.splitlines()[0].strip(), doc, func.__qualname__, tags)
 
-        append = TRAIL.rules.append  # the list is cleared in place, never replaced
+        cur = _CURRENT
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            append(rule_id)
+            t = cur.trail
+            t.rules.append(rule_id)
+            if t.probes:
+                _emit(t.probes, RuleConsulted(rule_id))
             return func(*args, **kwargs)
 
         wrapper.rule_id = rule_id  # type: ignore[attr-defined]
@@ -73,7 +105,15 @@ def rule(rule_id: str, *tags: str) -> Callable[[F], F]:
 
 def fact(text: str) -> None:
     """Record a fact the current rule looked at (shown by explanations)."""
-    TRAIL.facts.append(text)
+    t = _CURRENT.trail
+    t.facts.append(text)
+    if t.probes:
+        _emit(t.probes, FactNoted(text))
+
+
+def _emit(probes: list[Callable[[Any], None]], event: Any) -> None:
+    for fn in probes:
+        fn(event)
 
 
 MINOR = "minor"  # tag of helper rules that are consulted but rarely decide an outcome alone

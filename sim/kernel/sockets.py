@@ -12,7 +12,7 @@ from . import buffers
 from .errors import SysError
 from .ports import V4_ANY, split_addr
 from .rules import fact, rule
-from .tcp import State
+from .tcp_states import State
 
 SS_UNCONNECTED, SS_CONNECTING, SS_CONNECTED, SS_DISCONNECTING = range(1, 5)
 RCV_SHUTDOWN, SEND_SHUTDOWN = 1, 2

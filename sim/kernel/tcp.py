@@ -1,129 +1,316 @@
-"""The TCP state machine as one table: (state, event) -> (new state, actions).
-
-States carry the numbers /proc/net/tcp prints (include/net/tcp_states.h). The table is the
-single source of truth: the kernel model applies it (``transition``), the state diagram in the
-docs and the networkx graph are drawn from it, and a test walks it (every state reachable from
-CLOSE, every state can reach CLOSE).
-
-Sources: RFC 9293 section 3.3.2; net/ipv4/tcp.c tcp_close_state() new_state[] (close side);
-net/ipv4/tcp_input.c tcp_rcv_state_process(), tcp_rcv_synsent_state_process(), tcp_fin(),
-tcp_reset() (receive side); net/ipv4/tcp_minisocks.c tcp_timewait_state_process().
-"""
+"""net/ipv4/tcp.c: the state writer, close/disconnect, send/recv, ioctl."""
 
 from __future__ import annotations
 
-from enum import IntEnum
+from typing import Any
 
-from .errors import SysError
+from . import buffers, tcp_states
+from .errors import Block, SysError
+from .handles import Process
 from .rules import fact, rule
+from .skbuff import ACK, RST, SYN
+from .sockets import RCV_SHUTDOWN, SEND_SHUTDOWN, Sock
+from .tcp_states import State
+from .timewait import TimeWaitSock
+from .tracepoints import BufferCharged, BufferUncharged, InetSockSetState
 
 
-class State(IntEnum):
-    ESTABLISHED = 1
-    SYN_SENT = 2
-    SYN_RECV = 3
-    FIN_WAIT1 = 4
-    FIN_WAIT2 = 5
-    TIME_WAIT = 6
-    CLOSE = 7
-    CLOSE_WAIT = 8
-    LAST_ACK = 9
-    LISTEN = 10
-    CLOSING = 11
+class Tcp:
+    """Kernel functions of net/ipv4/tcp.c (a part of :class:`~.stack.Kernel`)."""
 
+    def tcp_set_state(self, sk: Any, new: State, event: str, unhash: bool = True) -> None:
+        """tcp_set_state() in net/ipv4/tcp.c: the only writer of a TCP state; CLOSE unhashes and drops an autobound port (kept if SOCK_BINDPORT_LOCK).
 
-S = State
+        Every write is the row ``(old state, event)`` of the transition table
+        (sim/kernel/tcp_states.py) and is announced as :class:`~.tracepoints.InetSockSetState`.
+        ``sk`` may be a TIME_WAIT minisock: its substate is written (CLOSE: it is being killed).
+        ``unhash=False`` is a bare state store (inet_sk_set_state()), for the callers that
+        handle the hashes themselves: tcp_time_wait() and a failed inet_csk_listen_start().
+        """
+        if sk.__class__ is TimeWaitSock:
+            old = sk.substate
+            if new != State.CLOSE:
+                sk.substate = int(new)
+            if self.probes:
+                self.emit(InetSockSetState(sk, old, int(new), event))
+            return
+        old = sk.tcp_state
+        sk.tcp_state = int(new)
+        if self.probes:
+            self.emit(InetSockSetState(sk, old, int(new), event))
+        self.woken.add(sk)
+        if new == State.CLOSE and unhash:
+            self.inet_unhash(sk)
+            if sk.lport in self.listeners and sk in self.listeners[sk.lport]:
+                self.listeners[sk.lport].remove(sk)
+                if not self.listeners[sk.lport]:
+                    del self.listeners[sk.lport]
+            if sk.in_bhash and not sk.bindport_lock and not sk.dead:
+                # inet_put_port(): inet_num = 0; getsockname() still shows inet_sport
+                self.inet_put_port(sk.lport, sk)
+                sk.in_bhash = False
+                sk.lport = 0
+                sk.connect_bind = False  # __inet_put_port() clears SOCK_CONNECT_BIND
+        if new == State.ESTABLISHED and sk.established_at is None:
+            sk.established_at = self.now
 
-# Events: application calls, received segments, timers.
-APP_EVENTS = ("connect", "listen", "close", "shutdown_wr", "abort")
-SEG_EVENTS = ("rcv_syn", "rcv_synack", "rcv_ack", "rcv_fin", "rcv_finack", "rcv_rst", "rcv_data_after_close")
-TIMER_EVENTS = ("syn_timeout", "fin_wait2_timeout", "time_wait_timeout")
+    def tcp_transition(self, sk: Sock, event: str) -> None:
+        """Apply the transition-table row for ``sk``'s state and ``event``: new state, then actions."""
+        new, actions = tcp_states.transition(State(sk.tcp_state), event)
+        self.tcp_apply(sk, new, actions, event)
 
-# (state, event) -> (new_state, actions). Actions are interpreted by the kernel (stack.py).
-TRANSITIONS: dict[tuple[State, str], tuple[State, tuple[str, ...]]] = {
-    # opening
-    (S.CLOSE, "connect"): (S.SYN_SENT, ("send_syn", "arm_syn_timer")),
-    (S.CLOSE, "listen"): (S.LISTEN, ()),
-    (S.LISTEN, "rcv_syn"): (S.LISTEN, ("make_request", "send_synack")),
-    (S.LISTEN, "close"): (S.CLOSE, ("listen_stop",)),
-    (S.SYN_SENT, "rcv_synack"): (S.ESTABLISHED, ("send_ack", "wake")),
-    (S.SYN_SENT, "rcv_syn"): (S.SYN_RECV, ("send_synack",)),  # simultaneous open
-    (S.SYN_SENT, "rcv_rst"): (S.CLOSE, ("set_err", "wake")),  # ECONNREFUSED
-    (S.SYN_SENT, "syn_timeout"): (S.CLOSE, ("set_err", "wake")),  # ETIMEDOUT
-    (S.SYN_SENT, "close"): (S.CLOSE, ()),
-    (S.SYN_SENT, "abort"): (S.CLOSE, ()),
-    (S.SYN_RECV, "rcv_ack"): (S.ESTABLISHED, ("wake",)),
-    (S.SYN_RECV, "rcv_synack"): (S.ESTABLISHED, ("send_ack", "wake")),  # simultaneous open
-    (S.SYN_RECV, "rcv_rst"): (S.CLOSE, ("set_err", "wake")),
-    (S.SYN_RECV, "close"): (S.FIN_WAIT1, ("send_fin",)),
-    (S.SYN_RECV, "abort"): (S.CLOSE, ("send_rst",)),
-    # established
-    (S.ESTABLISHED, "close"): (S.FIN_WAIT1, ("send_fin",)),
-    (S.ESTABLISHED, "shutdown_wr"): (S.FIN_WAIT1, ("send_fin",)),
-    (S.ESTABLISHED, "rcv_fin"): (S.CLOSE_WAIT, ("send_ack", "wake")),
-    (S.ESTABLISHED, "rcv_rst"): (S.CLOSE, ("set_err", "wake")),  # ECONNRESET
-    (S.ESTABLISHED, "abort"): (S.CLOSE, ("send_rst",)),
-    # active close
-    (S.FIN_WAIT1, "rcv_ack"): (S.FIN_WAIT2, ("fin_wait2",)),
-    (S.FIN_WAIT1, "rcv_fin"): (S.CLOSING, ("send_ack",)),  # simultaneous close
-    (S.FIN_WAIT1, "rcv_finack"): (S.TIME_WAIT, ("send_ack", "time_wait")),
-    (S.FIN_WAIT1, "rcv_rst"): (S.CLOSE, ("set_err", "wake")),
-    (S.FIN_WAIT1, "abort"): (S.CLOSE, ("send_rst",)),
-    (S.FIN_WAIT1, "rcv_data_after_close"): (S.CLOSE, ("set_err", "send_rst")),  # tcp_reset() on itself
-    (S.FIN_WAIT1, "close"): (S.FIN_WAIT1, ()),
-    (S.FIN_WAIT2, "rcv_fin"): (S.TIME_WAIT, ("send_ack", "time_wait")),
-    (S.FIN_WAIT2, "rcv_rst"): (S.CLOSE, ("set_err", "wake")),
-    (S.FIN_WAIT2, "fin_wait2_timeout"): (S.CLOSE, ()),
-    (S.FIN_WAIT2, "abort"): (S.CLOSE, ("send_rst",)),
-    (S.FIN_WAIT2, "rcv_data_after_close"): (S.CLOSE, ("set_err", "send_rst")),  # tcp_reset() on itself
-    (S.FIN_WAIT2, "close"): (S.FIN_WAIT2, ("fin_wait2",)),
-    (S.CLOSING, "rcv_ack"): (S.TIME_WAIT, ("time_wait",)),
-    (S.CLOSING, "rcv_rst"): (S.CLOSE, ("set_err", "wake")),  # tcp_reset(): ECONNRESET
-    (S.CLOSING, "abort"): (S.CLOSE, ("send_rst",)),
-    (S.CLOSING, "close"): (S.CLOSING, ()),
-    (S.TIME_WAIT, "time_wait_timeout"): (S.CLOSE, ()),
-    (S.TIME_WAIT, "rcv_fin"): (S.TIME_WAIT, ("send_ack", "rearm_time_wait")),
-    (S.TIME_WAIT, "rcv_rst"): (S.CLOSE, ()),  # TIME_WAIT assassination (tcp_rfc1337=0)
-    (S.TIME_WAIT, "rcv_syn"): (S.CLOSE, ("to_listener",)),  # TCP_TW_SYN: a newer SYN takes over
-    # passive close
-    (S.CLOSE_WAIT, "close"): (S.LAST_ACK, ("send_fin",)),
-    (S.CLOSE_WAIT, "shutdown_wr"): (S.LAST_ACK, ("send_fin",)),
-    (S.CLOSE_WAIT, "rcv_rst"): (S.CLOSE, ("set_err", "wake")),  # EPIPE
-    (S.CLOSE_WAIT, "abort"): (S.CLOSE, ("send_rst",)),
-    (S.LAST_ACK, "rcv_ack"): (S.CLOSE, ("wake",)),
-    (S.LAST_ACK, "rcv_rst"): (S.CLOSE, ("set_err", "wake")),  # tcp_reset(): ECONNRESET
-    (S.LAST_ACK, "abort"): (S.CLOSE, ("send_rst",)),
-    (S.LAST_ACK, "close"): (S.LAST_ACK, ()),
-    (S.CLOSE, "close"): (S.CLOSE, ()),
-}
+    def tcp_apply(self, sk: Sock, new: State, actions: tuple[str, ...], event: str) -> None:
+        old = State(sk.tcp_state)
+        if "set_err" in actions:
+            sk.err = ("ETIMEDOUT" if event == "syn_timeout" else tcp_states.reset_errno(old))
+        if "send_rst" in actions:
+            # the RST answers with the connection's addresses, before CLOSE releases the port
+            self.tcp_transmit_skb(sk, RST)
+        if new != old:
+            self.tcp_set_state(sk, new, event)
+        elif self.probes:  # a row that keeps the state: no write, but observers see the row
+            self.emit(InetSockSetState(sk, int(old), int(new), event))
+        for a in actions:
+            if a == "send_syn":
+                sk.syn_unacked = True
+                sk.seq_gap = 0  # tcp_connect_init(): snd_una = write_seq for the new attempt
+                self.tcp_transmit_skb(sk, SYN)
+            elif a == "arm_syn_timer":
+                sk.syn_gen += 1
+                sk.syn_tries = 0
+                self.inet_csk_reset_xmit_timer("syn", 1.0, sk, sk.syn_gen)
+            elif a == "send_synack":
+                self.tcp_transmit_skb(sk, SYN | ACK)
+            elif a == "send_ack":
+                self.tcp_transmit_skb(sk, ACK)
+            elif a == "send_fin":
+                sk.fin_pending = True
+                self.tcp_push(sk)
+            elif a == "send_rst":
+                sk.shutdown = RCV_SHUTDOWN | SEND_SHUTDOWN
+                self.tcp_write_queue_purge(sk)
+            elif a == "listen_stop":
+                self.inet_csk_listen_stop(sk)
+            elif a == "time_wait":
+                self.tcp_time_wait(sk, State.TIME_WAIT, self.TIME_WAIT_LEN)
+            elif a == "fin_wait2":
+                sk.shutdown |= SEND_SHUTDOWN
+                if sk.dead:
+                    self.tcp_close_orphan(sk)
+        if new == State.CLOSE and sk.dead:
+            self.inet_csk_destroy_sock(sk)
 
+    def sk_mem_charge(self, nbytes: int) -> None:
+        """sk_mem_charge() (include/net/sock.h): buffer bytes are charged to the TCP memory pool."""
+        self.pool.charge(nbytes)
+        if self.probes:
+            self.emit(BufferCharged(nbytes))
 
-@rule("tcp.transition", "tcp", "minor")
-def transition(state: State, event: str) -> tuple[State, tuple[str, ...]]:
-    """RFC 9293 3.3.2; tcp_close_state() net/ipv4/tcp.c; tcp_rcv_state_process() net/ipv4/tcp_input.c."""
-    try:
-        new, actions = TRANSITIONS[(state, event)]
-    except KeyError:
-        raise KeyError(f"no transition for {state.name} on {event}") from None
-    if new != state:
-        fact(f"{state.name} --{event}--> {new.name}")
-    return new, actions
+    def sk_mem_uncharge(self, nbytes: int) -> None:
+        """sk_mem_uncharge() (include/net/sock.h): buffer bytes go back to the TCP memory pool."""
+        self.pool.uncharge(nbytes)
+        if self.probes:
+            self.emit(BufferUncharged(nbytes))
 
+    def tcp_write_queue_purge(self, sk: Sock) -> None:
+        """tcp_write_queue_purge(): the unsent and unacknowledged data is dropped."""
+        if sk.snd_q:
+            self.sk_mem_uncharge(sk.snd_q)
+        sk.snd_una = sk.snd_nxt = sk.write_seq
 
-@rule("tcp.reset_errno", "tcp", "minor")
-def reset_errno(state: State) -> str:
-    """tcp_reset() in net/ipv4/tcp_input.c: SYN_SENT->ECONNREFUSED, CLOSE_WAIT->EPIPE, else ECONNRESET."""
-    if state == S.SYN_SENT:
-        return "ECONNREFUSED"
-    if state == S.CLOSE_WAIT:
-        return "EPIPE"
-    return "ECONNRESET"
+    @rule("tcp.close", "tcp")
+    def tcp_close(self, sk: Sock, exiting: bool) -> None:
+        """__tcp_close() in net/ipv4/tcp.c: unread data -> RST; SO_LINGER {1,0} -> RST; else FIN."""
+        sk.shutdown = RCV_SHUTDOWN | SEND_SHUTDOWN
+        if sk.kind != "tcp":
+            (self.udp_ports if sk.kind == "udp" else self.bhash).remove(sk.lport, sk)
+            return
+        st = sk.tcp_state
+        sk.dead = True
+        if st == State.LISTEN:
+            self.tcp_transition(sk, "close")
+            self.inet_csk_destroy_sock(sk)
+            return
+        unread = sk.rcv_q
+        if unread:
+            sk.rcv_q = 0
+            self.sk_mem_uncharge(unread)
+        if st == State.CLOSE:
+            self.inet_csk_destroy_sock(sk)
+            return
+        if unread:
+            fact(f"{unread} unread byte(s) in the receive queue: the connection is reset (RFC 2525 2.17)")
+            self._mib("TCPAbortOnClose")
+            self.tcp_transition(sk, "abort")
+        elif sk.linger[0] and sk.linger[1] == 0:
+            fact("SO_LINGER {1, 0}: abortive close, RST instead of FIN")
+            self._mib("TCPAbortOnData")
+            self.tcp_transition(sk, "abort")
+        else:
+            self.tcp_transition(sk, "close")
+        st = sk.tcp_state
+        if st == State.FIN_WAIT2:
+            self.tcp_close_orphan(sk)
+            return
+        if st == State.CLOSE:
+            self.inet_csk_destroy_sock(sk)
 
+    def tcp_close_orphan(self, sk: Sock) -> None:
+        if sk.linger2 < 0:
+            self.tcp_transition(sk, "abort")  # TCP_LINGER2 < 0: RST at once (tcp_close())
+            self.inet_csk_destroy_sock(sk)
+            return
+        tmo = max(float(self.sysctls["tcp_fin_timeout"]), 0.7)
+        self.tcp_time_wait(sk, State.FIN_WAIT2, tmo)
 
-def has_transition(state: State, event: str) -> bool:
-    return (state, event) in TRANSITIONS
+    def tcp_disconnect(self, sk: Sock) -> None:
+        """tcp_disconnect(): back to CLOSE; a listener drops its queue, a connection is reset."""
+        st = sk.tcp_state
+        if st == State.LISTEN:
+            self.inet_csk_listen_stop(sk)
+            if sk.lport in self.listeners and sk in self.listeners[sk.lport]:
+                self.listeners[sk.lport].remove(sk)
+                if not self.listeners[sk.lport]:
+                    del self.listeners[sk.lport]
+        elif st in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT1, State.FIN_WAIT2,
+                    State.SYN_RECV, State.LAST_ACK, State.CLOSING):
+            self.tcp_transmit_skb(sk, RST)
+            sk.err = "ECONNRESET"  # tcp_need_reset(): RST sent, sk_err = ECONNRESET
+        elif st == State.SYN_SENT:
+            sk.err = "ECONNRESET"  # an aborted connection attempt reports ECONNRESET
+        self.tcp_set_state(sk, State.CLOSE, "disconnect")
+        self.inet_unhash(sk)
+        sk.seq_gap += sk.max_window + 2  # tcp_disconnect(): write_seq += max_window + 2 (listeners too)
+        if sk.in_bhash and not sk.bindport_lock:
+            self.inet_put_port(sk.lport, sk)
+            sk.in_bhash = False
+            sk.lport = 0
+            sk.connect_bind = False
+        sk.raddr, sk.rport = None, 0
+        sk.done = False
+        sk.shutdown = 0
+        if not sk.bindaddr_lock:
+            # inet_reset_saddr(): an address that bind() did not choose is forgotten
+            sk.set_local("::" if sk.family == 6 else "0.0.0.0", sk.lport)
 
+    @rule("sys.send", "buffers")
+    def tcp_sendmsg(self, p: Process, sock: int, bytes: int, flags: list[str] | None = None) -> int:
+        """tcp_sendmsg_locked() in net/ipv4/tcp.c: queue into the send buffer; wait or EAGAIN when full (sk_stream_wait_memory)."""
+        f, sk = self.sockfd_lookup(p, sock)
+        nonblock = f.nonblock or "MSG_DONTWAIT" in (flags or [])
+        if sk.kind != "tcp":
+            raise SysError("EDESTADDRREQ", "sys.send")
+        return self.tcp_sendmsg_locked(sk, bytes, nonblock, 0)
 
-def check(cond: bool, err: str, rule_id: str) -> None:
-    if not cond:
-        raise SysError(err, rule_id)
+    def tcp_sendmsg_locked(self, sk: Sock, total: int, nonblock: bool, copied: int) -> int:
+        st = sk.tcp_state
+        if st not in (State.ESTABLISHED, State.CLOSE_WAIT):
+            if sk.err:
+                err, sk.err = sk.err, None
+                raise SysError(err, "sys.send")
+            if st not in (State.SYN_SENT, State.SYN_RECV):
+                fact(f"the socket is {State(st).name}: not connected (sk_stream_wait_connect)")
+                raise SysError("EPIPE", "sys.send")
+            if nonblock:
+                raise SysError("EAGAIN", "sys.send")
+            raise Block(lambda now: self.tcp_sendmsg_locked(sk, total, nonblock, copied), "send: connecting", sk)
+        if sk.err or sk.shutdown & SEND_SHUTDOWN:
+            if copied:
+                return copied
+            err = sk.err or "EPIPE"
+            sk.err = None
+            fact("the connection was reset" if err != "EPIPE" else "sending is shut down on this socket")
+            raise SysError(err, "sys.send")
+        cap = buffers.send_capacity(sk.sndbuf)
+        while copied < total:
+            room = cap - sk.snd_q
+            if room <= 0 or not self.pool.can_charge(min(room, total - copied)):
+                break
+            n = min(room, total - copied)
+            sk.write_seq += n
+            self.sk_mem_charge(n)
+            copied += n
+        # ACKs for what is pushed now are processed when the call releases the socket lock
+        # (release_sock() runs the backlog), so they free room only for a later call.
+        self.tcp_push(sk)
+        if copied >= total or total == 0:
+            return copied
+        sk.nospace = True  # SOCK_NOSPACE: the writer ran out of send buffer
+        if nonblock:
+            if copied:
+                fact(f"send buffer full after {copied} of {total} bytes")
+                return copied
+            fact(f"send buffer full: {sk.snd_q} bytes queued, SO_SNDBUF {sk.sndbuf}")
+            raise SysError("EAGAIN", "sys.send")
+        return_val = copied
+        raise Block(lambda now: self.tcp_sendmsg_locked(sk, total, nonblock, return_val), "send: the send buffer is full",
+                     sk)
+
+    @rule("sys.recv", "buffers")
+    def tcp_recvmsg(self, p: Process, sock: int, bytes: int = 65536, flags: list[str] | None = None) -> int:
+        """tcp_recvmsg_locked() in net/ipv4/tcp.c: data first; then EOF (SOCK_DONE), sk_err, shutdown, ENOTCONN."""
+        f, sk = self.sockfd_lookup(p, sock)
+        flags = flags or []
+        nonblock = f.nonblock or "MSG_DONTWAIT" in flags
+        if sk.kind != "tcp":
+            raise SysError("EAGAIN" if nonblock else "EOPNOTSUPP", "sys.recv")
+        if "MSG_OOB" in flags:
+            raise SysError("EINVAL", "sys.recv")
+        if "MSG_WAITALL" in flags and not nonblock:
+            return self.tcp_recvmsg_waitall(sk, bytes, 0)
+        return self.tcp_recvmsg_locked(sk, bytes, nonblock, "MSG_PEEK" in flags)
+
+    def tcp_recvmsg_waitall(self, sk: Sock, want: int, got: int) -> int:
+        """MSG_WAITALL (recv(2)): block until the full amount, EOF, an error, or a signal."""
+        while got < want:
+            if sk.rcv_q:
+                got += self.tcp_recvmsg_locked(sk, want - got, True, False)
+                continue
+            if sk.done or sk.err or sk.shutdown & RCV_SHUTDOWN or sk.tcp_state == State.CLOSE:
+                if got:
+                    return got
+                return self.tcp_recvmsg_locked(sk, want, True, False)
+            total = got
+            raise Block(lambda now: self.tcp_recvmsg_waitall(sk, want, total), "recv: MSG_WAITALL", sk)
+        return got
+
+    def tcp_recvmsg_locked(self, sk: Sock, want: int, nonblock: bool, peek: bool) -> int:
+        if sk.tcp_state == State.LISTEN:
+            raise SysError("ENOTCONN", "sys.recv")
+        if sk.rcv_q and want:
+            n = min(want, sk.rcv_q)
+            if not peek:
+                sk.rcv_q -= n
+                self.sk_mem_uncharge(n)
+                self.tcp_cleanup_rbuf(sk)
+            return n
+        if want == 0:
+            return 0
+        if sk.done:
+            fact("the peer's FIN was received: end of stream")
+            return 0
+        if sk.err:
+            err, sk.err = sk.err, None
+            raise SysError(err, "sys.recv")
+        if sk.shutdown & RCV_SHUTDOWN:
+            return 0
+        if sk.tcp_state == State.CLOSE:
+            fact("the socket is not connected")
+            raise SysError("ENOTCONN", "sys.recv")
+        if nonblock:
+            fact("the receive queue is empty")
+            raise SysError("EAGAIN", "sys.recv")
+        raise Block(lambda now: self.tcp_recvmsg_locked(sk, want, nonblock, peek), "recv: the receive queue is empty", sk)
+
+    def tcp_cleanup_rbuf(self, sk: Sock) -> None:
+        if sk.raddr is not None and sk.tcp_state in (State.ESTABLISHED, State.FIN_WAIT1, State.FIN_WAIT2):
+            self.tcp_transmit_skb(sk, ACK)
+
+    @rule("ioctl.tcp_ioctl", "buffers", "minor")
+    def tcp_ioctl(self, sk: Sock) -> Any:
+        """tcp_ioctl() in net/ipv4/tcp.c: SIOCINQ/SIOCOUTQ; EINVAL on a listener, 0 while connecting, write_seq - snd_una."""
+        if sk.tcp_state == State.LISTEN:
+            return "EINVAL"
+        if sk.tcp_state in (State.SYN_SENT, State.SYN_RECV):
+            return {"recv_q": 0, "send_q": 0}
+        return {"recv_q": sk.rcv_q, "send_q": sk.snd_q + sk.syn_unacked + sk.seq_gap}

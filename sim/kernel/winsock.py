@@ -36,234 +36,29 @@ from typing import Any, Callable
 
 from ..personality.windows import WINDOWS_DEFAULTS, WSA_NUMBERS
 from . import buffers
-from .errors import SysError
 from .handles import FileTable, OpenFile
-from .ports import BindTable
-from .rules import MINOR, RULES, TRAIL, fact, rule
+from .rules import MINOR, RULES, fact, rule
 from .sockets import RCV_SHUTDOWN, SEND_SHUTDOWN, SS_CONNECTED, SS_CONNECTING, SS_UNCONNECTED, Sock
-from .stack import DATA, DEFAULT_SYSCTLS, RST, SYN, Kernel, Outcome, Process, Segment, _Block
-from .tcp import State
+from .errors import Block, SysError
+from .handles import Process
+from .skbuff import DATA, RST, SYN, Segment
+from .stack import DEFAULT_SYSCTLS, Kernel, Outcome
+from .tcp_states import State
+from .winsock_ports import WinsockPorts
+from .winsock_tables import (
+    DEFAULT_POOL_LIMIT, DOCUMENTED, LINUX_ONLY_OPTIONS, SOMAXCONN, SOMAXCONN_HINT_MAX, SOMAXCONN_HINT_MIN,
+    TCB_BYTES, V4_ANY, V6_ANY, NonPagedPool, WinHandleTable,
+)
 
 LEARN = "https://learn.microsoft.com/en-us/windows/win32"
 
-# ----------------------------------------------------------------------------- handles
-
-HANDLE_BASE = 0x100  # first SOCKET value handed out in a process (inferred: values are undocumented)
-HANDLE_STEP = 4  # kernel handles are multiples of 4 (the low two bits are tag bits) [W40]
-
-
-class WinHandleTable(FileTable):
-    """A process handle table as far as sockets see it: opaque multiples of 4, recycled at once.
-
-    A SOCKET is a kernel handle (``\\Device\\Afd``) in the process handle table [W13, W24]; kernel
-    handle values are multiples of 4 [W40]; a closed value "may immediately be reused" [W6, W41].
-    The allocation order is undocumented: the model hands out the most recently freed value first
-    (a free list), else the next unused multiple of 4 from ``HANDLE_BASE`` (inferred). There is no
-    per-process socket limit (RLIMIT_NOFILE has no Windows counterpart; Microsoft's provider limits
-    sockets only by memory [W15]).
-    """
-
-    __slots__ = ("free", "next_value")
-
-    def __init__(self, nofile: int, base: int = HANDLE_BASE):
-        super().__init__(nofile, 0)  # the std handles are not sockets and take no SOCKET value
-        self.free: list[int] = []  # freed values, most recent last
-        self.next_value = base
-
-    def copy(self) -> WinHandleTable:
-        t = WinHandleTable(self.nofile, self.next_value)
-        t.free = list(self.free)
-        t.fds = dict(self.fds)
-        for f in t.fds.values():
-            f.f_count += 1
-        return t
-
-    @rule("win.handle_alloc", "windows", "fd", "minor")
-    def alloc_fd(self) -> int:
-        """Socket Handles (Learn/winsock/socket-handles-2) and Raymond Chen on handle values: a SOCKET is an opaque kernel handle, a multiple of 4, reused at once after closesocket."""
-        if self.free:
-            v = self.free[-1]
-            fact(f"handle value {v} was freed most recently: it is handed out again")
-        else:
-            v = self.next_value
-            fact(f"handle value {v} is the next unused multiple of {HANDLE_STEP}")
-        return v  # reserved only when installed: a blocked accept() takes nothing
-
-    def install(self, fd: int, f: OpenFile) -> None:
-        if self.free and self.free[-1] == fd:
-            self.free.pop()
-        elif fd == self.next_value:
-            self.next_value += HANDLE_STEP
-        elif fd in self.free:
-            self.free.remove(fd)
-        super().install(fd, f)
-
-    def remove(self, fd: int) -> OpenFile:
-        f = super().remove(fd)
-        self.free.append(fd)
-        return f
-
-    @rule("win.handle_lookup", "windows", "fd", "minor")
-    def get(self, fd: int) -> OpenFile:
-        """Windows Sockets Error Codes (Learn/winsock/windows-sockets-error-codes-2): WSAENOTSOCK, an operation was attempted on something that is not a socket."""
-        f = self.fds.get(fd)
-        if f is None or f.sock is None:
-            fact(f"{fd} is not an open SOCKET handle in this process")
-            raise SysError("ENOTSOCK", "win.handle_lookup")
-        return f
-
-
-# ----------------------------------------------------------------------------- nonpaged pool
-
-TCB_BYTES = 456  # one TCP connection's nonpaged allocation (Server 2003 R2, tag TCPT) [W48]
-DEFAULT_POOL_LIMIT = 128 << 30  # "RAM or 128 GB, whichever is smaller" [W39]
-
-
-class NonPagedPool:
-    """The nonpaged pool as sockets use it: TCBs and buffered data, against one limit.
-
-    Kernel memory that is never paged out [W25]; AFD buffers socket data in it and an app that
-    lets data pile up can exhaust it (pool tags AfdB/AfdP), after which calls fail with WSAENOBUFS
-    [W47]. Each connection is charged ``TCB_BYTES`` while it is hashed (a third-party measurement
-    [W48]); TIME_WAIT entries and listening sockets are not charged (inferred). Same interface as
-    the Linux ``TcpMemPool`` so the shared send/receive paths charge it unchanged.
-    """
-
-    def __init__(self, limit: int):
-        self.limit = int(limit)
-        self.data = 0
-        self.tcbs = 0
-        self.peak = 0
-        self.failures = 0
-        self.pressure_events = 0
-        self.in_pressure = False
-
-    @property
-    def bytes(self) -> int:
-        return self.data + self.tcbs * TCB_BYTES
-
-    @property
-    def pages(self) -> int:
-        return (self.bytes + 4095) // 4096
-
-    @rule("win.nonpaged_pool", "windows", "buffers", "minor")
-    def can_charge(self, nbytes: int) -> bool:
-        """KB 293841 / KB 917114 and Memory Pools (Learn/memory/memory-pools): socket buffers and TCBs live in nonpaged pool; when it is exhausted the call fails with WSAENOBUFS."""
-        if self.bytes + nbytes > self.limit:
-            self.failures += 1
-            fact(f"nonpaged pool: {self.bytes} bytes in use ({self.tcbs} TCBs, {self.data} bytes "
-                 f"buffered) + {nbytes} would exceed the limit of {self.limit}")
-            return False
-        return True
-
-    def charge(self, nbytes: int) -> None:
-        self.data += nbytes
-        self.peak = max(self.peak, self.bytes)
-
-    def uncharge(self, nbytes: int) -> None:
-        self.data -= nbytes
-
-    def charge_tcb(self) -> None:
-        self.tcbs += 1
-        self.peak = max(self.peak, self.bytes)
-
-    def uncharge_tcb(self) -> None:
-        self.tcbs -= 1
-
-
-# ----------------------------------------------------------------------------- bind tables
-
-# Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE [W20]. Row = first bind, column = second bind; D =
-# no option, R = SO_REUSEADDR, X = SO_EXCLUSIVEADDRUSE; W = wildcard address, S = a specific
-# address (the same one when both are S). OK = success, IU = WSAEADDRINUSE, AC = WSAEACCES.
-SHARE_COLUMNS = ("DW", "DS", "RW", "RS", "XW", "XS")
-SAME_USER = {  # Windows Server 2003 and later, both binds by the same user account
-    "DW": "IU OK AC OK IU OK",
-    "DS": "OK IU OK AC IU IU",
-    "RW": "IU OK OK OK IU OK",
-    "RS": "OK IU OK OK IU IU",
-    "XW": "IU AC AC AC IU AC",
-    "XS": "OK IU OK AC IU IU",
-}
-DIFFERENT_USERS = dict(SAME_USER, **{  # differs only in the D W and R W rows
-    "DW": "IU AC AC AC IU AC",
-    "RW": "IU AC OK OK IU AC",
-})
-BEFORE_2003 = {  # Windows XP and earlier: no enhanced socket security
-    "DW": "IU IU OK OK IU IU", "DS": "IU IU OK OK IU IU",
-    "RW": "IU IU OK OK IU IU", "RS": "IU IU OK OK IU IU",
-    "XW": "IU IU AC AC IU IU", "XS": "IU IU AC AC IU IU",
-}
-CELL_ERR = {"OK": None, "IU": "EADDRINUSE", "AC": "EACCES"}
-
-
-def share_outcome(first: str, second: str, same_user: bool, enhanced: bool = True) -> str | None:
-    """The table cell for a first bind ``first`` (e.g. "DW") and a second bind ``second``: None or an error name."""
-    table = (SAME_USER if same_user else DIFFERENT_USERS) if enhanced else BEFORE_2003
-    return CELL_ERR[table[first].split()[SHARE_COLUMNS.index(second)]]
-
-
-V4_ANY = ipaddress.IPv4Address("0.0.0.0")
-V6_ANY = ipaddress.IPv6Address("::")
-
-
-def _stack_views(o: Any) -> tuple[Any, Any]:
-    """(IPv4 address, IPv6 address) an endpoint occupies; None where it is not on that stack."""
-    if o.family == 4:
-        return o.saddr4, None
-    a6 = o.addr6
-    if a6 is not None and a6.ipv4_mapped is not None:
-        return a6.ipv4_mapped, None
-    v4 = V4_ANY if (a6 in (None, V6_ANY) and not o.ipv6only) else None  # dual-stack wildcard
-    return v4, (a6 or V6_ANY)
-
-
-def overlap(a: Any, b: Any) -> bool:
-    """Do two bound endpoints claim a common (stack, address)? Wildcards match every address."""
-    a4, a6 = _stack_views(a)
-    b4, b6 = _stack_views(b)
-    if a4 is not None and b4 is not None and (a4 == b4 or V4_ANY in (a4, b4)):
-        return True
-    return a6 is not None and b6 is not None and (a6 == b6 or V6_ANY in (a6, b6))
-
-
-def is_wildcard(o: Any) -> bool:
-    a4, a6 = _stack_views(o)
-    return a4 == V4_ANY or a6 == V6_ANY
-
-
-def option_letter(reuse: bool, exclusive: bool) -> str:
-    return "X" if exclusive else ("R" if reuse else "D")
-
-
-# ----------------------------------------------------------------------------- errors per call
-# The errors each function page lists (used to attribute an error found by a shared rule to the
-# Windows page that documents it; any other error keeps the shared rule that raised it).
-DOCUMENTED = {
-    "socket": {"EAFNOSUPPORT", "EPROTONOSUPPORT", "EPROTOTYPE", "ESOCKTNOSUPPORT", "EINVAL",
-               "EMFILE", "ENOBUFS"},
-    "bind": {"EACCES", "EADDRINUSE", "EADDRNOTAVAIL", "EFAULT", "EINVAL", "ENOBUFS"},
-    "connect": {"EADDRINUSE", "EALREADY", "EADDRNOTAVAIL", "EAFNOSUPPORT", "ECONNREFUSED",
-                "EINVAL", "EISCONN", "ENETUNREACH", "EHOSTUNREACH", "ENOBUFS", "ETIMEDOUT",
-                "EAGAIN", "EACCES"},
-    "accept": {"ECONNRESET", "EINVAL", "EMFILE", "ENOBUFS", "EOPNOTSUPP", "EAGAIN"},
-    "send": {"EACCES", "ENETRESET", "ENOBUFS", "ENOTCONN", "EOPNOTSUPP", "ESHUTDOWN", "EAGAIN",
-             "EMSGSIZE", "EINVAL", "ECONNABORTED", "ECONNRESET", "ETIMEDOUT"},
-    "recv": {"ENOTCONN", "ENETRESET", "EOPNOTSUPP", "ESHUTDOWN", "EAGAIN", "EMSGSIZE", "EINVAL",
-             "ECONNABORTED", "ETIMEDOUT", "ECONNRESET"},
-    "sockopt": {"EFAULT", "EINVAL", "ENETRESET", "ENOPROTOOPT", "ENOTCONN"},
-}
-
-SOMAXCONN = 0x7FFFFFFF  # winsock2.h [W30]
-SOMAXCONN_HINT_MIN, SOMAXCONN_HINT_MAX = 200, 65535  # SOMAXCONN_HINT(N) is clamped to 200..65535 [W2]
-LINUX_ONLY_OPTIONS = frozenset({"SO_REUSEPORT", "IP_BIND_ADDRESS_NO_PORT", "TCP_LINGER2", "TCP_SYNCNT"})
 SHUTDOWN_HOW = {"SD_RECEIVE": "SHUT_RD", "SD_SEND": "SHUT_WR", "SD_BOTH": "SHUT_RDWR",
                 "SHUT_RD": "SHUT_RD", "SHUT_WR": "SHUT_WR", "SHUT_RDWR": "SHUT_RDWR"}
 WSA_FREE_CALLS = frozenset({"WSAStartup", "WSACleanup", "exit", "fork"})
 CONNECTED = (State.ESTABLISHED, State.CLOSE_WAIT)
 
 
-class WinsockKernel(Kernel):
+class WinsockKernel(WinsockPorts, Kernel):
     """One Windows host: Winsock on top of the Windows TCP/IP stack (the rule variants)."""
 
     personality = "windows"
@@ -308,18 +103,9 @@ class WinsockKernel(Kernel):
     def syscall(self, proc: str, call: str, args: dict[str, Any], now: float) -> Outcome:
         if call not in WSA_FREE_CALLS and self.wsa_refs.get(proc, 0) <= 0:
             return super().syscall(proc, "wsa_refused", {"call": call}, now)
-        return self._explain(super().syscall(proc, call, args, now))
+        return super().syscall(proc, call, args, now)
 
-    def _wrap_resume(self, fn: Callable[[float], Any], *args: Any, **kw: Any) -> Callable[[float], Outcome]:
-        inner = super()._wrap_resume(fn, *args, **kw)
-
-        def resume(now: float) -> Outcome:
-            return self._explain(inner(now))
-
-        return resume
-
-    @staticmethod
-    def _explain(out: Outcome) -> Outcome:
+    def finish_outcome(self, out: Outcome) -> Outcome:
         """On a Windows host a successful call is explained by the last Windows rule it consulted."""
         if out.err is None and out.blocked is None:
             wins = [r for r in out.trail if r.startswith("win.") and MINOR not in RULES[r].tags]
@@ -366,18 +152,18 @@ class WinsockKernel(Kernel):
         fds = p.files.sockets()
         fact(f"last WSACleanup: {len(fds)} open socket(s) are reset and freed")
         for fd in fds:
-            f = p.files.remove(fd)
+            f = self.file_close_fd(p, fd)
             if f.sock.kind == "tcp" and f.sock.tcp_state != State.LISTEN:
                 f.sock.linger = (1, 0)  # "reset": an abortive close (interpretation, see docs)
-            self._fput(f, exiting=False)
+            self.fput(f, exiting=False)
         return 0
 
-    def sys_exit(self, p: Process) -> int:
+    def exit_files(self, p: Process) -> int:
         self.wsa_refs[p.name] = 0
-        return super().sys_exit(p)
+        return super().exit_files(p)
 
-    def sys_fork(self, p: Process, **kw: Any) -> int:
-        ret = super().sys_fork(p, **kw)
+    def dup_fd(self, p: Process, **kw: Any) -> int:
+        ret = super().dup_fd(p, **kw)
         self.wsa_refs[kw["as"]] = self.wsa_refs.get(p.name, 0)
         return ret
 
@@ -390,7 +176,7 @@ class WinsockKernel(Kernel):
                            protocol, nonblock)
 
     @rule("win.closesocket", "windows", "fd")
-    def sys_close(self, p: Process, sock: int) -> int:
+    def close_fd(self, p: Process, sock: int) -> int:
         """closesocket function (Learn/api/winsock/nf-winsock-closesocket): l_onoff=0 graceful in the background; {1,0} abortive; {1,n} waits on a blocking socket, WSAEWOULDBLOCK on a non-blocking one."""
         f = p.files.fds.get(sock)
         if f is None or f.sock is None:
@@ -407,11 +193,11 @@ class WinsockKernel(Kernel):
             self.timer_requests.append(("win_linger", float(secs), sk, 0))
             fact(f"SO_LINGER {{1, {secs}}}: closesocket blocks until {sk.snd_q} byte(s) are "
                  f"acknowledged or {secs} s pass")
-            raise _Block(lambda now: self._linger_wait(p, sock, f, sk, deadline),
+            raise Block(lambda now: self._linger_wait(p, sock, f, sk, deadline),
                          f"closesocket: lingering up to {secs} s for unacknowledged data")
         if onoff and secs == 0:
             fact("SO_LINGER {1, 0}: hard close, RST, no TIME_WAIT")
-        return Kernel.sys_close(self, p, sock)
+        return Kernel.close_fd(self, p, sock)
 
     @staticmethod
     def _linger_pending(sk: Sock) -> bool:
@@ -424,26 +210,26 @@ class WinsockKernel(Kernel):
             return 0
         if not self._linger_pending(sk):
             fact("every queued byte was acknowledged within the linger time: graceful close")
-            return Kernel.sys_close(self, p, sock)
+            return Kernel.close_fd(self, p, sock)
         if self.now >= deadline - 1e-9:
             fact(f"the linger time ran out with {sk.snd_q} byte(s) unacknowledged: hard close (RST)")
             sk.linger = (1, 0)
-            return Kernel.sys_close(self, p, sock)
-        raise _Block(lambda now: self._linger_wait(p, sock, f, sk, deadline),
+            return Kernel.close_fd(self, p, sock)
+        raise Block(lambda now: self._linger_wait(p, sock, f, sk, deadline),
                      "closesocket: lingering for unacknowledged data")
 
     @rule("win.ioctlsocket_fionbio", "windows", "fd")
-    def sys_set_nonblocking(self, p: Process, sock: int, on: bool = True, cmd: str = "FIONBIO", **_: Any) -> int:
+    def setfl(self, p: Process, sock: int, on: bool = True, cmd: str = "FIONBIO", **_: Any) -> int:
         """ioctlsocket function (Learn/api/winsock/nf-winsock-ioctlsocket): FIONBIO with a nonzero argument makes the socket non-blocking; a new socket is blocking."""
-        f, _ = self._sock(p, sock)
+        f, _ = self.sockfd_lookup(p, sock)
         f.nonblock = bool(on)
         fact(f"FIONBIO {int(bool(on))}: the socket is now {'non-blocking' if on else 'blocking'}")
         return 0
 
     @rule("win.getsockname", "windows", "sockets")
-    def sys_getsockname(self, p: Process, sock: int) -> int:
+    def inet_getname(self, p: Process, sock: int) -> int:
         """getsockname function (Learn/api/winsock/nf-winsock-getsockname): the local port; WSAEINVAL if the socket has not been bound."""
-        _, sk = self._sock(p, sock)
+        _, sk = self.sockfd_lookup(p, sock)
         if not sk.in_bhash and not sk.lport:
             fact("the socket has not been bound to an address")
             raise SysError("EINVAL", "win.getsockname")
@@ -451,7 +237,7 @@ class WinsockKernel(Kernel):
 
     # ------------------------------------------------------------------ options
     @rule("win.setsockopt", "windows", "sockets")
-    def set_option(self, sk: Sock, opt: str, value: Any) -> None:
+    def sock_setsockopt(self, sk: Sock, opt: str, value: Any) -> None:
         """setsockopt function and SOL_SOCKET Socket Options (Learn/winsock/sol-socket-socket-options): SO_EXCLUSIVEADDRUSE; SO_SNDBUF/SO_RCVBUF set the buffer space as given."""
         if opt == "SO_EXCLUSIVEADDRUSE":
             if not isinstance(value, int):
@@ -472,12 +258,12 @@ class WinsockKernel(Kernel):
                 sk.rcvbuf, sk.rcv_lock = value, True
             fact(f"{opt} {value}: stored as given (no doubling, no sysctl cap; inferred)")
             return
-        self._retag("win.setsockopt", DOCUMENTED["sockopt"], super().set_option, sk, opt, value)
+        self._retag("win.setsockopt", DOCUMENTED["sockopt"], super().sock_setsockopt, sk, opt, value)
 
     @rule("win.getsockopt", "windows", "sockets")
-    def sys_getsockopt(self, p: Process, sock: int, opt: str) -> Any:
+    def do_sock_getsockopt(self, p: Process, sock: int, opt: str) -> Any:
         """getsockopt function (Learn/api/winsock/nf-winsock-getsockopt): the option's current value; WSAENOPROTOOPT for an option Winsock does not know."""
-        _, sk = self._sock(p, sock)
+        _, sk = self.sockfd_lookup(p, sock)
         if opt == "SO_EXCLUSIVEADDRUSE":
             return int(getattr(sk, "exclusive", False))
         if opt in LINUX_ONLY_OPTIONS:
@@ -488,105 +274,13 @@ class WinsockKernel(Kernel):
             if err:
                 fact(f"the socket's pending error {err} is reported as its WSA code and cleared")
             return WSA_NUMBERS.get(err, 0) if err else 0
-        return self._retag("win.getsockopt", DOCUMENTED["sockopt"], super().sys_getsockopt, p, sock, opt)
-
-    # ------------------------------------------------------------------ bind
-    @rule("win.bind", "windows", "ports")
-    def sys_bind(self, p: Process, sock: int, addr: str = "0.0.0.0", port: int = 0) -> int:
-        """bind function (Learn/api/winsock/nf-winsock-bind): WSAEINVAL if already bound, WSAEADDRNOTAVAIL for a non-local address, port 0 takes a port from the dynamic range."""
-        return self._retag("win.bind", DOCUMENTED["bind"], super().sys_bind, p, sock, addr, port)
-
-    def bind_port(self, table: BindTable, sk: Sock, port: int) -> int:
-        if port == 0:
-            port = self._dynamic_port(table, sk, "bind")
-        else:
-            self._bind_share_check(table, sk, port)
-        self._mark_bound(sk)
-        return port
-
-    @staticmethod
-    def _mark_bound(sk: Sock) -> None:
-        """A socket that got its port from bind() or an implicit bind: it takes part in the tables."""
-        sk.bindport_lock = True  # the port stays with the socket until closesocket
-        sk.win_binder = True
-        sk.win_bind_opts = (bool(sk.reuse), bool(getattr(sk, "exclusive", False)))
-
-    @staticmethod
-    def _is_binder(o: Any) -> bool:
-        return bool(getattr(o, "win_binder", False)) and not getattr(o, "dead", False)
-
-    @rule("win.bind_share", "windows", "ports")
-    def _bind_share_check(self, table: BindTable, sk: Sock, port: int) -> None:
-        """Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE (Learn/winsock/using-so-reuseaddr-and-so-exclusiveaddruse): the outcome tables for a second bind to a port in use."""
-        new = option_letter(bool(sk.reuse), bool(getattr(sk, "exclusive", False))) + ("W" if is_wildcard(sk) else "S")
-        lingering = []
-        for o in table.owners(port):
-            if not overlap(sk, o):
-                continue
-            if not self._is_binder(o):
-                lingering.append(o)
-                continue
-            reuse, excl = getattr(o, "win_bind_opts", (bool(o.reuse), False))
-            first = option_letter(reuse, excl) + ("W" if is_wildcard(o) else "S")
-            same = o.uid == sk.uid
-            err = share_outcome(first, new, same, self.ENHANCED_SOCKET_SECURITY)
-            fact(f"port {port}: first bind {first} ({o.laddr}, uid {o.uid}), second bind {new} "
-                 f"(uid {sk.uid}), {'same user' if same else 'different users'}: "
-                 f"{'success' if err is None else 'WSA' + err}")
-            if err is not None:
-                if new == "XW" and sk.family == 6 and not sk.ipv6only and _stack_views(o)[1] is None:
-                    self._dual_stack_exclusive(o, port)
-                raise SysError(err, "win.bind_share")
-        if lingering:
-            self._exclusive_linger_check(sk, port, lingering)
-        if not table.owners(port):
-            fact(f"port {port} has no owner")
-
-    @rule("win.bind_dual_stack", "windows", "ports")
-    def _dual_stack_exclusive(self, o: Any, port: int) -> None:
-        """Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE (Learn/winsock/using-so-reuseaddr-and-so-exclusiveaddruse): an exclusive dual-stack wildcard bind must pass on both stacks; an IPv4 socket on the port makes it fail with WSAEACCES."""
-        fact(f"the dual-stack exclusive bind collides on the IPv4 stack with {o.laddr}:{port}")
-        raise SysError("EACCES", "win.bind_dual_stack")
-
-    @rule("win.bind_exclusive_linger", "windows", "ports")
-    def _exclusive_linger_check(self, sk: Sock, port: int, lingering: list[Any]) -> None:
-        """Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE (Learn/winsock/using-so-reuseaddr-and-so-exclusiveaddruse): an exclusive socket cannot bind a port until the old connections on it become inactive."""
-        if not getattr(sk, "exclusive", False):
-            fact(f"{len(lingering)} connection(s) still on port {port} (e.g. TIME_WAIT): they do not "
-                 "hold the port against a bind without SO_EXCLUSIVEADDRUSE")
-            return
-        o = lingering[0]
-        kind = "TIME_WAIT" if getattr(o, "is_tw", False) else State(o.tcp_state).name
-        fact(f"SO_EXCLUSIVEADDRUSE: a connection on port {port} is still active ({kind} "
-             f"{o.laddr}:{o.lport} -> {o.raddr}:{o.rport}); the port is not free yet")
-        raise SysError("EADDRINUSE", "win.bind_exclusive_linger")
-
-    @rule("win.dynamic_port", "windows", "ports", "ephemeral")
-    def _dynamic_port(self, table: BindTable, sk: Sock, why: str) -> int:
-        """KB 929851 and Troubleshoot port exhaustion (learn.microsoft.com/troubleshoot): ports come from the dynamic range (49152-65535); when none is free the call fails with WSAENOBUFS (KB 196271)."""
-        lo, hi = self.sysctls["ip_local_port_range"]
-        excluded = set(self.sysctls["ip_local_reserved_ports"])
-        n = hi - lo + 1
-        key = id(table)
-        cur = self._port_cursor.get(key)
-        if cur is None:
-            cur = lo + self.rng.randrange(n)  # where the search starts is undocumented (inferred)
-        for i in range(n):
-            port = lo + (cur - lo + i) % n
-            if port in excluded or table.owners(port):
-                continue
-            self._port_cursor[key] = lo + (port - lo + 1) % n
-            fact(f"{why}: port {port} is the next free port of the dynamic range {lo}-{hi}")
-            return port
-        fact(f"{why}: every port of the dynamic range {lo}-{hi} is in use (bound, connected or in "
-             "TIME_WAIT): port exhaustion")
-        raise SysError("ENOBUFS", "win.dynamic_port")
+        return self._retag("win.getsockopt", DOCUMENTED["sockopt"], super().do_sock_getsockopt, p, sock, opt)
 
     # ------------------------------------------------------------------ listen
     @rule("win.listen", "windows", "tcp")
-    def sys_listen(self, p: Process, sock: int, backlog: int = 128) -> int:
+    def inet_listen(self, p: Process, sock: int, backlog: int = 128) -> int:
         """listen function (Learn/api/winsock2/nf-winsock2-listen): WSAEINVAL on an unbound socket, WSAEISCONN on a connected one; a second listen() succeeds without changing the backlog."""
-        _, sk = self._sock(p, sock)
+        _, sk = self.sockfd_lookup(p, sock)
         if sk.kind != "tcp":
             fact("listen() needs a connection-oriented socket")
             raise SysError("EOPNOTSUPP", "win.listen")
@@ -601,7 +295,7 @@ class WinsockKernel(Kernel):
             raise SysError("EINVAL", "win.listen")
         sk.backlog = self._backlog(backlog)
         self.listeners.setdefault(sk.lport, []).append(sk)
-        self.tcp_set_state(sk, State.LISTEN)
+        self.tcp_set_state(sk, State.LISTEN, "listen")
         return 0
 
     @rule("win.listen_backlog", "windows", "tcp")
@@ -622,7 +316,7 @@ class WinsockKernel(Kernel):
         return eff
 
     @rule("win.accept_queue_full", "windows", "tcp", "minor")
-    def _acceptq_full(self, lsk: Sock) -> bool:
+    def sk_acceptq_is_full(self, lsk: Sock) -> bool:
         """listen function (Learn/api/winsock2/nf-winsock2-listen): the backlog is the maximum length of the queue of pending connections."""
         full = len(lsk.accept_q) >= lsk.backlog
         if full:
@@ -635,22 +329,22 @@ class WinsockKernel(Kernel):
         lsk.listen_overflows += 1
         self._mib("ListenOverflows")
         fact("the SYN is answered with RST")
-        self._reset_reply(seg)
+        self.tcp_v4_send_reset(seg)
 
-    def _listener_syn(self, lsk: Sock, seg: Segment) -> None:
+    def tcp_conn_request(self, lsk: Sock, seg: Segment) -> None:
         if not self.pool.can_charge(TCB_BYTES):
             self._pool_refuses_syn(seg)
             return
-        super()._listener_syn(lsk, seg)
+        super().tcp_conn_request(lsk, seg)
 
     @rule("win.pool_refuses_connection", "windows", "buffers")
     def _pool_refuses_syn(self, seg: Segment) -> None:
         """KB 293841 / KB 917114: with the nonpaged pool exhausted no TCB can be allocated; the request is answered with RST (inferred)."""
         self._mib("NonPagedPoolRefused")
-        self._reset_reply(seg)
+        self.tcp_v4_send_reset(seg)
 
     @rule("win.lookup_listener", "windows", "tcp", "minor")
-    def _lookup_listener(self, daddr: str, dport: int, seg: Segment) -> Sock | None:
+    def inet_lookup_listener(self, daddr: str, dport: int, seg: Segment) -> Sock | None:
         """Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE (Learn/winsock/using-so-reuseaddr-and-so-exclusiveaddruse): a specific bind serves its address; among sockets sharing a port the choice is indeterminate."""
         best = self.best_listeners(daddr, dport, family_bonus=False)
         if len(best) > 1:
@@ -663,9 +357,9 @@ class WinsockKernel(Kernel):
 
     # ------------------------------------------------------------------ connect
     @rule("win.connect", "windows", "tcp")
-    def sys_connect(self, p: Process, sock: int, addr: str = "127.0.0.1", port: int = 0) -> int:
+    def inet_stream_connect(self, p: Process, sock: int, addr: str = "127.0.0.1", port: int = 0) -> int:
         """connect function (Learn/api/winsock2/nf-winsock2-connect): WSAEWOULDBLOCK on a non-blocking socket, WSAEALREADY while pending, WSAEISCONN once connected, WSAEINVAL on a listening socket."""
-        f, sk = self._sock(p, sock)
+        f, sk = self.sockfd_lookup(p, sock)
         if sk.kind == "tcp":
             if sk.tcp_state == State.LISTEN:
                 fact("the socket is listening")
@@ -682,31 +376,18 @@ class WinsockKernel(Kernel):
                 if not self.pool.can_charge(TCB_BYTES):
                     raise SysError("ENOBUFS", "win.nonpaged_pool")
                 sk.win_rst_tries = 0
-        return self._retag("win.connect", DOCUMENTED["connect"], super().sys_connect, p, sock, addr, port)
+        return self._retag("win.connect", DOCUMENTED["connect"], super().inet_stream_connect, p, sock, addr, port)
 
-    def _inet_hash_connect(self, sk: Sock, saddr: str, daddr: str, dport: int) -> None:
+    def inet_hash_connect(self, sk: Sock, saddr: str, daddr: str, dport: int) -> None:
         if sk.lport:
-            super()._inet_hash_connect(sk, saddr, daddr, dport)
+            super().inet_hash_connect(sk, saddr, daddr, dport)
             return
         self._implicit_bind(sk, saddr, daddr, dport)
 
-    @rule("win.connect_implicit_bind", "windows", "ports", "ephemeral")
-    def _implicit_bind(self, sk: Sock, saddr: str, daddr: str, dport: int) -> None:
-        """connect function (Learn/api/winsock2/nf-winsock2-connect): an unbound socket is bound by the system (wildcard address, a port of its own), and marked as bound."""
-        port = self._dynamic_port(self.bhash, sk, "connect")
-        sk.set_local("::" if sk.family == 6 else "0.0.0.0", port)
-        sk.laddr = saddr  # the 4-tuple uses the route's source; the bind stays a wildcard bind
-        sk.connect_bind = True
-        self._mark_bound(sk)
-        sk.raddr, sk.rport = daddr, dport
-        self.bhash.add(port, sk)
-        sk.in_bhash = True
-        self._ehash_add(sk)
-
     @rule("win.connect_result", "windows", "tcp")
-    def _connect_finish(self, sk: Sock) -> int:
+    def inet_connect_result(self, sk: Sock) -> int:
         """connect function (Learn/api/winsock2/nf-winsock2-connect): WSAECONNREFUSED when the target actively refused, WSAETIMEDOUT without an answer; connect may then be called again."""
-        return self._retag("win.connect_result", DOCUMENTED["connect"], super()._connect_finish, sk)
+        return self._retag("win.connect_result", DOCUMENTED["connect"], super().inet_connect_result, sk)
 
     @rule("win.connect_refused_retry", "windows", "tcp")
     def _syn_refused(self, sk: Sock) -> bool:
@@ -718,23 +399,23 @@ class WinsockKernel(Kernel):
             return False
         sk.win_rst_tries = tries + 1
         sk.syn_gen += 1  # the retry replaces the pending SYN retransmission timer
-        self.timer_requests.append(("win_syn_retry", self.SYN_RST_RETRY_INTERVAL, sk, sk.syn_gen))
+        self.inet_csk_reset_xmit_timer("win_syn_retry", self.SYN_RST_RETRY_INTERVAL, sk, sk.syn_gen)
         fact(f"RST in answer to the SYN: retry {tries + 1} of {limit} in {self.SYN_RST_RETRY_INTERVAL:g} s")
         return True
 
     # ------------------------------------------------------------------ accept
     @rule("win.accept", "windows", "tcp")
-    def sys_accept(self, p: Process, sock: int, **kw: Any) -> int:
+    def do_accept(self, p: Process, sock: int, **kw: Any) -> int:
         """accept function (Learn/api/winsock2/nf-winsock2-accept): a new SOCKET handle for a queued connection; WSAEINVAL if listen was not called, WSAEWOULDBLOCK if non-blocking and none is queued."""
-        return self._retag("win.accept", DOCUMENTED["accept"], super().sys_accept, p, sock, **kw)
+        return self._retag("win.accept", DOCUMENTED["accept"], super().do_accept, p, sock, **kw)
 
     # ------------------------------------------------------------------ data
     @rule("win.send", "windows", "buffers")
-    def sys_send(self, p: Process, sock: int, bytes: int, flags: list[str] | None = None) -> int:
+    def tcp_sendmsg(self, p: Process, sock: int, bytes: int, flags: list[str] | None = None) -> int:
         """send function (Learn/api/winsock2/nf-winsock2-send): WSAENOTCONN if not connected, WSAESHUTDOWN after SD_SEND, WSAECONNRESET after a hard close by the peer, WSAENOBUFS without buffer space."""
-        return self._retag("win.send", DOCUMENTED["send"], super().sys_send, p, sock, bytes, flags)
+        return self._retag("win.send", DOCUMENTED["send"], super().tcp_sendmsg, p, sock, bytes, flags)
 
-    def _send(self, sk: Sock, total: int, nonblock: bool, copied: int) -> int:
+    def tcp_sendmsg_locked(self, sk: Sock, total: int, nonblock: bool, copied: int) -> int:
         if copied == 0:
             if getattr(sk, "win_reset", False) or sk.err in ("ECONNRESET", "EPIPE"):
                 sk.err = None
@@ -751,14 +432,14 @@ class WinsockKernel(Kernel):
                 n = min(max(0, buffers.payload_capacity(sk.sndbuf) - sk.snd_q), total)
                 if n > 0 and not self.pool.can_charge(n):
                     raise SysError("ENOBUFS", "win.nonpaged_pool")
-        return super()._send(sk, total, nonblock, copied)
+        return super().tcp_sendmsg_locked(sk, total, nonblock, copied)
 
     @rule("win.recv", "windows", "buffers")
-    def sys_recv(self, p: Process, sock: int, bytes: int = 65536, flags: list[str] | None = None) -> int:
+    def tcp_recvmsg(self, p: Process, sock: int, bytes: int = 65536, flags: list[str] | None = None) -> int:
         """recv function (Learn/api/winsock/nf-winsock-recv): 0 after the peer's graceful close, WSAECONNRESET after a hard one, WSAESHUTDOWN after SD_RECEIVE, WSAENOTCONN if not connected."""
-        return self._retag("win.recv", DOCUMENTED["recv"], super().sys_recv, p, sock, bytes, flags)
+        return self._retag("win.recv", DOCUMENTED["recv"], super().tcp_recvmsg, p, sock, bytes, flags)
 
-    def _recv(self, sk: Sock, want: int, nonblock: bool, peek: bool) -> int:
+    def tcp_recvmsg_locked(self, sk: Sock, want: int, nonblock: bool, peek: bool) -> int:
         if getattr(sk, "win_rd_shut", False):
             fact("shutdown(SD_RECEIVE) was called on this socket")
             raise SysError("ESHUTDOWN", "win.recv")
@@ -767,18 +448,18 @@ class WinsockKernel(Kernel):
             sk.win_reset = True
             fact("the connection was reset by the peer (hard close)")
             raise SysError("ECONNRESET", "win.recv")
-        return super()._recv(sk, want, nonblock, peek)
+        return super().tcp_recvmsg_locked(sk, want, nonblock, peek)
 
     @rule("win.shutdown", "windows", "tcp")
-    def sys_shutdown(self, p: Process, sock: int, how: str = "SD_SEND") -> int:
+    def inet_shutdown(self, p: Process, sock: int, how: str = "SD_SEND") -> int:
         """shutdown function (Learn/api/winsock/nf-winsock-shutdown): SD_SEND -> later sends fail with WSAESHUTDOWN; SD_RECEIVE on TCP resets the connection if data is queued or arrives; WSAENOTCONN if not connected."""
         linux_how = SHUTDOWN_HOW.get(how)
         if linux_how is None:
             fact(f"how = {how!r} is not SD_RECEIVE, SD_SEND or SD_BOTH")
             raise SysError("EINVAL", "win.shutdown")
-        _, sk = self._sock(p, sock)
+        _, sk = self.sockfd_lookup(p, sock)
         if sk.kind != "tcp":
-            return super().sys_shutdown(p, sock, how=linux_how)
+            return super().inet_shutdown(p, sock, how=linux_how)
         if sk.tcp_state in (State.CLOSE, State.LISTEN, State.SYN_SENT):
             fact(f"the socket is {State(sk.tcp_state).name}: not connected")
             raise SysError("ENOTCONN", "win.shutdown")
@@ -789,20 +470,20 @@ class WinsockKernel(Kernel):
             if sk.rcv_q and sk.tcp_state in (State.ESTABLISHED, State.FIN_WAIT1, State.FIN_WAIT2, State.CLOSE_WAIT):
                 self._reset_on_receive(sk, f"{sk.rcv_q} byte(s) were queued")
                 return 0
-        return Kernel.sys_shutdown(self, p, sock, how=linux_how)
+        return Kernel.inet_shutdown(self, p, sock, how=linux_how)
 
     @rule("win.shutdown_receive_reset", "windows", "tcp")
     def _reset_on_receive(self, sk: Sock, why: str) -> None:
         """shutdown function (Learn/api/winsock/nf-winsock-shutdown): after SD_RECEIVE, TCP resets the connection if data is already queued for receive or arrives later."""
         fact(f"SD_RECEIVE and {why}: the connection is reset")
         if sk.rcv_q:
-            self.pool.uncharge(sk.rcv_q)
+            self.sk_mem_uncharge(sk.rcv_q)
             sk.rcv_q = 0
-        self._apply(sk, "abort")
+        self.tcp_transition(sk, "abort")
         sk.shutdown = RCV_SHUTDOWN | SEND_SHUTDOWN
 
     # ------------------------------------------------------------------ segment input
-    def _rcv(self, sk: Sock, seg: Segment) -> None:
+    def tcp_rcv_state_process(self, sk: Sock, seg: Segment) -> None:
         st = sk.tcp_state
         if seg.flags & RST and st == State.SYN_SENT and not sk.is_request:
             if self._syn_refused(sk):
@@ -812,7 +493,7 @@ class WinsockKernel(Kernel):
             self._reset_on_receive(sk, f"{seg.length} byte(s) arrived")
             return
         synchronized = st not in (State.SYN_SENT, State.LISTEN, State.CLOSE) and not sk.is_request
-        super()._rcv(sk, seg)
+        super().tcp_rcv_state_process(sk, seg)
         if seg.flags & RST and synchronized and sk.tcp_state == State.CLOSE:
             sk.win_reset = True
             if sk.err == "EPIPE":  # Winsock has no EPIPE: a reset connection is WSAECONNRESET
@@ -820,34 +501,33 @@ class WinsockKernel(Kernel):
 
     # ------------------------------------------------------------------ TIME_WAIT
     @rule("win.time_wait", "windows", "timewait")
-    def _time_wait(self, sk: Sock, substate: State, timeo: float) -> None:
+    def tcp_time_wait(self, sk: Sock, substate: State, timeo: float) -> None:
         """TcpTimedWaitDelay (KB 314053, Tcpip Parameters): a closed connection stays in TIME_WAIT for TcpTimedWaitDelay seconds, 30-300, default 120 (0x78)."""
         if substate == State.TIME_WAIT:
             fact(f"TcpTimedWaitDelay = {self.TIME_WAIT_LEN:g} s")
-        super()._time_wait(sk, substate, timeo)
+        super().tcp_time_wait(sk, substate, timeo)
 
     # ------------------------------------------------------------------ pool bookkeeping
-    def _ehash_add(self, sk: Sock) -> None:
+    def inet_ehash_insert(self, sk: Sock) -> None:
         if not sk.in_ehash:
             self.pool.charge_tcb()
-        super()._ehash_add(sk)
+        super().inet_ehash_insert(sk)
 
-    def _ehash_del(self, sk: Sock) -> None:
+    def inet_unhash(self, sk: Sock) -> None:
         if sk.in_ehash:
             self.pool.uncharge_tcb()
-        super()._ehash_del(sk)
+        super().inet_unhash(sk)
 
     # ------------------------------------------------------------------ timers
     def timer(self, kind: str, obj: Any, gen: int, now: float) -> None:
         if kind == "win_syn_retry":
-            self.now = now
-            TRAIL.clear()
+            self.enter(now, "timer", "", kind)
             sk = obj
             if sk.syn_gen != gen or sk.tcp_state != State.SYN_SENT:
                 return
-            self._send_seg(sk, SYN)
+            self.tcp_transmit_skb(sk, SYN)
             sk.syn_tries = 0
-            self.timer_requests.append(("syn", 1.0, sk, gen))  # an unanswered retry still times out
+            self.inet_csk_reset_xmit_timer("syn", 1.0, sk, gen)  # an unanswered retry still times out
             return
         if kind == "win_linger":
             self.now = now  # nothing to do: the engine retries the blocked closesocket

@@ -139,7 +139,7 @@ def render_page(scenario: Any, trace: Trace | None = None, seed: int = 0) -> str
     </div>
     <div class="panel" id="states-box">
       <h2>TCP state diagram</h2>
-      <p class="hint">Generated from the model's transition table (sim/kernel/tcp.py). The path the chosen
+      <p class="hint">Generated from the model's transition table (sim/kernel/tcp_states.py). The path the chosen
       connection has taken up to this step is drawn in red; its current state is filled yellow.</p>
       <label>connection <select id="conn-select">{options}</select></label>
       <div id="path-text"></div>

@@ -14,7 +14,7 @@ from ..personality import get as get_personality
 from ..personality.windows import WSA_NUMBERS
 from ..trace import BLOCKED, Backend, CallResult, StepRecord, Trace, WireNumbering
 from ..engine.qtimer import QtTimers
-from ..kernel.rules import RULES, TRAIL, decisive
+from ..kernel.rules import RULES, Trail, activate, decisive
 from .model import ForkCall, LoadStep, ObserveStep, Scenario, SleepStep, TimerStep, call_args, step_kind
 
 
@@ -87,6 +87,7 @@ class _Run:
         self.pending_names: dict[int, tuple[str, str]] = {}  # record index -> (proc, name)
         self.blocked: dict[str, int] = {}  # proc -> record index of its pending call
         self.timers = QtTimers()
+        self.qt_trail = Trail()  # the rules and facts of the QTimer layer (above any kernel)
         self.timer_lines: dict[tuple[str, str], int] = {}
         self.timer_steps: dict[tuple[str, str], int] = {}
         self.cur_step = 0
@@ -104,6 +105,10 @@ class _Run:
                 self._wire(len(self.trace.steps) - 1)
         finally:
             self.trace.summary = self.backend.close()
+            if "rules_hit" in self.trace.summary:
+                qt = self.qt_trail.all_hits()
+                if qt:
+                    self.trace.summary["rules_hit"] = sorted(set(self.trace.summary["rules_hit"]) | qt)
         self.trace.meta["wall_seconds"] = round(time.monotonic() - wall, 3)
         self.trace.meta["source"] = self.sc.source
         return self.trace
@@ -255,7 +260,9 @@ class _Run:
                 rec.facts = [f"the previous call of {op.proc} succeeded: the program does not start this timer"]
                 self._finish(rec)
                 return
-        TRAIL.clear()
+        trail = self.qt_trail
+        trail.clear()
+        prev = activate(trail)
         now = self.backend.now()
         t = self.timers.get(op.proc, op.name)
         self.timer_lines[(op.proc, op.name)] = line
@@ -276,7 +283,8 @@ class _Run:
         elif op.op == "singleShot":
             if not self.timers.single_shot(t, op.interval or 0, now):
                 rec.err = "NOT_SCHEDULED"
-        rec.trail, rec.facts = list(TRAIL.rules), list(TRAIL.facts)
+        activate(prev)
+        rec.trail, rec.facts = list(trail.rules), list(trail.facts)
         rec.rule = decisive(rec.trail)
         rec.ret = self.timers.describe(t, now)["remaining_ms"] if t.active else None
         rec.cite = RULES[rec.rule].cite if rec.rule in RULES else None
@@ -290,9 +298,11 @@ class _Run:
             if not due:
                 return
             t = due[0]
-            TRAIL.clear()
+            self.qt_trail.clear()
+            prev = activate(self.qt_trail)
             self.timers.fire(t, now)
-            facts = list(TRAIL.facts)
+            activate(prev)
+            facts = list(self.qt_trail.facts)
             line = self.timer_lines.get((t.proc, t.name), 0)
             last = None
             for call in t.slot:

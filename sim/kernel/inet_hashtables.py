@@ -1,0 +1,190 @@
+"""net/ipv4/inet_hashtables.c: the established hash (ehash), connect()'s port search, listener lookup."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from .addr import ip_addr
+from .errors import SysError
+from .rules import fact, rule
+from .skbuff import Segment
+from .sockets import Sock
+from .tcp_states import State
+from .timewait import TimeWaitSock, twsk_unique
+from .tracepoints import PortBound, PortReleased
+
+
+class InetHashtables:
+    """Kernel functions of net/ipv4/inet_hashtables.c (a part of :class:`~.stack.Kernel`)."""
+
+    def inet_bind_hash(self, port: int, owner: Any) -> None:
+        """inet_bind_hash(): ``owner`` (a socket or a TIME_WAIT minisock) joins the TCP bind bucket of ``port``."""
+        self.bhash.add(port, owner)
+        if self.probes:
+            self.emit(PortBound(port, owner))
+
+    def inet_put_port(self, port: int, owner: Any) -> None:
+        """__inet_put_port(): ``owner`` leaves the TCP bind bucket of ``port``."""
+        self.bhash.remove(port, owner)
+        if self.probes:
+            self.emit(PortReleased(port, owner))
+
+    def inet_hash_connect(self, sk: Sock, saddr: str, daddr: str, dport: int) -> None:
+        sysctl = self.sysctls
+        if sk.lport:
+            # explicitly bound: only the 4-tuple is checked (check_established with twp == NULL)
+            key = (saddr, sk.lport, daddr, dport)
+            self.inet_check_established(sk, key, explicitly_bound=True)
+            sk.raddr, sk.rport = daddr, dport
+            if sk.laddr in ("0.0.0.0", "::"):
+                # inet_bhash2_update_saddr(): a wildcard-bound socket now owns its source address only
+                fact(f"bound to the wildcard: connect() narrows the port's owner to {saddr}")
+                sk.set_local(saddr, sk.lport)
+            sk.laddr = saddr
+            self.inet_ehash_insert(sk)
+            return
+        lo, hi = sysctl["ip_local_port_range"]
+        h = hashlib.blake2b(f"{saddr}|{daddr}|{dport}|{self.secret}".encode(), digest_size=8)
+        port_offset = int.from_bytes(h.digest(), "little")
+        index = port_offset & 255
+        start = (self.perturb[index] + (port_offset >> 32)) & 0xFFFFFFFF
+
+        ehash = self.ehash
+        reuse_by_age = bool(sysctl["tcp_tw_reuse"]) and bool(sysctl["tcp_timestamps"])
+        now_ms, delay_ms = self.now * 1000.0, sysctl["tcp_tw_reuse_delay"]
+
+        def established_ok(port: int) -> bool:
+            # the probe of __inet_check_established() for one candidate port, without the
+            # bookkeeping of a rule call (the chosen port is checked again as a rule below)
+            other = ehash.get((saddr, port, daddr, dport))
+            if other is None:
+                return True
+            if other.__class__ is not TimeWaitSock or not reuse_by_age:
+                return False
+            return (other.ts_recent and other.substate != State.FIN_WAIT2
+                    and now_ms - other.entry * 1000.0 > delay_ms)
+
+        # Nothing frees a port for this destination but a hash or bind-table removal, unless
+        # TIME_WAIT entries become reusable with age: a scan that found nothing stays valid.
+        dest = (saddr, daddr, dport)
+        gens = (self.ehash_frees, self.bhash.frees)
+        if not reuse_by_age and self.exhausted.get(dest) == gens:
+            fact(f"no port in {lo}-{hi} has a free 4-tuple to this destination (nothing was freed "
+                 "since the last full search)")
+            raise SysError("EADDRNOTAVAIL", "connect.hash_connect")
+        counts = self.dest_ports.get(dest)
+        per_pass = (self._eph[1] - self._eph[0] + 1) // 2  # ports one parity pass visits
+        skip = None
+        if (counts is not None and not reuse_by_age and not sysctl["ip_local_reserved_ports"]
+                and not self.bhash.bind_owner_in(lo, hi)):
+            def skip(parity: int) -> bool:
+                # every port of this parity already carries a 4-tuple to this destination
+                return counts[parity] >= per_pass
+        try:
+            port, i = self.bhash.hash_connect(lo, hi, sysctl["ip_local_reserved_ports"], start,
+                                              established_ok, skip)
+        except SysError:
+            self.exhausted[dest] = gens
+            raise
+        i = max(i, self.rng.randrange(8) * 2)
+        self.perturb[index] = (self.perturb[index] + i + 2) & 0xFFFFFFFF
+        key = (saddr, port, daddr, dport)
+        self.inet_check_established(sk, key, False)  # recycles a TIME_WAIT entry if allowed
+        sk.set_local(saddr if sk.laddr in ("0.0.0.0", "::") else sk.laddr, port)
+        sk.laddr = saddr
+        sk.connect_bind = True
+        sk.raddr, sk.rport = daddr, dport
+        self.inet_bind_hash(port, sk)
+        sk.in_bhash = True
+        self.inet_ehash_insert(sk)
+
+    @rule("connect.check_established", "ports")
+    def inet_check_established(self, sk: Sock, key: tuple, explicitly_bound: bool, probe: bool = False) -> bool:
+        """__inet_check_established() in net/ipv4/inet_hashtables.c: the 4-tuple must be unused or a reusable TIME_WAIT."""
+        other = self.ehash.get(key)
+        if other is None:
+            return True
+        if isinstance(other, TimeWaitSock):
+            s = self.sysctls
+            if twsk_unique(other, explicitly_bound, s["tcp_tw_reuse"], s["tcp_tw_reuse_delay"], self.now):
+                if not probe:
+                    self._mib("TWRecycled")
+                    self.tw.recycled += 1
+                    self.inet_twsk_kill(other, "tw_recycle")
+                return True
+            if explicitly_bound and not probe:
+                fact(f"the 4-tuple {key[0]}:{key[1]} -> {key[2]}:{key[3]} is held by a TIME_WAIT entry")
+                raise SysError("EADDRNOTAVAIL", "connect.check_established")
+            return False
+        if explicitly_bound and not probe:
+            fact(f"the 4-tuple {key[0]}:{key[1]} -> {key[2]}:{key[3]} is in use")
+            raise SysError("EADDRNOTAVAIL", "connect.check_established")
+        return False
+
+    def inet_ehash_insert(self, sk: Sock) -> None:
+        self.ehash_put(sk.key(), sk)
+        sk.in_ehash = True
+
+    def inet_unhash(self, sk: Sock) -> None:
+        if sk.in_ehash:
+            key = sk.key()
+            if self.ehash.get(key) is sk:
+                self.ehash_pop(key)
+            sk.in_ehash = False
+
+    def ehash_put(self, key: tuple, obj: Any) -> None:
+        if key not in self.ehash:
+            lo, top = self._eph
+            if lo <= key[1] < top:
+                d = (key[0], key[2], key[3])
+                c = self.dest_ports.get(d)
+                if c is None:
+                    c = self.dest_ports[d] = [0, 0]
+                c[key[1] & 1] += 1
+        self.ehash[key] = obj
+
+    def ehash_pop(self, key: tuple) -> None:
+        del self.ehash[key]
+        self.ehash_frees += 1
+        lo, top = self._eph
+        if lo <= key[1] < top:
+            self.dest_ports[(key[0], key[2], key[3])][key[1] & 1] -= 1
+
+    @rule("tcp.lookup_listener", "tcp", "minor")
+    def inet_lookup_listener(self, daddr: str, dport: int, seg: Segment) -> Sock | None:
+        """__inet_lookup_listener() in net/ipv4/inet_hashtables.c: best address match; SO_REUSEPORT groups by hash."""
+        best = self.best_listeners(daddr, dport, family_bonus=True)
+        if not best:
+            return None
+        group = [s for s in best if s.reuseport]
+        if len(group) > 1:
+            h = hashlib.blake2b(f"{seg.src}|{seg.dst}|{self.secret}".encode(), digest_size=4)
+            return group[int.from_bytes(h.digest(), "little") % len(group)]
+        return best[0]
+
+    def best_listeners(self, daddr: str, dport: int, family_bonus: bool) -> list[Sock]:
+        """The listeners on ``dport`` that accept ``daddr`` with the best address score: a specific
+        address beats a wildcard; with ``family_bonus`` an IPv4 listener beats a dual-stack one
+        for an IPv4 destination (compute_score())."""
+        best: list[Sock] = []
+        score = -1
+        dip = ip_addr(daddr)
+        for sk in self.listeners.get(dport, []):
+            if sk.family == 4 and dip.version == 6:
+                continue
+            if sk.family == 6 and dip.version == 4 and sk.ipv6only:
+                continue
+            if sk.laddr == daddr:
+                s = 2
+            elif sk.laddr in ("0.0.0.0", "::"):
+                s = 1
+            else:
+                continue
+            if family_bonus and sk.family == 4 and dip.version == 4:
+                s += 1
+            if s > score:
+                best, score = [sk], s
+            elif s == score:
+                best.append(sk)
+        return best
