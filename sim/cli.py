@@ -161,20 +161,21 @@ def cmd_rules(args: argparse.Namespace) -> int:
     from rich import box
     from rich.table import Table
 
-    from .coverage import bundled, needs_crosscheck, rule_coverage
+    from .coverage import bundled, coverage, needs_crosscheck
     from .kernel.rules import RULES
+    from .kernel.tcp_states import TRANSITIONS
     from .report.terminal import console
 
-    cover, bad = rule_coverage(bundled(scenarios_dir()))
+    cov = coverage(bundled(scenarios_dir()))
     t = Table(title="rules of the model", box=box.SIMPLE_HEAD)
     t.add_column("rule")
     t.add_column("source", overflow="fold")
     t.add_column("cross-checked by", overflow="fold")
     missing = 0
     for rid in sorted(RULES):
-        names = cover.get(rid, [])
+        names = cov.rules.get(rid, [])
         if names:
-            shown = ", ".join(names[:4]) + (f" (+{len(names) - 4})" if len(names) > 4 else "")
+            shown = _first(names)
         elif needs_crosscheck(rid):
             shown = "[bold red]none[/]"
             missing += 1
@@ -183,9 +184,23 @@ def cmd_rules(args: argparse.Namespace) -> int:
         t.add_row(rid, RULES[rid].cite, shown)
     console.print(t)
     console.print(f"{len(RULES)} rules; {missing} without a cross-checking scenario")
-    for b in bad:
+    rows = Table(title="rows of the TCP transition table (sim/kernel/tcp_states.py)", box=box.SIMPLE_HEAD)
+    for col in ("state", "event", "new state", "exercised by"):
+        rows.add_column(col, overflow="fold")
+    idle = 0
+    for (state, event), names in cov.rows.items():
+        idle += not names
+        rows.add_row(state.name, event, TRANSITIONS[(state, event)][0].name,
+                     _first(names) if names else "[bold red]none[/]")
+    console.print(rows)
+    console.print(f"{len(cov.rows)} rows; {idle} exercised by no bundled scenario")
+    for b in cov.bad:
         print(f"warning: {b}", file=sys.stderr)
     return EXIT_DIFF if missing else EXIT_OK
+
+
+def _first(names: list[str]) -> str:
+    return ", ".join(names[:4]) + (f" (+{len(names) - 4})" if len(names) > 4 else "")
 
 
 # Commands that live in their own modules: each module has register(subparsers), which adds its

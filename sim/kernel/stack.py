@@ -272,6 +272,7 @@ class Kernel(Tracepoints, FileOps, SocketCalls, AfInet, InetConnectionSock, Inet
         return {"inuse": inuse, "orphan": orphan, "tw": self.tw.count}
 
     def queues(self, proc: str, fd: int) -> Any:
+        activate(self.trail)  # tcp_ioctl() is a rule: it is consulted on behalf of this kernel
         p = self.procs[proc]
         f = p.files.fds.get(fd)
         if f is None:

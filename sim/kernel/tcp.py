@@ -306,7 +306,7 @@ class Tcp:
         if sk.raddr is not None and sk.tcp_state in (State.ESTABLISHED, State.FIN_WAIT1, State.FIN_WAIT2):
             self.tcp_transmit_skb(sk, ACK)
 
-    @rule("ioctl.tcp_ioctl", "buffers", "minor")
+    @rule("ioctl.siocq", "buffers", "minor")
     def tcp_ioctl(self, sk: Sock) -> Any:
         """tcp_ioctl() in net/ipv4/tcp.c: SIOCINQ/SIOCOUTQ; EINVAL on a listener, 0 while connecting, write_seq - snd_una."""
         if sk.tcp_state == State.LISTEN:
