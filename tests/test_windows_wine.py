@@ -55,3 +55,29 @@ def test_every_lesson_runs_under_windows_or_says_why_not(path):
         return
     assert not _failed(path, sc.seed, "windows"), path
     assert not _failed(path, sc.seed, "linux"), path
+
+
+def test_compare_personalities_shows_conventions_timing_and_run_step_numbers():
+    """--compare-personalities lists the INVALID_SOCKET/SOCKET_ERROR against -1/errno rows, WSAE
+    numbers, the ~2 s refused connect as a timing row, numbered as `socksim run` numbers them."""
+    from sim.report.personalities import differences
+
+    sc = load_file(ROOT / "scenarios" / "lessons" / "10-invalid-socket-socket-error.yaml")
+    traces = {n: run(sc, SimBackend(seed=0), seed=0, personality=n) for n in ("linux", "windows")}
+    diffs = differences(traces, sc.host.personality)
+    home = traces[sc.host.personality]
+    by_number = {num: (how, row) for num, how, row in diffs}
+    failed_socket = next(r for r in home.steps if r.call == "socket" and r.err)
+    how, row = by_number[str(failed_socket.index)]
+    assert how == "convention"
+    assert row["windows"].ret == "INVALID_SOCKET" and row["windows"].errno == 10043
+    assert row["linux"].ret == -1 and row["linux"].errno == 93
+    failed_bind = next(r for r in home.steps if r.call == "bind" and r.err)
+    assert by_number[str(failed_bind.index)][1]["windows"].ret == "SOCKET_ERROR"
+    refused = next(r for r in traces["windows"].steps if r.call == "connect" and r.blocked)
+    how, row = next((h, w) for _, h, w in diffs if w.get("windows") is refused)
+    assert "timing" in how
+    assert row["windows"].completed_time - row["linux"].time >= 1.5
+    for num, _, row in diffs:  # numbers are the home run's record indices
+        if sc.host.personality in row:
+            assert home.steps[int(num)] is row[sc.host.personality]

@@ -77,8 +77,52 @@ def print_timeline(trace: Trace, scenario: Any = None, explain: bool = False) ->
     console.print(t)
 
 
+def _gib(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    return f"{n} B"
+
+
+def print_windows_summary(trace: Trace) -> None:
+    """The end of a Windows run as a Windows administrator reads it: netstat -ano, SOCKET handles,
+    the host's TCP/IP settings and the nonpaged pool."""
+    s = trace.summary or {}
+    w = s["windows"]
+    t = Table(title="the Windows host at the end", box=box.SIMPLE_HEAD, show_header=False)
+    t.add_column("what")
+    t.add_column("value", overflow="fold")
+    t.add_row("simulated time", f"{s.get('time', 0):.6f} s")
+    for name, p in (w.get("processes") or {}).items():
+        t.add_row(f"{name} (PID {p['pid']})", "SOCKET handles " + (", ".join(map(str, p["handles"])) or "none")
+                  + ("" if p["alive"] else " (exited)"))
+    lo, hi = w["dynamic_ports"]
+    t.add_row("dynamic port range", f"{lo}-{hi} ({hi - lo + 1} ports; netsh int ipv4 set dynamicport tcp "
+                                    f"start={lo} num={hi - lo + 1})")
+    for key, val in w["settings"].items():
+        t.add_row(key, str(val))
+    t.add_row("TIME_WAIT entries", f"{s.get('time_wait', 0)} (peak {s.get('time_wait_peak', 0)})")
+    pool = w["nonpaged_pool"]
+    t.add_row("nonpaged pool (sockets)", f"{pool['bytes']} B: {pool['tcbs']} TCB x {pool['tcb_bytes']} B "
+              f"({pool['tcb_source']}) + {pool['buffered']} B buffered; peak {pool['peak']} B, "
+              f"limit {_gib(pool['limit'])}")
+    console.print(t)
+    n = Table(title="netstat -ano", box=box.SIMPLE_HEAD)
+    for col in ("Proto", "Local Address", "Foreign Address", "State", "PID"):
+        n.add_column(col, justify="right" if col == "PID" else "left")
+    for row in w["netstat"][:40]:
+        n.add_row(*map(str, row))
+    if len(w["netstat"]) > 40:
+        n.add_row("...", f"{len(w['netstat']) - 40} more", "", "", "")
+    console.print(n)
+
+
 def print_summary(trace: Trace) -> None:
     s = trace.summary or {}
+    if "windows" in s:
+        print_windows_summary(trace)
+        _print_expectations(trace)
+        return
     t = Table(title="kernel tables at the end", box=box.SIMPLE_HEAD, show_header=False)
     t.add_column("what")
     t.add_column("value", overflow="fold")
@@ -99,6 +143,10 @@ def print_summary(trace: Trace) -> None:
     if s.get("mib"):
         t.add_row("counters", " ".join(f"{k} {v}" for k, v in sorted(s["mib"].items())))
     console.print(t)
+    _print_expectations(trace)
+
+
+def _print_expectations(trace: Trace) -> None:
     failed = trace.failed_expectations
     with_expect = sum(1 for r in trace.steps if r.expect_ok is not None)
     if with_expect:
