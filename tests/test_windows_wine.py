@@ -8,6 +8,7 @@ them, whatever seed draws the model's free choices (ports, hash secrets).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 WINDOWS = sorted((ROOT / "scenarios" / "windows").glob("*.yaml"))
 WINE = [p for p in WINDOWS if p.stem.startswith("win-wine-")]
 LESSONS = sorted((ROOT / "scenarios" / "lessons").glob("*.yaml"))
+
+
+def test_at_least_sixty_windows_scenarios():
+    assert len(WINDOWS) >= 60, len(WINDOWS)
 
 
 def _failed(path: Path, seed: int, personality: str | None = None) -> list:
@@ -81,3 +86,61 @@ def test_compare_personalities_shows_conventions_timing_and_run_step_numbers():
     for num, _, row in diffs:  # numbers are the home run's record indices
         if sc.host.personality in row:
             assert home.steps[int(num)] is row[sc.host.personality]
+
+
+LINUX_ONLY = re.compile(r"/proc|\bfds?\b|RLIMIT_NOFILE|sockstat|inetsw|\b_*[a-z0-9]+_[a-z0-9_]+\(\)")
+
+
+def _windows_text(tr) -> list[str]:
+    """Everything a Windows run shows: each step's rule, source and facts, and the end tables."""
+    from sim.report.terminal import console, print_windows_summary
+
+    texts = []
+    for r in tr.steps:
+        texts += [r.rule or "", r.cite or ""] + list(r.facts)
+    with console.capture() as cap:
+        print_windows_summary(tr)
+    return texts + [cap.get()]
+
+
+@pytest.mark.parametrize("path", WINDOWS, ids=[p.stem for p in WINDOWS])
+def test_windows_runs_speak_windows_only(path):
+    """No Windows explanation or table names a Linux-only thing (/proc, fd, RLIMIT_NOFILE, sockstat,
+    kernel function names); every credited rule is a Winsock rule (or the API convention) that
+    the step consulted."""
+    sc = load_file(path)
+    tr = run(sc, SimBackend(seed=sc.seed), seed=sc.seed)
+    bad = [t for t in _windows_text(tr) if LINUX_ONLY.search(t)]
+    assert not bad, bad
+    for r in tr.steps:
+        if r.kind != "call" or r.err in ("PROCESS_BUSY", "PROCESS_GONE") or (r.blocked and r.completed_after is None):
+            continue
+        assert (r.rule or "").startswith(("win.", "api.")), (r.index, r.call, r.rule)
+        if not r.rule.startswith("api."):  # a call that waited and resumed keeps its call's rule
+            assert r.rule in r.trail or r.rule.startswith(f"win.{r.call}"), (r.index, r.call, r.rule, r.trail)
+
+
+def _bind_rule(setup: list[dict], bind: dict) -> str:
+    from sim.scenario.model import Scenario
+
+    steps = [{"proc": "app", "call": "WSAStartup"}] + setup + [bind]
+    sc = Scenario.model_validate({"name": "credit", "host": {"personality": "windows"},
+                                  "processes": {"app": {}}, "steps": steps})
+    tr = run(sc, SimBackend(seed=0), seed=0)
+    rec = tr.steps[-1]
+    assert rec.err is None, rec
+    return rec.rule
+
+
+def test_a_bind_is_credited_to_the_rule_that_decided_it():
+    """A plain SO_REUSEADDR bind to a free port is decided by bind itself, not by an
+    exclusive-address rule; a bind the sharing table allows is decided by the table; a bind past
+    TIME_WAIT entries by the rule that lets them not hold the port; bind(0) by the dynamic range."""
+    s = [{"proc": "app", "call": "socket", "as": "s"},
+         {"proc": "app", "call": "setsockopt", "sock": "s", "opt": "SO_REUSEADDR", "value": 1}]
+    assert _bind_rule(s, {"proc": "app", "call": "bind", "sock": "s", "addr": "127.0.0.1", "port": 7000}) == "win.bind"
+    shared = [{"proc": "app", "call": "socket", "as": "w"},
+              {"proc": "app", "call": "bind", "sock": "w", "addr": "0.0.0.0", "port": 7000}] + s
+    assert _bind_rule(shared, {"proc": "app", "call": "bind", "sock": "s", "addr": "127.0.0.1",
+                               "port": 7000}) == "win.bind_share"
+    assert _bind_rule(s, {"proc": "app", "call": "bind", "sock": "s", "port": 0}) == "win.dynamic_port"

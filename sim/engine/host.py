@@ -291,5 +291,6 @@ class SimBackend:
             "mib": dict(k.mib),
             "processes": {n: {"fds": p.files.sockets(), "alive": p.alive} for n, p in k.procs.items()},
             "tcp": [list(r) for r in k.tcp_rows()],
+            **({"windows": k.windows_view()} if hasattr(k, "windows_view") else {}),
             "rules_hit": sorted(k.rule_hits()),
         }

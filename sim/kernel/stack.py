@@ -73,7 +73,7 @@ SYSCALLS: dict[str, str] = {
 # test checks that a personality overrides nothing else.
 HOOKS: frozenset[str] = frozenset({
     # processes and entry
-    "new_file_table", "socket_fds", "syscall", "finish_outcome", "timer", "sockstat",
+    "new_file_table", "socket_fds", "syscall", "finish_outcome", "wrap_resume", "timer", "sockstat",
     # the system calls
     "sys_socket", "close_fd", "exit_files", "dup_fd", "setfl", "inet_getname", "sock_setsockopt",
     "do_sock_getsockopt", "inet_bind", "inet_listen", "inet_stream_connect", "inet_connect_result",

@@ -105,7 +105,7 @@ class TcpInput:
             self.syn_to_full_listener(lsk, seg)
             return
         req = Sock(lsk.family, "tcp", lsk.uid, lsk.sndbuf, lsk.rcvbuf, lsk.v6only_opt)
-        for a in ("reuse", "reuseport", "linger", "snd_lock", "rcv_lock", "nodelay",
+        for a in ("reuse", "reuseport", "linger", "snd_lock", "rcv_lock", "nodelay", "keepalive",
                   "shutdown"):  # sk_clone_lock() copies the listener (but clears SOCK_BINDPORT_LOCK)
             setattr(req, a, getattr(lsk, a))
         req.is_request = True

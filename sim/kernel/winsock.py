@@ -30,20 +30,20 @@ What changes on a Windows host, at a glance:
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
+import re
 from typing import Any, Callable
 
 from ..personality.windows import WINDOWS_DEFAULTS, WSA_NUMBERS
-from . import buffers
 from .handles import FileTable, OpenFile
 from .rules import MINOR, RULES, fact, rule
-from .sockets import RCV_SHUTDOWN, SEND_SHUTDOWN, SS_CONNECTED, SS_CONNECTING, SS_UNCONNECTED, Sock
+from .sockets import SS_CONNECTED, SS_CONNECTING, SS_UNCONNECTED, Sock
 from .errors import Block, SysError
 from .handles import Process
 from .skbuff import DATA, RST, SYN, Segment
 from .stack import DEFAULT_SYSCTLS, Kernel, Outcome
 from .tcp_states import State
+from .winsock_io import WinsockIO
 from .winsock_ports import WinsockPorts
 from .winsock_tables import (
     DEFAULT_POOL_LIMIT, DOCUMENTED, LINUX_ONLY_OPTIONS, SOMAXCONN, SOMAXCONN_HINT_MAX, SOMAXCONN_HINT_MIN,
@@ -51,14 +51,15 @@ from .winsock_tables import (
 )
 
 LEARN = "https://learn.microsoft.com/en-us/windows/win32"
+# facts the shared (Linux) model notes in Linux's own terms: a Windows explanation leaves them out
+LINUX_ONLY_FACT = re.compile(r"/proc|\bfds?\b|RLIMIT|inetsw|sysctl|\b_*[a-z0-9]+_[a-z0-9_]+\(\)|"
+                             r"\bsk_|SOCK_[A-Z]+_LOCK|tcp_[a-z_]+|net\.ipv4")
 
-SHUTDOWN_HOW = {"SD_RECEIVE": "SHUT_RD", "SD_SEND": "SHUT_WR", "SD_BOTH": "SHUT_RDWR",
-                "SHUT_RD": "SHUT_RD", "SHUT_WR": "SHUT_WR", "SHUT_RDWR": "SHUT_RDWR"}
 WSA_FREE_CALLS = frozenset({"WSAStartup", "WSACleanup", "exit", "fork"})
 CONNECTED = (State.ESTABLISHED, State.CLOSE_WAIT)
 
 
-class WinsockKernel(WinsockPorts, Kernel):
+class WinsockKernel(WinsockPorts, WinsockIO, Kernel):
     """One Windows host: Winsock on top of the Windows TCP/IP stack (the rule variants)."""
 
     personality = "windows"
@@ -81,6 +82,7 @@ class WinsockKernel(WinsockPorts, Kernel):
         self.TIME_WAIT_LEN = float(self.sysctls.get("TcpTimedWaitDelay", type(self).TIME_WAIT_LEN))
         self.pool = NonPagedPool(self._pool_limit(given))
         self.wsa_refs: dict[str, int] = {}
+        self.win_decided: list[str] = []  # Windows rules that decided the call under way
         self._port_cursor: dict[int, int] = {}
 
     def _pool_limit(self, given: dict[str, Any]) -> int:
@@ -106,21 +108,46 @@ class WinsockKernel(WinsockPorts, Kernel):
         return super().syscall(proc, call, args, now)
 
     def finish_outcome(self, out: Outcome) -> Outcome:
-        """On a Windows host a successful call is explained by the last Windows rule it consulted."""
+        """On a Windows host a successful call is credited to the Windows rule that decided it (one
+        that noted a decision with :meth:`decided`), else to the call's own Winsock rule; facts
+        speak Windows only."""
+        decided, self.win_decided = self.win_decided, []
         if out.err is None and out.blocked is None:
             wins = [r for r in out.trail if r.startswith("win.") and MINOR not in RULES[r].tags]
-            if wins:
-                out.rule = wins[-1]
+            picks = [r for r in decided if r in out.trail]
+            if picks:
+                out.rule = picks[-1]
+            elif wins:
+                out.rule = wins[0]
+        out.facts = [f for f in out.facts if not LINUX_ONLY_FACT.search(f)]
         return out
+
+    def wrap_resume(self, fn: Callable[[float], Any], origin: str | None = None) -> Callable[[float], Outcome]:
+        inner = super().wrap_resume(fn, origin)
+
+        def resume(now: float) -> Outcome:
+            out = inner(now)
+            if out.blocked is None and origin and origin.startswith("win.") and not (out.rule or "").startswith("win."):
+                out.rule = origin  # a blocked Winsock call completes under its own rule
+            return out
+
+        return resume
+
+    def decided(self, rule_id: str, text: str) -> None:
+        """Note that ``rule_id`` decided the outcome of the call under way (and why)."""
+        fact(text)
+        self.win_decided.append(rule_id)
 
     @staticmethod
     def _retag(rule_id: str, documented: set[str], fn: Callable[..., Any], *a: Any, **kw: Any) -> Any:
-        """Run a shared (Linux) implementation; an error the Windows page documents is credited to it."""
+        """Run the shared TCP/IP implementation; an error it finds is credited to the Windows call's rule."""
         try:
             return fn(*a, **kw)
         except SysError as e:
-            if e.name in documented and not (e.rule or "").startswith("win."):
-                fact(f"the shared rule {e.rule} found {e.name}, which this call's page documents")
+            if not (e.rule or "").startswith("win."):
+                wsa = "WSAEWOULDBLOCK" if e.name == "EAGAIN" else "WSA" + e.name
+                fact(f"{wsa}: one of the errors this call's page documents" if e.name in documented
+                     else f"{wsa}: not on this call's page; the shared TCP/IP model decided it")
                 raise SysError(e.name, rule_id) from None
             raise
 
@@ -239,6 +266,14 @@ class WinsockKernel(WinsockPorts, Kernel):
     @rule("win.setsockopt", "windows", "sockets")
     def sock_setsockopt(self, sk: Sock, opt: str, value: Any) -> None:
         """setsockopt function and SOL_SOCKET Socket Options (Learn/winsock/sol-socket-socket-options): SO_EXCLUSIVEADDRUSE; SO_SNDBUF/SO_RCVBUF set the buffer space as given."""
+        if opt in ("SO_EXCLUSIVEADDRUSE", "SO_REUSEADDR") and isinstance(value, int) and value:
+            self._reuse_exclusive_conflict(sk, opt)
+        if opt == "SO_ERROR" and isinstance(value, int):
+            sk.win_so_error = value
+            fact(f"SO_ERROR set to {value}: getsockopt(SO_ERROR) reads it back")
+            return
+        if opt == "TCP_NODELAY" and isinstance(value, int):
+            value = self._nodelay_byte(value)
         if opt == "SO_EXCLUSIVEADDRUSE":
             if not isinstance(value, int):
                 raise SysError("EINVAL", "win.setsockopt")
@@ -260,6 +295,23 @@ class WinsockKernel(WinsockPorts, Kernel):
             return
         self._retag("win.setsockopt", DOCUMENTED["sockopt"], super().sock_setsockopt, sk, opt, value)
 
+    @rule("win.reuse_exclusive_conflict", "windows", "sockets")
+    def _reuse_exclusive_conflict(self, sk: Sock, opt: str) -> None:
+        """Wine dlls/ws2_32/tests/sock.c, test_reuseaddr and test_ipv6only (asserted on Windows): SO_REUSEADDR and SO_EXCLUSIVEADDRUSE cannot both be on; setting the second fails with WSAEINVAL (Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE, Learn/winsock)."""
+        other = "SO_REUSEADDR" if opt == "SO_EXCLUSIVEADDRUSE" else "SO_EXCLUSIVEADDRUSE"
+        on = bool(sk.reuse) if other == "SO_REUSEADDR" else bool(getattr(sk, "exclusive", False))
+        if on:
+            fact(f"{other} is already set on this socket: the two options exclude each other")
+            raise SysError("EINVAL", "win.reuse_exclusive_conflict")
+
+    @rule("win.nodelay_byte", "windows", "sockets", "minor")
+    def _nodelay_byte(self, value: int) -> int:
+        """Wine dlls/ws2_32/tests/sock.c, test_set_getsockopt (asserted on Windows): TCP_NODELAY is read as one byte, so 0x100 turns it off; IPPROTO_TCP socket options (Learn/winsock/ipproto-tcp-socket-options) call it a BOOL -- the assertion wins."""
+        low = value & 0xFF
+        if low != value:
+            fact(f"TCP_NODELAY {value:#x}: only the low byte counts, {low}")
+        return low
+
     @rule("win.getsockopt", "windows", "sockets")
     def do_sock_getsockopt(self, p: Process, sock: int, opt: str) -> Any:
         """getsockopt function (Learn/api/winsock/nf-winsock-getsockopt): the option's current value; WSAENOPROTOOPT for an option Winsock does not know."""
@@ -270,11 +322,20 @@ class WinsockKernel(WinsockPorts, Kernel):
             fact(f"{opt} is not a Winsock option")
             raise SysError("ENOPROTOOPT", "win.getsockopt")
         if opt == "SO_ERROR":
-            err, sk.err = sk.err, None
-            if err:
-                fact(f"the socket's pending error {err} is reported as its WSA code and cleared")
-            return WSA_NUMBERS.get(err, 0) if err else 0
+            return self._so_error(sk)
         return self._retag("win.getsockopt", DOCUMENTED["sockopt"], super().do_sock_getsockopt, p, sock, opt)
+
+    @rule("win.so_error", "windows", "sockets")
+    def _so_error(self, sk: Sock) -> int:
+        """Wine dlls/ws2_32/tests/sock.c, test_select, test_WSAPoll and test_tcp_reset (asserted on Windows): SO_ERROR holds a failed connect's error until a connect succeeds (reading does not clear it) and stays 0 after a reset; getsockopt function (Learn/api/winsock/nf-winsock-getsockopt) says it "returns and resets" -- the assertions win."""
+        err = getattr(sk, "win_so_error", None)
+        if err is None or err == 0:
+            fact("no failed connection attempt is recorded on this socket: 0")
+            return 0
+        if isinstance(err, int):
+            return err
+        fact(f"the last connection attempt failed with {err}; reading SO_ERROR does not clear it")
+        return WSA_NUMBERS.get(err, 0)
 
     # ------------------------------------------------------------------ listen
     @rule("win.listen", "windows", "tcp")
@@ -287,9 +348,11 @@ class WinsockKernel(WinsockPorts, Kernel):
         if sk.tcp_state == State.LISTEN:
             fact(f"already listening: success, the backlog stays {sk.backlog}")
             return 0
-        if sk.sock_state != SS_UNCONNECTED or sk.tcp_state != State.CLOSE:
+        if sk.tcp_state != State.CLOSE:
             fact(f"the socket is {State(sk.tcp_state).name}")
             raise SysError("EISCONN", "win.listen")
+        if sk.sock_state != SS_UNCONNECTED:
+            self._forget_failed_connect(sk)
         if not sk.in_bhash:
             fact("the socket has not been bound: Windows does not pick a port for listen()")
             raise SysError("EINVAL", "win.listen")
@@ -348,12 +411,15 @@ class WinsockKernel(WinsockPorts, Kernel):
         """Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE (Learn/winsock/using-so-reuseaddr-and-so-exclusiveaddruse): a specific bind serves its address; among sockets sharing a port the choice is indeterminate."""
         best = self.best_listeners(daddr, dport, family_bonus=False)
         if len(best) > 1:
-            h = hashlib.blake2b(f"{seg.src}|{seg.dst}|{self.secret}".encode(), digest_size=4)
-            pick = best[int.from_bytes(h.digest(), "little") % len(best)]
-            fact(f"{len(best)} listeners share {daddr}:{dport}: which one gets the connection is "
-                 "indeterminate (the model draws one with its seeded hash)")
-            return pick
+            return self._first_bound_listener(best, daddr, dport)
         return best[0] if best else None
+
+    @rule("win.first_bound_listener", "windows", "tcp")
+    def _first_bound_listener(self, best: list[Sock], daddr: str, dport: int) -> Sock:
+        """Wine dlls/ws2_32/tests/sock.c, test_reuseaddr (asserted on Windows): among listeners sharing an address the connection goes to the one bound first; Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE (Learn/winsock) calls it nondeterministic -- the assertion wins."""
+        pick = min(best, key=lambda o: getattr(o, "win_bind_seq", 0))
+        fact(f"{len(best)} listeners share {daddr}:{dport}: the one bound first gets the connection")
+        return pick
 
     # ------------------------------------------------------------------ connect
     @rule("win.connect", "windows", "tcp")
@@ -372,6 +438,8 @@ class WinsockKernel(WinsockPorts, Kernel):
             if port == 0 or ip in (V4_ANY, V6_ANY):
                 fact(f"remote address {addr}:{port}: the address or port is 0")
                 raise SysError("EADDRNOTAVAIL", "win.connect")
+            if sk.sock_state == SS_CONNECTING and sk.tcp_state == State.CLOSE:
+                self._forget_failed_connect(sk)
             if sk.sock_state == SS_UNCONNECTED and sk.tcp_state == State.CLOSE:
                 if not self.pool.can_charge(TCB_BYTES):
                     raise SysError("ENOBUFS", "win.nonpaged_pool")
@@ -384,10 +452,23 @@ class WinsockKernel(WinsockPorts, Kernel):
             return
         self._implicit_bind(sk, saddr, daddr, dport)
 
+    @rule("win.connect_retry_after_failure", "windows", "tcp")
+    def _forget_failed_connect(self, sk: Sock) -> None:
+        """Wine dlls/ws2_32/tests/sock.c, test_select (asserted on Windows): after a non-blocking connect failed, connect() starts a new attempt (WSAEWOULDBLOCK) and listen() works; the failure stays readable with SO_ERROR (connect function, Learn/api/winsock2/nf-winsock2-connect: connect may be called again)."""
+        fact(f"the last connection attempt failed ({getattr(sk, 'win_so_error', None) or sk.err}): "
+             "the socket is unconnected again")
+        sk.err = None
+        sk.sock_state = SS_UNCONNECTED
+        self.tcp_disconnect(sk)
+
     @rule("win.connect_result", "windows", "tcp")
     def inet_connect_result(self, sk: Sock) -> int:
         """connect function (Learn/api/winsock2/nf-winsock2-connect): WSAECONNREFUSED when the target actively refused, WSAETIMEDOUT without an answer; connect may then be called again."""
-        return self._retag("win.connect_result", DOCUMENTED["connect"], super().inet_connect_result, sk)
+        try:
+            return self._retag("win.connect_result", DOCUMENTED["connect"], super().inet_connect_result, sk)
+        except SysError:
+            sk.win_so_error = None  # a blocking connect reported it itself: SO_ERROR reads 0 (test_select)
+            raise
 
     @rule("win.connect_refused_retry", "windows", "tcp")
     def _syn_refused(self, sk: Sock) -> bool:
@@ -409,79 +490,6 @@ class WinsockKernel(WinsockPorts, Kernel):
         """accept function (Learn/api/winsock2/nf-winsock2-accept): a new SOCKET handle for a queued connection; WSAEINVAL if listen was not called, WSAEWOULDBLOCK if non-blocking and none is queued."""
         return self._retag("win.accept", DOCUMENTED["accept"], super().do_accept, p, sock, **kw)
 
-    # ------------------------------------------------------------------ data
-    @rule("win.send", "windows", "buffers")
-    def tcp_sendmsg(self, p: Process, sock: int, bytes: int, flags: list[str] | None = None) -> int:
-        """send function (Learn/api/winsock2/nf-winsock2-send): WSAENOTCONN if not connected, WSAESHUTDOWN after SD_SEND, WSAECONNRESET after a hard close by the peer, WSAENOBUFS without buffer space."""
-        return self._retag("win.send", DOCUMENTED["send"], super().tcp_sendmsg, p, sock, bytes, flags)
-
-    def tcp_sendmsg_locked(self, sk: Sock, total: int, nonblock: bool, copied: int) -> int:
-        if copied == 0:
-            if getattr(sk, "win_reset", False) or sk.err in ("ECONNRESET", "EPIPE"):
-                sk.err = None
-                sk.win_reset = True
-                fact("the connection was reset by the peer (hard close)")
-                raise SysError("ECONNRESET", "win.send")
-            if sk.err is None and getattr(sk, "win_wr_shut", False):
-                fact("shutdown(SD_SEND) was called on this socket")
-                raise SysError("ESHUTDOWN", "win.send")
-            if sk.err is None and sk.tcp_state not in CONNECTED:
-                fact(f"the socket is {State(sk.tcp_state).name}: not connected")
-                raise SysError("ENOTCONN", "win.send")
-            if sk.tcp_state in CONNECTED:
-                n = min(max(0, buffers.payload_capacity(sk.sndbuf) - sk.snd_q), total)
-                if n > 0 and not self.pool.can_charge(n):
-                    raise SysError("ENOBUFS", "win.nonpaged_pool")
-        return super().tcp_sendmsg_locked(sk, total, nonblock, copied)
-
-    @rule("win.recv", "windows", "buffers")
-    def tcp_recvmsg(self, p: Process, sock: int, bytes: int = 65536, flags: list[str] | None = None) -> int:
-        """recv function (Learn/api/winsock/nf-winsock-recv): 0 after the peer's graceful close, WSAECONNRESET after a hard one, WSAESHUTDOWN after SD_RECEIVE, WSAENOTCONN if not connected."""
-        return self._retag("win.recv", DOCUMENTED["recv"], super().tcp_recvmsg, p, sock, bytes, flags)
-
-    def tcp_recvmsg_locked(self, sk: Sock, want: int, nonblock: bool, peek: bool) -> int:
-        if getattr(sk, "win_rd_shut", False):
-            fact("shutdown(SD_RECEIVE) was called on this socket")
-            raise SysError("ESHUTDOWN", "win.recv")
-        if not sk.rcv_q and (getattr(sk, "win_reset", False) or sk.err in ("ECONNRESET", "EPIPE")):
-            sk.err = None
-            sk.win_reset = True
-            fact("the connection was reset by the peer (hard close)")
-            raise SysError("ECONNRESET", "win.recv")
-        return super().tcp_recvmsg_locked(sk, want, nonblock, peek)
-
-    @rule("win.shutdown", "windows", "tcp")
-    def inet_shutdown(self, p: Process, sock: int, how: str = "SD_SEND") -> int:
-        """shutdown function (Learn/api/winsock/nf-winsock-shutdown): SD_SEND -> later sends fail with WSAESHUTDOWN; SD_RECEIVE on TCP resets the connection if data is queued or arrives; WSAENOTCONN if not connected."""
-        linux_how = SHUTDOWN_HOW.get(how)
-        if linux_how is None:
-            fact(f"how = {how!r} is not SD_RECEIVE, SD_SEND or SD_BOTH")
-            raise SysError("EINVAL", "win.shutdown")
-        _, sk = self.sockfd_lookup(p, sock)
-        if sk.kind != "tcp":
-            return super().inet_shutdown(p, sock, how=linux_how)
-        if sk.tcp_state in (State.CLOSE, State.LISTEN, State.SYN_SENT):
-            fact(f"the socket is {State(sk.tcp_state).name}: not connected")
-            raise SysError("ENOTCONN", "win.shutdown")
-        if linux_how in ("SHUT_WR", "SHUT_RDWR"):
-            sk.win_wr_shut = True
-        if linux_how in ("SHUT_RD", "SHUT_RDWR"):
-            sk.win_rd_shut = True
-            if sk.rcv_q and sk.tcp_state in (State.ESTABLISHED, State.FIN_WAIT1, State.FIN_WAIT2, State.CLOSE_WAIT):
-                self._reset_on_receive(sk, f"{sk.rcv_q} byte(s) were queued")
-                return 0
-        return Kernel.inet_shutdown(self, p, sock, how=linux_how)
-
-    @rule("win.shutdown_receive_reset", "windows", "tcp")
-    def _reset_on_receive(self, sk: Sock, why: str) -> None:
-        """shutdown function (Learn/api/winsock/nf-winsock-shutdown): after SD_RECEIVE, TCP resets the connection if data is already queued for receive or arrives later."""
-        fact(f"SD_RECEIVE and {why}: the connection is reset")
-        if sk.rcv_q:
-            self.sk_mem_uncharge(sk.rcv_q)
-            sk.rcv_q = 0
-        self.tcp_transition(sk, "abort")
-        sk.shutdown = RCV_SHUTDOWN | SEND_SHUTDOWN
-
     # ------------------------------------------------------------------ segment input
     def tcp_rcv_state_process(self, sk: Sock, seg: Segment) -> None:
         st = sk.tcp_state
@@ -494,10 +502,23 @@ class WinsockKernel(WinsockPorts, Kernel):
             return
         synchronized = st not in (State.SYN_SENT, State.LISTEN, State.CLOSE) and not sk.is_request
         super().tcp_rcv_state_process(sk, seg)
+        if st == State.SYN_SENT and not sk.is_request:
+            if sk.tcp_state == State.CLOSE and sk.err:
+                sk.win_so_error = sk.err  # kept for SO_ERROR until a connect succeeds
+            elif sk.tcp_state in CONNECTED:
+                sk.win_so_error = None
         if seg.flags & RST and synchronized and sk.tcp_state == State.CLOSE:
+            if st == State.CLOSE_WAIT:
+                self._abort_after_peer_close(sk)
             sk.win_reset = True
             if sk.err == "EPIPE":  # Winsock has no EPIPE: a reset connection is WSAECONNRESET
                 sk.err = "ECONNRESET"
+
+    @rule("win.abort_after_peer_close", "windows", "tcp")
+    def _abort_after_peer_close(self, sk: Sock) -> None:
+        """Wine dlls/ws2_32/tests/sock.c, test_shutdown "send data to a peer which is closed" (asserted on Windows): a reset answering data sent after the peer closed makes recv fail with WSAECONNABORTED, not WSAECONNRESET (recv function, Learn/api/winsock/nf-winsock-recv: WSAECONNABORTED, the circuit was terminated)."""
+        fact("the peer had closed (CLOSE_WAIT) and answered our data with RST: the connection is aborted")
+        sk.win_reset_err = "ECONNABORTED"
 
     # ------------------------------------------------------------------ TIME_WAIT
     @rule("win.time_wait", "windows", "timewait")
@@ -538,7 +559,6 @@ class WinsockKernel(WinsockPorts, Kernel):
         s = super().sockstat()
         s["nonpaged_pool_bytes"] = self.pool.bytes
         return s
-
 
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):

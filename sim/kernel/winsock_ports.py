@@ -7,6 +7,7 @@ The bracketed tags ([W20] ...) are the references of sim/kernel/winsock.py.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from .errors import SysError
@@ -15,7 +16,9 @@ from .ports import BindTable
 from .rules import fact, rule
 from .sockets import Sock
 from .tcp_states import State
-from .winsock_tables import DOCUMENTED, is_wildcard, option_letter, overlap, share_outcome, stack_views
+
+BIND_ORDER = itertools.count(1)  # binds in the order they were made, host-wide
+from .winsock_tables import DOCUMENTED, dual_stack_wildcard, is_wildcard, option_letter, overlap, share_outcome, stack_views
 
 
 class WinsockPorts:
@@ -40,6 +43,7 @@ class WinsockPorts:
         sk.bindport_lock = True  # the port stays with the socket until closesocket
         sk.win_binder = True
         sk.win_bind_opts = (bool(sk.reuse), bool(getattr(sk, "exclusive", False)))
+        sk.win_bind_seq = next(BIND_ORDER)  # which of several sharing listeners was bound first
 
     @staticmethod
     def _is_binder(o: Any) -> bool:
@@ -50,6 +54,7 @@ class WinsockPorts:
         """Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE (Learn/winsock/using-so-reuseaddr-and-so-exclusiveaddruse): the outcome tables for a second bind to a port in use."""
         new = option_letter(bool(sk.reuse), bool(getattr(sk, "exclusive", False))) + ("W" if is_wildcard(sk) else "S")
         lingering = []
+        shared = False
         for o in table.owners(port):
             if not overlap(sk, o):
                 continue
@@ -57,6 +62,9 @@ class WinsockPorts:
                 lingering.append(o)
                 continue
             reuse, excl = getattr(o, "win_bind_opts", (bool(o.reuse), False))
+            if dual_stack_wildcard(o) and stack_views(sk)[1] is None:
+                self._dual_stack_owner(o, excl, port)
+                continue
             first = option_letter(reuse, excl) + ("W" if is_wildcard(o) else "S")
             same = o.uid == sk.uid
             err = share_outcome(first, new, same, self.ENHANCED_SOCKET_SECURITY)
@@ -64,26 +72,32 @@ class WinsockPorts:
                  f"(uid {sk.uid}), {'same user' if same else 'different users'}: "
                  f"{'success' if err is None else 'WSA' + err}")
             if err is not None:
-                if new == "XW" and sk.family == 6 and not sk.ipv6only and stack_views(o)[1] is None:
-                    self._dual_stack_exclusive(o, port)
                 raise SysError(err, "win.bind_share")
+            shared = True
+        if shared:
+            self.decided("win.bind_share", f"the table lets this bind share port {port}")
         if lingering:
             self._exclusive_linger_check(sk, port, lingering)
         if not table.owners(port):
             fact(f"port {port} has no owner")
 
     @rule("win.bind_dual_stack", "windows", "ports")
-    def _dual_stack_exclusive(self, o: Any, port: int) -> None:
-        """Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE (Learn/winsock/using-so-reuseaddr-and-so-exclusiveaddruse): an exclusive dual-stack wildcard bind must pass on both stacks; an IPv4 socket on the port makes it fail with WSAEACCES."""
-        fact(f"the dual-stack exclusive bind collides on the IPv4 stack with {o.laddr}:{port}")
-        raise SysError("EACCES", "win.bind_dual_stack")
+    def _dual_stack_owner(self, o: Any, exclusive: bool, port: int) -> None:
+        """Wine dlls/ws2_32/tests/sock.c, test_reuseaddr (tests_exclusive) and test_ipv6only (asserted on Windows): a dual-stack wildcard bind holds its IPv4 side against a later IPv4 bind only with SO_EXCLUSIVEADDRUSE (then WSAEACCES); without it the IPv4 bind succeeds. Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE (Learn/winsock) has no dual-stack row for this -- the assertions decide."""
+        if exclusive:
+            fact(f"[::]:{port} is bound dual-stack with SO_EXCLUSIVEADDRUSE: its IPv4 side is "
+                 "taken, exclusively")
+            raise SysError("EACCES", "win.bind_dual_stack")
+        self.decided("win.bind_dual_stack", f"[::]:{port} is bound dual-stack without "
+                     "SO_EXCLUSIVEADDRUSE: it does not hold the IPv4 side against this bind")
 
     @rule("win.bind_exclusive_linger", "windows", "ports")
     def _exclusive_linger_check(self, sk: Sock, port: int, lingering: list[Any]) -> None:
         """Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE (Learn/winsock/using-so-reuseaddr-and-so-exclusiveaddruse): an exclusive socket cannot bind a port until the old connections on it become inactive."""
         if not getattr(sk, "exclusive", False):
-            fact(f"{len(lingering)} connection(s) still on port {port} (e.g. TIME_WAIT): they do not "
-                 "hold the port against a bind without SO_EXCLUSIVEADDRUSE")
+            self.decided("win.bind_exclusive_linger", f"{len(lingering)} connection(s) still on port "
+                         f"{port} (e.g. TIME_WAIT): they do not hold the port against a bind without "
+                         "SO_EXCLUSIVEADDRUSE")
             return
         o = lingering[0]
         kind = "TIME_WAIT" if getattr(o, "is_tw", False) else State(o.tcp_state).name
@@ -106,7 +120,8 @@ class WinsockPorts:
             if port in excluded or table.owners(port):
                 continue
             self._port_cursor[key] = lo + (port - lo + 1) % n
-            fact(f"{why}: port {port} is the next free port of the dynamic range {lo}-{hi}")
+            self.decided("win.dynamic_port", f"{why}: port {port} is the next free port of the dynamic "
+                         f"range {lo}-{hi}")
             return port
         fact(f"{why}: every port of the dynamic range {lo}-{hi} is in use (bound, connected or in "
              "TIME_WAIT): port exhaustion")

@@ -195,6 +195,11 @@ def overlap(a: Any, b: Any) -> bool:
     return a6 is not None and b6 is not None and (a6 == b6 or V6_ANY in (a6, b6))
 
 
+def dual_stack_wildcard(o: Any) -> bool:
+    """An AF_INET6 socket bound to [::] with IPV6_V6ONLY off: it listens on both stacks."""
+    return o.family == 6 and not o.ipv6only and o.addr6 in (None, V6_ANY)
+
+
 def is_wildcard(o: Any) -> bool:
     a4, a6 = stack_views(o)
     return a4 == V4_ANY or a6 == V6_ANY
