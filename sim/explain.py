@@ -27,6 +27,7 @@ from typing import Any
 
 import networkx as nx
 
+from .explain_windows import OPTIONS as WIN_OPTIONS, SOURCES as WIN_SOURCES, translate
 from .graph import Recording, addr_text, holders_of, port_owners, record
 from .kernel.rules import RULES, decisive
 from .trace import StepRecord
@@ -185,6 +186,7 @@ class Explainer:
         self.base = scenario.model_dump(by_alias=True)
         self._runs: dict[str, Recording | None] = {}
         self.runs = 0
+        self.windows = self.trace.personality == "windows"  # explained in Windows' terms
 
     # ------------------------------------------------------------------ public
     def explain(self, i: int) -> Explanation:
@@ -203,6 +205,8 @@ class Explainer:
         ex.during = self._during(i)
         if self.whatif:
             ex.whatifs = self._whatifs(i, rec, gb, ga)
+        if self.windows:
+            translate(ex)
         return ex
 
     def explain_all(self) -> list[Explanation]:
@@ -253,6 +257,8 @@ class Explainer:
         if rec.err in ("PROCESS_GONE", "PROCESS_BUSY"):
             return SOURCES[rec.err]
         if rec.kind == "observe":
+            if self.windows:
+                return WIN_SOURCES.get(f"observe:{rec.args.get('what')}", WIN_SOURCES["observe:tcp_states"])
             return SOURCES.get(f"observe:{rec.args.get('what')}", SOURCES["observe:tcp_states"])
         if rec.kind == "sleep":
             if any(e[0] == rec.index and "TIME_WAIT" in e[2] for e in self.r.events):
@@ -700,7 +706,7 @@ class Explainer:
             old.setdefault(self._carrier(src), d)
         new = self._carrier(tid)
         out = []
-        for opt, key in (("SO_REUSEADDR", "reuse"), ("SO_REUSEPORT", "reuseport")):
+        for opt, key in WIN_OPTIONS if self.windows else (("SO_REUSEADDR", "reuse"), ("SO_REUSEPORT", "reuseport")):
             new_has = bool(gb.nodes[tid].get(key))
             olds = [(c, d) for c, d in old.items() if not d.get(key)]
             mk_new = None if new_has else self._opt_ops(new, opt)

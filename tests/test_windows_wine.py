@@ -144,3 +144,22 @@ def test_a_bind_is_credited_to_the_rule_that_decided_it():
     assert _bind_rule(shared, {"proc": "app", "call": "bind", "sock": "s", "addr": "127.0.0.1",
                                "port": 7000}) == "win.bind_share"
     assert _bind_rule(s, {"proc": "app", "call": "bind", "sock": "s", "port": 0}) == "win.dynamic_port"
+
+
+@pytest.mark.parametrize("name", ["win-restart-time-wait-rebind", "win-wine-two-wildcard-binds"])
+def test_windows_explanations_speak_windows_and_offer_what_ifs(name):
+    """`socksim explain` on a Windows run: Windows names only, and every bind that met another
+    owner of its port has what-if lines computed by re-running the Windows model (e.g. with
+    SO_EXCLUSIVEADDRUSE)."""
+    from sim.explain import Explainer, render_text
+
+    sc = load_file(ROOT / "scenarios" / "windows" / f"{name}.yaml")
+    ex = Explainer(sc, seed=sc.seed)
+    for e in ex.explain_all():
+        text = render_text(e)
+        assert not LINUX_ONLY.search(text), text
+        assert not re.search(r"\bsys\.|SO_REUSEPORT", text), text
+        contested = "WSAE" in e.outcome or any("first bind" in f or "still on port" in f for f in e.facts)
+        if e.kind == "call" and e.what.startswith("bind(") and contested:
+            assert e.whatifs, text
+            assert any("SO_EXCLUSIVEADDRUSE" in w.label for w in e.whatifs), text

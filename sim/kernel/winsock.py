@@ -72,7 +72,7 @@ class WinsockKernel(WinsockPorts, WinsockIO, Kernel):
     ENHANCED_SOCKET_SECURITY = True  # Windows Server 2003 and later [W20]
 
     def __init__(self, sysctls: dict[str, Any] | None = None, file_max: int = 2466170, seed: int = 0):
-        given = dict(sysctls or {})
+        given = {k: v for k, v in (sysctls or {}).items() if v is not None}  # None: not set
         for key in self.DEFAULTS:
             # The scenario format fills every setting with its Linux default: a value equal to the
             # Linux default means "not chosen" here, so the Windows default applies.
