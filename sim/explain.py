@@ -589,7 +589,7 @@ class Explainer:
         for gen in (self._g_socket_args, self._g_reuse, self._g_wait, self._g_remove_options,
                     self._g_sysctls, self._g_backlog, self._g_listener, self._g_other_process,
                     self._g_read_first, self._g_close_others, self._g_earlier_calls, self._g_peer_data,
-                    self._g_fd_alloc):
+                    self._g_fd_alloc, self._g_wsastartup):
             try:
                 cands.extend(gen(i, rec, s, gb, ga))
             except Exception:
@@ -927,6 +927,17 @@ class Explainer:
             if len(out) >= 3:
                 break
         return out
+
+    def _g_wsastartup(self, i: int, rec: StepRecord, s: int, gb: nx.DiGraph, ga: nx.DiGraph) -> list:
+        """On Windows every socket call needs an outstanding WSAStartup: what if it had been left out?"""
+        if not self.windows or rec.kind != "call" or rec.call in ("WSAStartup", "WSACleanup"):
+            return []
+        starts = [j for j, st in enumerate(self.sc.steps[:s])
+                  if getattr(st, "call", None) == "WSAStartup" and st.proc == rec.proc]
+        if not starts:
+            return []
+        return [(f"without the WSAStartup of {rec.proc} (step {', '.join(map(str, starts))})",
+                 [("remove", j) for j in starts], "call")]
 
     def _g_fd_alloc(self, i: int, rec: StepRecord, s: int, gb: nx.DiGraph, ga: nx.DiGraph) -> list:
         """A new descriptor takes the lowest free number: what if the last close had not freed one?"""

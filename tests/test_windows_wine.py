@@ -159,6 +159,8 @@ def test_windows_explanations_speak_windows_and_offer_what_ifs(name):
         text = render_text(e)
         assert not LINUX_ONLY.search(text), text
         assert not re.search(r"\bsys\.|SO_REUSEPORT", text), text
+        if e.kind == "call" and not e.what.startswith(("WSAStartup", "WSACleanup")):
+            assert any("WSAStartup" in w.label for w in e.whatifs), text  # every Winsock call has one
         contested = "WSAE" in e.outcome or any("first bind" in f or "still on port" in f for f in e.facts)
         if e.kind == "call" and e.what.startswith("bind(") and contested:
             assert e.whatifs, text
