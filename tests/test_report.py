@@ -171,11 +171,14 @@ def _chromium_or_skip() -> str:
     pytest.skip(f"{CHROMIUM} is not installed (Debian: apt-get install chromium)")
 
 
-def open_in_chromium(*pages: Path, timeout: float = 60.0) -> list[tuple[list[dict], list[str]]]:
+def open_in_chromium(*pages: Path, timeout: float = 60.0, probe: str | None = None,
+                     probed: dict | None = None) -> list[tuple[list[dict], list[str]]]:
     """Load each page in one headless Chromium over the DevTools protocol (--remote-debugging-pipe).
 
     For each page: every <img> as {alt, complete, width}, and every page error: uncaught
     exceptions, console errors, log errors (a blocked or missing resource) and failed loads.
+    With ``probe`` (a JavaScript expression whose value is a promise of JSON text), its value
+    for each page goes to ``probed[page]``.
     """
     chromium = _chromium_or_skip()
     profile = tempfile.mkdtemp(prefix="chromium-")
@@ -242,6 +245,10 @@ def open_in_chromium(*pages: Path, timeout: float = 60.0) -> list[tuple[list[dic
               "({alt: i.alt, complete: i.complete, width: i.naturalWidth})))")
         res = call("Runtime.evaluate", {"expression": js, "returnByValue": True}, session=sid)
         images = json.loads(res["result"]["value"])
+        if probe is not None and probed is not None:
+            res = call("Runtime.evaluate", {"expression": probe, "returnByValue": True, "awaitPromise": True},
+                       session=sid)
+            probed[page] = json.loads(res["result"]["value"])
         errors = []
         for m in events:
             if m.get("sessionId") != sid:

@@ -110,7 +110,7 @@ def test_other_bad_input(capsys, tiny, tmp_path):
         ([str(tiny), "--param", "rate=1", "--jobs", "0"], "--jobs 0"),
         ([str(tiny), "--param", "rate=1", "--scheduler", "localhost:8786"], "expected a Dask scheduler address"),
         ([str(tiny), "--param", "rate=1", "-o", str(tmp_path)], "is a directory"),
-        ([str(tiny), "--param", "rate=1", "--jsonl", str(tmp_path / "no" / "x.jsonl")], "does not exist"),
+        ([str(tiny), "--param", "rate=1", "--jsonl", str(tiny / "x.jsonl")], "cannot create the folder"),
         ([str(tiny), "--param", "rate=1", "--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "0.5"],
          "cannot reach the Dask scheduler"),
     ]
@@ -124,6 +124,16 @@ def test_other_bad_input(capsys, tiny, tmp_path):
     assert rc == 2 and "has no load step" in err
     rc, _, err = _sweep(capsys, str(p), "--param", "tcp_tw_reuse=0,1", "--jobs", "1", "--no-progress", "-q")
     assert rc == 0, err  # a sysctl sweep needs no load step
+
+
+def test_output_folders_are_created(capsys, tiny, tmp_path):
+    """`-o runs/ports.json` works in a fresh clone: the missing folders are made."""
+    out, lines = tmp_path / "runs" / "deep" / "ports.json", tmp_path / "lines" / "p.jsonl"
+    rc, _, err = _sweep(capsys, str(tiny), "--param", "rate=1", "--jobs", "1", "--no-progress", "-q",
+                        "-o", str(out), "--jsonl", str(lines))
+    assert rc == 0, err
+    assert json.loads(out.read_text())["kind"] == "socksim-sweep"
+    assert json.loads(lines.read_text().splitlines()[0])["index"] == 0
 
 
 # ----------------------------------------------------------------------------- metrics

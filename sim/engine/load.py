@@ -17,6 +17,25 @@ if TYPE_CHECKING:
 
 CONNECT_TIMEOUT = 2.0  # the real backend bounds each connect() at 2 s; so does the model
 
+# TCP state numbers as include/net/tcp_states.h defines them (the ABI /proc/net/tcp shows), and
+# the load samples' column for each; TIME_WAIT is counted from the TIME_WAIT table, LISTEN and
+# CLOSE are not connections
+TCP_STATE_COLUMNS = {2: "syn_sent", 3: "syn_recv", 1: "established", 4: "fin_wait1", 5: "fin_wait2",
+                     8: "close_wait", 11: "closing", 9: "last_ack"}
+SAMPLES = 2000  # samples per load step (one after every n-th connection attempt)
+SAMPLE_COLUMNS = ["t", "time_wait", "ports_in_use", *TCP_STATE_COLUMNS.values()]
+
+
+def state_counts(kernels: list[Any]) -> list[int]:
+    """Connections per TCP state (other than TIME_WAIT) over every kernel's live sockets."""
+    counts = dict.fromkeys(TCP_STATE_COLUMNS.values(), 0)
+    for k in kernels:
+        for sk in k.socks:
+            col = TCP_STATE_COLUMNS.get(int(sk.tcp_state))
+            if col is not None:
+                counts[col] += 1
+    return list(counts.values())
+
 
 def run_load(b: SimBackend, spec: dict[str, Any]) -> dict[str, Any]:
     env, k = b.env, b.kernel
@@ -124,6 +143,8 @@ def run_load(b: SimBackend, spec: dict[str, Any]) -> dict[str, Any]:
         accept_loop()
         yield env.timeout(0)
 
+    every = max(1, n_total // SAMPLES)
+
     def generator() -> Any:
         for i in range(n_total):
             due = start + i / rate
@@ -132,8 +153,9 @@ def run_load(b: SimBackend, spec: dict[str, Any]) -> dict[str, Any]:
             if state["stop"]:
                 break
             one_connection()
-            if i % 50 == 0:
-                samples.append((round(env.now - start, 6), k.tw.count, len(k.bhash.buckets)))
+            if i % every == 0:
+                samples.append((round(env.now - start, 6), k.tw.count, len(k.bhash.buckets),
+                                *state_counts([k])))
 
     if server is not None:
         env.process(acceptor())
@@ -146,7 +168,7 @@ def run_load(b: SimBackend, spec: dict[str, Any]) -> dict[str, Any]:
     b.waiters = [(blk, cb) for blk, cb in b.waiters if blk.proc != server or blk.call != "accept"]
     # what only the model can know (not compared with the real kernel)
     stats["model"] = {"time_wait_peak": k.tw.peak, "samples": samples,
-                      "columns": ["t", "time_wait", "ports_in_use"]}
+                      "columns": SAMPLE_COLUMNS}
     return stats
 
 

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from . import answer, sweep_figures
 from . import html as html_out
 from . import markdown as md_out
 
@@ -214,38 +215,25 @@ def _x_value(v: Any) -> Any:
 # ----------------------------------------------------------------------------- sweeps
 
 
-METRICS = (
-    # key, title, y label, estimate key, bytes?, label of a None value, what the estimate is
-    ("first_port_error_at", "Time to the first EADDRNOTAVAIL or EADDRINUSE",
-     "seconds since the load started", "exhaustion_at", False, "no port error within the run",
-     "closed form: free ports / rate"),
-    ("ok_fraction", "Share of connection attempts that succeeded", "succeeded / attempted",
-     "ok_fraction", False, None, "closed form over the run's duration: whole TIME_WAIT cycles of the free ports"),
-    ("time_wait_peak", "Peak TIME_WAIT entries", "TIME_WAIT entries", "peak_time_wait", False, None,
-     "closed form: min(rate x TIME_WAIT length, free ports, tcp_max_tw_buckets)"),
-    ("tcp_mem_peak_bytes", "Peak socket memory", "TCP socket memory (tcp_mem pool)", None, True, None, ""),
-    ("accepted", "Connections accepted", "connections accepted", "ok", False, None,
-     "closed form: full TIME_WAIT cycles x free ports"),
-    ("refused", "Connections refused (ECONNREFUSED)", "connections refused", None, False, None, ""),
-    ("reset", "Connections reset (ECONNRESET)", "connections reset", None, False, None, ""),
-)
-
-
 def _choose_x(params: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, bool]:
-    """The parameter for the x axis: the numeric one with the most values; else a categorical one."""
+    """The parameter for the x axis: the numeric one with the most values; else a categorical one
+    (a switch such as tcp_tw_reuse is drawn as categories, never as a line through values that
+    did not run)."""
+    from .charts import categorical_param
+
     best, best_rank = None, (0, False)
     for p in params:
         xs = [_x_value(v) for v in p["values"]]
-        if len(p["values"]) > 1 and all(x is not None for x in xs):
+        if len(p["values"]) > 1 and all(x is not None for x in xs) and not categorical_param(p):
             # most values first; on a tie a load field (rate, duration) before a sysctl switch
             rank = (len(p["values"]), p.get("target") == "load")
             if best is None or rank > best_rank:
                 best, best_rank = p, rank
     if best is not None:
         return best, False
-    for p in params:
-        if len(p["values"]) > 1:
-            return p, True
+    multi = [p for p in params if len(p["values"]) > 1]
+    if multi:
+        return max(multi, key=lambda p: len(p["values"])), True
     return None, False
 
 
@@ -345,7 +333,7 @@ def sweep_document(run: dict[str, Any], source: str) -> dict[str, Any]:
     groups = _groups(run, xp)
     fixed = [p for p in params if len(p["values"]) == 1]
     grid_text = " x ".join(f"{p['name']} ({len(p['values'])})" for p in params if len(p["values"]) > 1) or "one point"
-    blocks: list[Any] = []
+    blocks: list[Any] = [answer.sweep_answer(run, [(p, _scenario_of_sweep(run, p)) for p in run["points"]])]
     desc = (scen.get("description") or "").strip()
     if desc:
         blocks += [("h2", "The question")]
@@ -358,67 +346,15 @@ def sweep_document(run: dict[str, Any], source: str) -> dict[str, Any]:
         blocks.append(("p", "Fixed for every point: " + ", ".join(f"`{p['name']}={_show(p['values'][0])}`" for p in fixed) + "."))
 
     if xp is not None and points:
-        blocks.append(("h2", f"Metrics against {xp['name']}"))
-        xs_raw = xp["values"]
-        xs = [str(_show(v)) for v in xs_raw] if categorical else [_x_value(v) for v in xs_raw]
-        numeric = [x for x in xs if not categorical]
-        log_x = (not categorical and len(numeric) > 2 and min(numeric) > 0
-                 and max(numeric) / min(numeric) >= 50)
-        for key, title, ylabel, est_key, is_bytes, none_label, est_text in METRICS:
-            series = []
-            for label, pts in groups:
-                by_x = {json.dumps(p["params"][xp["name"]], default=list): p for p in pts}
-                ys, est = [], []
-                for v in xs_raw:
-                    p = by_x.get(json.dumps(v, default=list))
-                    m = (p or {}).get("metrics") or {}
-                    ys.append(m.get(key) if p and "metrics" in p else None)
-                    est.append(_estimate(p, est_key) if p and est_key else None)
-                entry = {"label": label, "ys": ys, "est": est if est_key else None}
-                if key == "ok_fraction":  # and the long-run share the question asks about
-                    entry["est2"] = [_estimate(by_x.get(json.dumps(v, default=list)), "sustainable_fraction")
-                                     if by_x.get(json.dumps(v, default=list)) else None for v in xs_raw]
-                series.append(entry)
-            png = plots.metric_vs_param(_x_label(xp), xs, series, ylabel=ylabel, categorical=categorical,
-                                        log_x=log_x, y_bytes=is_bytes, none_label=none_label,
-                                        estimate_label=est_text.split(":")[0] if est_text else "closed form",
-                                        y_integer=key not in ("first_port_error_at", "ok_fraction"))
-            allv = [v for s in series for v in s["ys"] if v is not None]
-            others = [q["name"] for q in params if len(q["values"]) > 1 and q["name"] != xp["name"]]
-            cap = f"Solid: simulated, one line per {', '.join(others) or 'run'} value." if others else "Solid: simulated."
-            if est_key:
-                cap += f" Dashed: {est_text}."
-            if key == "ok_fraction":
-                cap += (" Dotted: the long-run share, free ports / (rate x TIME_WAIT length) (the hold time "
-                        "is tcp_tw_reuse_delay where TIME_WAIT entries are reused); runs much longer than "
-                        "TIME_WAIT converge to it.")
-            if allv and all(v == 0 for v in allv):
-                cap += " Zero at every point."
-            if key == "tcp_mem_peak_bytes":
-                cap += " Bytes charged to the TCP memory pool (tcp_mem): socket buffers holding data."
-            if none_label and any(v is None for s in series for v in s["ys"]):
-                cap += f" Triangles on the top edge: {none_label}."
-            blocks.append(("figure", plots.Plot(key, title, cap, png, f"{title} against {xp['name']}")))
-
+        blocks += sweep_figures.metric_figures(params, xp, categorical, groups, show=_show, x_value=_x_value,
+                                               x_label=_x_label(xp), estimate=_estimate)
     with_series = [p for p in points if (p.get("series") or {}).get("t")]
     if with_series:
-        blocks.append(("h2", "Over time"))
-        shown = _pick(with_series, plots.MAX_LINES)
         label = lambda p: ", ".join(f"{k}={_show(v)}" for k, v in p["params"].items())  # noqa: E731
-        lines = [(label(p), p["series"]) for p in shown]
-        more = f" ({len(shown)} of the {len(with_series)} points, evenly spread over the grid)" if len(shown) < len(with_series) else ""
-        blocks.append(("figure", plots.Plot(
-            "time_wait_over_time", "TIME_WAIT entries over time",
-            "Entries in the TIME_WAIT table during the load, one line per point" + more + ".",
-            plots.overlay(lines, "time_wait", "TIME_WAIT entries"), "TIME_WAIT entries over time")))
-        if any("free_ports" in p["series"] for p in shown):
-            blocks.append(("figure", plots.Plot(
-                "free_ports_over_time", "Free ephemeral ports over time",
-                "Ports of ip_local_port_range with no owner (no socket, no TIME_WAIT entry) during the load" + more + ".",
-                plots.overlay(lines, "free_ports", "free ephemeral ports"), "free ephemeral ports over time")))
+        blocks += sweep_figures.time_figures(with_series, label, _pick)
         rep = min(with_series, key=lambda p: (p["metrics"].get("first_port_error_at") is None,
                                               p["metrics"].get("first_port_error_at") or 0))
-        blocks += _state_and_memory(rep["series"], label(rep))
+        blocks += _memory(rep["series"], label(rep))
 
     blocks.append(("h2", "Results"))
     headers = [p["name"] for p in params] + ["first port error", "closed form", "peak TIME_WAIT",
@@ -488,26 +424,21 @@ def _quote(a: str) -> str:
 
 
 def _state_and_memory(series: dict[str, list], label: str) -> list[Any]:
+    return sweep_figures.states_figure([(label, series)], "") + _memory(series, label)
+
+
+def _memory(series: dict[str, list], label: str) -> list[Any]:
     from . import plots
 
-    blocks: list[Any] = []
-    png, shown = plots.states_over_time(series, label=label)
     cap = f"For {label}." if label else ""
-    if shown == ["time_wait"] or not shown:
-        cap += (" Only TIME_WAIT is sampled by this engine; the other states need per-state counts "
-                "in the load samples.")
-    blocks.append(("figure", plots.Plot("states_over_time", "Connections per TCP state over time",
-                                        cap.strip(), png, "connections per TCP state over time")))
     mem_col = next((c for c in ("tcp_mem_bytes", "mem_bytes") if c in series), None)
     if mem_col:
-        blocks.append(("figure", plots.Plot("memory_over_time", "Socket memory over time",
-                                            f"Bytes in the TCP memory pool (tcp_mem). {cap}".strip(),
-                                            plots.memory_over_time(series, mem_col, label=label),
-                                            "socket memory over time")))
-    else:
-        blocks.append(("note", "Socket memory is not sampled over time in this run (its load samples "
-                               "have no memory column); its peak is in the table."))
-    return blocks
+        return [("figure", plots.Plot("memory_over_time", "Socket memory over time",
+                                      f"Bytes in the TCP memory pool (tcp_mem). {cap}".strip(),
+                                      plots.memory_over_time(series, mem_col, label=label),
+                                      "socket memory over time"))]
+    return [("note", "Socket memory is not sampled over time in this run (its load samples "
+                     "have no memory column); its peak is in the table.")]
 
 
 # ----------------------------------------------------------------------------- single runs
@@ -524,6 +455,8 @@ def trace_document(trace_d: dict[str, Any], source: str) -> dict[str, Any]:
     m = point_metrics(trace, sc)
     summ = trace.summary or {}
     blocks: list[Any] = []
+    if sc is not None and any(s.kind == "load" for s in trace.steps):
+        blocks.append(answer.trace_answer({"params": {}, "metrics": m, "estimate": closed_form(sc)}, sc))
     if sc is not None and sc.description.strip():
         blocks += [("h2", "The scenario")] + text_blocks(sc.description)
     loads = [s for s in trace.steps if s.kind == "load" and isinstance(s.obs, dict)]

@@ -5,7 +5,8 @@ each block is a tuple whose first item names its kind:
 
 ``("h2", text)``, ``("h3", text)``, ``("p", text)``, ``("note", text)``, ``("list", [text, ...])``,
 ``("figure", Plot)``, ``("table", headers, rows)``, ``("code", text)``,
-``("details", summary, [blocks])``.
+``("details", summary, [blocks])``, ``("answer", heading, [sentence, ...])`` (the report's
+headline answer, first on the page).
 
 Text is plain; a span in backticks is shown as code. Nothing in the page refers to anything
 outside it, so it can be mailed, archived or opened offline.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import re
 from typing import Any
 
@@ -43,6 +45,8 @@ td:first-child, th:first-child { text-align: left; }
 .note { background: #fff8e6; border-left: 4px solid #f0b429; padding: 8px 12px; margin: 12px 0; }
 details { margin: 10px 0; }
 summary { cursor: pointer; font-weight: 600; }
+.answer { background: #eef6ee; border-left: 4px solid #3a9d3a; padding: 2px 16px 6px; margin: 0 0 18px; }
+.answer h2 { border: none; margin-top: 12px; }
 footer { color: #777; font-size: 12.5px; margin-top: 40px; }
 """
 
@@ -67,6 +71,9 @@ def _block(b: Any) -> str:
         return f"<p>{_inline(b[1])}</p>"
     if kind == "note":
         return f'<div class="note">{_inline(b[1])}</div>'
+    if kind == "answer":
+        items = "".join(f"<li>{_inline(i)}</li>" for i in b[2])
+        return f'<section id="answer" class="answer"><h2>{_inline(b[1])}</h2><ul>{items}</ul></section>'
     if kind == "list":
         return "<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b[1]) + "</ul>"
     if kind == "code":
@@ -74,7 +81,9 @@ def _block(b: Any) -> str:
     if kind == "figure":
         plot = b[1]
         data = base64.b64encode(plot.png).decode("ascii")
-        return (f'<figure id="fig-{html.escape(plot.name)}"><img src="data:image/png;base64,{data}" '
+        curves = (f' data-curves="{html.escape(json.dumps(plot.curves, separators=(",", ":")))}"'
+                  if plot.curves else "")
+        return (f'<figure id="fig-{html.escape(plot.name)}"{curves}><img src="data:image/png;base64,{data}" '
                 f'alt="{html.escape(plot.alt)}" width="880">'
                 f"<figcaption><b>{_inline(plot.title)}.</b> {_inline(plot.caption)}</figcaption></figure>")
     if kind == "table":

@@ -40,6 +40,8 @@ def _block(b: Any, files: dict[str, bytes], level: int = 0) -> list[str]:
         return [f"> **Note:** {_inline(b[1])}", ""]
     if kind == "list":
         return [f"- {_inline(i)}" for i in b[1]] + [""]
+    if kind == "answer":
+        return [f"## {_inline(b[1])}", ""] + [f"- {_inline(i)}" for i in b[2]] + [""]
     if kind == "code":
         fence = "````" if "```" in b[1] else "```"
         return [fence, b[1].rstrip("\n"), fence, ""]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -31,6 +31,9 @@ class Plot:
     caption: str
     png: bytes
     alt: str
+    # what the figure promises: per series, its colour and the pixels of some of its data points
+    # (see sim.report.charts); the HTML page carries them for a browser to check
+    curves: list = field(default_factory=list)
 
 
 def _fig(width: float = 8.0, height: float = 4.2, rows: int = 1) -> tuple[Figure, Any]:

@@ -133,14 +133,21 @@ class _OrderedWriter:
             self.next += 1
 
 
+def _make_folder(p: Path, path: str) -> None:
+    """An output file's folder is created when missing (``-o runs/ports.json`` in a fresh clone)."""
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SweepError(f"{path}: cannot create the folder {p.parent}: {e.strerror}") from None
+
+
 def _open_out(path: str, what: str) -> Any:
     if path == "-":
         return sys.stdout
     p = Path(path)
     if p.is_dir():
         raise SweepError(f"{path}: is a directory, expected a file path for {what}")
-    if not p.parent.exists():
-        raise SweepError(f"{path}: the folder {p.parent} does not exist")
+    _make_folder(p, path)
     try:
         return open(p, "w", encoding="utf-8")
     except OSError as e:
@@ -183,8 +190,7 @@ def _sweep(args: argparse.Namespace) -> int:
         op = Path(args.out)
         if op.is_dir():
             raise SweepError(f"{args.out}: is a directory, expected a file path for the run file")
-        if not op.parent.exists():
-            raise SweepError(f"{args.out}: the folder {op.parent} does not exist")
+        _make_folder(op, args.out)
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     tasks = [{"index": i, "scenario": base, "params": point, "seed": seed,
               "step_lines": list(sc.step_lines), "progress": progress}

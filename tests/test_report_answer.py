@@ -1,0 +1,150 @@
+"""Reports that state the answer, with honest figures, checked in headless Chromium.
+
+The expected values come from the run file (the sweep's own metrics and closed forms), never from
+the report code: the page must state each point's first failure and the sustainable rate the
+closed form gives, and every curve a figure promises must be visible in its image (its colour
+found at the pixels of its data points, read back from the decoded PNG in the browser).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sim.cli import main
+from tests.test_report import _chromium_or_skip, open_in_chromium
+
+# With a one-way wire delay, connections are seen in SYN_SENT, ESTABLISHED, FIN_WAIT... at the
+# sample times, not only in TIME_WAIT.
+SLOW_WIRE = """
+name: slow-wire-ports
+description: |
+  Two hundred ports at 100 connections per second over a 5 ms wire, the client closing first.
+host:
+  latency: 0.005
+  sysctls: {ip_local_port_range: [40000, 40199], tcp_tw_reuse: 0}
+processes: {server: {}, client: {}}
+steps:
+  - {proc: server, call: socket, as: srv}
+  - {proc: server, call: bind, sock: srv, addr: 127.0.0.1, port: 9999}
+  - {proc: server, call: listen, sock: srv, backlog: 128}
+  - load: {proc: client, port: 9999, rate: 100, duration: 4, accept_proc: server, listener: srv}
+"""
+
+# For every figure: draw its image on a canvas and look, around each promised curve's data
+# points, for a pixel of the curve's colour.
+PROBE = r"""
+(async () => {
+  const near = (d, i, rgb) => Math.abs(d[i] - rgb[0]) + Math.abs(d[i + 1] - rgb[1]) + Math.abs(d[i + 2] - rgb[2]) <= 60;
+  const hex = h => [1, 3, 5].map(i => parseInt(h.slice(i, i + 2), 16));
+  const figures = [];
+  for (const fig of document.querySelectorAll('figure')) {
+    const img = fig.querySelector('img');
+    await img.decode();
+    const c = document.createElement('canvas');
+    c.width = img.naturalWidth; c.height = img.naturalHeight;
+    const g = c.getContext('2d');
+    g.drawImage(img, 0, 0);
+    const d = g.getImageData(0, 0, c.width, c.height).data;
+    const curves = JSON.parse(fig.dataset.curves || '[]').map(cv => {
+      const rgb = hex(cv.color);
+      const seen = cv.pixels.some(([x, y]) => {
+        for (let dy = -7; dy <= 7; dy++) for (let dx = -7; dx <= 7; dx++) {
+          const px = x + dx, py = y + dy;
+          if (px >= 0 && py >= 0 && px < c.width && py < c.height && near(d, (py * c.width + px) * 4, rgb)) return true;
+        }
+        return false;
+      });
+      return {label: cv.label, kind: cv.kind, seen, pixels: cv.pixels.length};
+    });
+    figures.push({id: fig.id, caption: fig.querySelector('figcaption').textContent, curves});
+  }
+  const answer = document.querySelector('#answer');
+  const first = document.querySelector('main > :nth-child(3)');
+  return JSON.stringify({figures, answer: answer ? answer.textContent : null,
+                         answer_first: first === answer});
+})()
+"""
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> tuple[dict, Path]:
+    d = tmp_path_factory.mktemp("answer")
+    sc = d / "slow.yaml"
+    sc.write_text(SLOW_WIRE)
+    run = d / "runs" / "sweep.json"
+    assert main(["sweep", str(sc), "--param", "tcp_tw_reuse=0,1", "--param", "rate=25,100", "--jobs", "1",
+                 "--no-progress", "-q", "-o", str(run)]) == 0
+    assert main(["report", str(run), "-o", str(d / "reports" / "slow"), "-q"]) == 0
+    return json.loads(run.read_text()), d / "reports" / "slow" / "index.html"
+
+
+def _states_in(series: dict) -> set[str]:
+    from sim.report.plots import STATE_ORDER
+
+    return {s for s in STATE_ORDER if any(series.get(s) or [])}
+
+
+def test_report_states_the_answer_and_draws_every_promised_curve(report):
+    _chromium_or_skip()
+    run, page = report
+    probed: dict = {}
+    [(images, errors)] = open_in_chromium(page, probe=PROBE, probed=probed)
+    assert errors == []
+    got = probed[page]
+    # the headline answer is the first thing after the title and subtitle
+    assert got["answer_first"] and got["answer"]
+    answer = " ".join(got["answer"].split())
+    for pt in run["points"]:
+        m, est = pt["metrics"], pt["estimate"]
+        where = ", ".join(f"{k}={v}" for k, v in pt["params"].items())
+        if m["first_error"]:
+            assert f"at {where}: the first connection fails after {m['first_error_at']:.3f} s with {m['first_error']}" in answer
+        else:
+            assert f"at {where}: no connection fails" in answer
+        rate = est["ports"] / est["hold_seconds"]
+        assert f"{est['ports']:,} free ports / {est['hold_seconds']:g} s" in answer
+        assert (f"= {rate:,.0f} connections/s" in answer) or (f"= {rate:,.3g} connections/s" in answer)
+    assert "What changed: tcp_tw_reuse 0 → 1" in answer
+    assert "Limits: " in answer
+    figures = {f["id"]: f for f in got["figures"]}
+    # every promised curve is visible in its image
+    for f in got["figures"]:
+        missing = [c["label"] for c in f["curves"] if not c["seen"] or not c["pixels"]]
+        assert missing == [], (f["id"], missing)
+    # what the captions promise is among the figure's curves
+    for f in got["figures"]:
+        kinds = {c["kind"] for c in f["curves"]}
+        if "Filled circles: simulated" in f["caption"]:
+            assert "simulated" in kinds, f["id"]
+        if "Hollow diamonds" in f["caption"]:
+            assert "estimate" in kinds, f["id"]
+        if "Hollow triangles" in f["caption"]:
+            assert "bound" in kinds, f["id"]
+    # the closed forms of the run file are drawn where they exist
+    assert any(c["kind"] == "estimate" for c in figures["fig-ok_fraction"]["curves"])
+    # the states figure draws every state present in the run file's series, in every panel
+    states = figures["fig-states_over_time"]
+    present = set().union(*(_states_in(p["series"]) for p in run["points"]))
+    assert {"syn_sent", "time_wait"} <= present  # the wire delay makes more than TIME_WAIT visible
+    labels = [c["label"] for c in states["curves"]]
+    panels = {lab.rsplit(": ", 1)[0] for lab in labels}
+    from sim.report.plots import STATE_LABELS
+
+    for p in panels:
+        drawn = {lab.rsplit(": ", 1)[1] for lab in labels if lab.startswith(p + ": ")}
+        assert drawn == {STATE_LABELS[s] for s in present}, p
+
+
+def test_a_switch_is_drawn_as_categories(report):
+    """tcp_tw_reuse=0,1 is a category: no line through values between them (the x axis is rate)."""
+    run, page = report
+    html = page.read_text()
+    assert 'id="metrics-against-rate"' in html
+    from sim.report.command import _choose_x
+
+    xp, categorical = _choose_x([{"name": "tcp_tw_reuse", "field": "tcp_tw_reuse", "target": "sysctls",
+                                  "values": [0, 2]}])
+    assert xp["name"] == "tcp_tw_reuse" and categorical
