@@ -29,8 +29,8 @@ class AfInet:
             if ip.ipv4_mapped is not None:
                 ip = ip.ipv4_mapped
             else:
-                return ip in (ipaddress.IPv6Address("::"), ipaddress.IPv6Address("::1"))
-        return ip == ipaddress.IPv4Address("0.0.0.0") or ip in LOOPBACK4
+                return ip in (ipaddress.IPv6Address("::"), ipaddress.IPv6Address("::1")) or ip in self.fib.local
+        return ip == ipaddress.IPv4Address("0.0.0.0") or ip in LOOPBACK4 or ip in self.fib.local
 
     @staticmethod
     def _v6_form(sk: Sock, addr: str) -> str:
@@ -59,7 +59,7 @@ class AfInet:
                 fact("an IPV6_V6ONLY socket cannot bind a v4-mapped address (__inet6_bind)")
                 raise SysError("EINVAL", "sys.bind")
             if not self._is_local(sk.family, addr):
-                fact(f"{addr} is not an address of this host (only loopback exists in the namespace)")
+                fact(f"{addr} is not an address of this host ({self.fib.describe()})")
                 raise SysError("EADDRNOTAVAIL", "sys.bind")
 
         def check_port() -> None:
@@ -120,6 +120,9 @@ class AfInet:
     def ip_route_connect(self, sk: Sock, daddr: str) -> str:
         if sk.laddr not in ("0.0.0.0", "::"):
             return sk.laddr
+        src = self.fib.source(daddr)  # the destination itself when local, else the device's address
+        if src is not None:
+            return f"::ffff:{src}" if sk.family == 6 and ip_addr(src).version == 4 else src
         ip = ip_addr(daddr)
         return "::1" if isinstance(ip, ipaddress.IPv6Address) else "127.0.0.1"
 
@@ -154,8 +157,10 @@ class AfInet:
                 own = sk.laddr if sk.laddr not in ("0.0.0.0", "::") else None
                 daddr = own or ("127.0.0.1" if dip.version == 4 else "::1")
                 fact(f"connect() to {addr} goes to {daddr}")
+            elif self.fib.output(daddr) is not None:
+                fact(f"{addr} is reached by {self.fib.output(daddr)}")
             else:
-                fact(f"no route to {addr}: the namespace has only loopback")
+                fact(f"no route to {addr}: {self.fib.describe()}")
                 raise SysError("ENETUNREACH", "sys.connect")
         if dip.version == 4 and sk.family == 6 and sk.ipv6only:
             fact("an IPv6-only socket cannot reach an IPv4 (v4-mapped) destination")

@@ -51,7 +51,9 @@ class InetHashtables:
         start = (self.perturb[index] + (port_offset >> 32)) & 0xFFFFFFFF
 
         ehash = self.ehash
-        reuse_by_age = bool(sysctl["tcp_tw_reuse"]) and bool(sysctl["tcp_timestamps"])
+        # tcp_twsk_unique(): at tcp_tw_reuse 2 only entries with a loopback address are reused
+        reuse_by_age = (bool(sysctl["tcp_timestamps"]) and (sysctl["tcp_tw_reuse"] == 1 or (
+            sysctl["tcp_tw_reuse"] == 2 and (self.fib.is_loopback(saddr) or self.fib.is_loopback(daddr)))))
         now_ms, delay_ms = self.now * 1000.0, sysctl["tcp_tw_reuse_delay"]
 
         def established_ok(port: int) -> bool:

@@ -39,6 +39,7 @@ from typing import Any, Callable
 from . import buffers
 from .af_inet import AfInet
 from .errors import Block, SysError
+from .fib import Fib, Route
 from .file import FileOps
 from .handles import FileCount, FileTable, Process
 from .inet_connection_sock import InetConnectionSock
@@ -121,7 +122,7 @@ DEFAULT_SYSCTLS: dict[str, Any] = {
 
 
 class Kernel(Tracepoints, FileOps, SocketCalls, AfInet, InetConnectionSock, InetHashtables, Tcp, TcpInput,
-             TcpOutput, TcpMinisocks, TcpIpv4, TcpTimer):
+             TcpOutput, TcpMinisocks, TcpIpv4, TcpTimer, Route):
     """One host kernel (one network namespace) with its processes: the Linux rules.
 
     Another personality subclasses this class and overrides the functions named in :data:`HOOKS`
@@ -160,6 +161,7 @@ class Kernel(Tracepoints, FileOps, SocketCalls, AfInet, InetConnectionSock, Inet
         self.perturb = [0] * 256  # table_perturb[] of __inet_hash_connect
         self.secret = self.rng.getrandbits(64)
         self.mib: dict[str, int] = {}
+        self.fib = Fib()  # addresses and routes besides loopback (hosts joined by links)
         self._pid = 100
         self.now = 0.0
         self.probes: list[Any] = []  # subscribers (tracepoints.Tracepoints.subscribe)
