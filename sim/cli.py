@@ -106,23 +106,25 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_crosscheck(args: argparse.Namespace) -> int:
     from .compare import compare_traces
     from .engine import SimBackend
-    from .real.backend import RealBackend
+    from .real.topology import real_backend_for
     from .report.terminal import print_side_by_side
     from .scenario.runner import run
 
     sc, err = _load(args.file)
     if err:
         return _bad(err)
-    if sc.host.personality != "linux":
-        return _bad(f"{args.file}: the {sc.host.personality} personality cannot be cross-checked: "
+    pers = {h.personality for h in ([sc.host] if not sc.hosts else sc.hosts.values())} - {"linux"}
+    if pers:
+        return _bad(f"{args.file}: the {pers.pop()} personality cannot be cross-checked: "
                     "the real kernel here is Linux")
-    ok, why = RealBackend.available()
+    real_backend = real_backend_for(sc)
+    ok, why = type(real_backend).available()
     if not ok:
         return _bad(f"cannot run on the real kernel here: {why}")
     seed = args.seed if args.seed is not None else sc.seed
     sim_trace = run(sc, SimBackend(seed=seed), seed=seed)
     try:
-        real_trace = run(sc, RealBackend())
+        real_trace = run(sc, real_backend)
     except KeyboardInterrupt:
         print("interrupted: the namespace and its processes were cleaned up", file=sys.stderr)
         return 130

@@ -59,12 +59,6 @@ class ScenarioFile(pytest.File):
             yield item
 
 
-def _real_available() -> tuple[bool, str]:
-    from .real.backend import RealBackend
-
-    return RealBackend.available()
-
-
 class ScenarioItem(pytest.Item):
     def __init__(self, *, scenario: Any, mode: str, error: str | None, **kw: Any):
         super().__init__(**kw)
@@ -92,18 +86,21 @@ class ScenarioItem(pytest.Item):
             return
         if self.config.getoption("--socksim-no-real"):
             pytest.skip("--socksim-no-real given")
-        if sc.host.personality != "linux":
-            pytest.skip(f"the {sc.host.personality} personality has no kernel here to cross-check "
+        pers = {h.personality for h in ([sc.host] if not sc.hosts else sc.hosts.values())} - {"linux"}
+        if pers:
+            pytest.skip(f"the {pers.pop()} personality has no kernel here to cross-check "
                         "against: its rules are checked against their cited sources")
-        ok, why = _real_available()
+        from .real.topology import real_backend_for
+
+        real_backend = real_backend_for(sc)
+        ok, why = type(real_backend).available()
         if not ok:
             if os.environ.get("CI") == "true":
                 pytest.fail(f"CI=true but the real kernel cannot be reached: {why}")
             pytest.skip(f"no private network namespace here: {why}")
         from .compare import compare_traces
-        from .real.backend import RealBackend
 
-        real = run(sc, RealBackend())
+        real = run(sc, real_backend)
         result = compare_traces(sc, sim, real)
         if not result.agree:
             from .compare import failure_text

@@ -19,6 +19,7 @@ from ..personality import get as get_personality
 from ..kernel.rules import RULES
 from ..kernel.stack import Blocked, Kernel, Outcome  # noqa: F401
 from ..trace import CallResult, Completion, endpoint_text
+from .net import Network
 
 MAX_SETTLE_EVENTS = 1_000_000
 
@@ -33,18 +34,20 @@ class FifoTimers:
         self.wakeups: dict[float, simpy.Event | None] = {}
         self.pending = 0
 
-    def add(self, delay: float, item: Any, due: float | None = None) -> None:
-        """Queue ``item`` to fire after ``delay`` (or at ``due``, which must not decrease per delay)."""
-        q = self.queues.get(delay)
+    def add(self, delay: float, item: Any, due: float | None = None, lane: Any = None) -> None:
+        """Queue ``item`` to fire after ``delay`` (or at ``due``, which must not decrease per
+        lane); the lane is the delay itself unless given (a link direction with a bandwidth)."""
+        key = delay if lane is None else lane
+        q = self.queues.get(key)
         if q is None:
-            q = self.queues[delay] = deque()
-            self.wakeups[delay] = None
-            self.env.process(self._run(delay, q))
+            q = self.queues[key] = deque()
+            self.wakeups[key] = None
+            self.env.process(self._run(key, q))
         q.append((self.env.now + delay if due is None else due, item))
         self.pending += 1
-        ev = self.wakeups[delay]
+        ev = self.wakeups[key]
         if ev is not None and not ev.triggered:
-            self.wakeups[delay] = None
+            self.wakeups[key] = None
             ev.succeed()
 
     def _run(self, delay: float, q: deque) -> Any:
@@ -77,27 +80,52 @@ class SimBackend:
         self.kernel: Kernel | None = None
         self.latency = 0.0
         self.pending: dict[str, tuple[int, Blocked]] = {}  # proc -> (step index, blocked call)
-        self.waiters: list[tuple[Blocked, Callable[[Outcome], None]]] = []
+        # load steps' blocked calls by the wait queue that wakes them: key -> [(seq, call, then)]
+        self.waiters: dict[Any, list[tuple[int, Blocked, Callable[[Outcome], None]]]] = {}
+        self._wseq = 0
         self.done: list[Completion] = []
         self.segments = 0
         self.wire: FifoTimers | None = None
         self.timers: FifoTimers | None = None
         self.samples: list[dict[str, Any]] = []
         self._waking = False
+        self.kernels: dict[str, Kernel] = {}  # host name -> its kernel ("host" with one host)
+        self.proc_kernel: dict[str, Kernel] = {}
+        self.latencies: dict[int, float] = {}  # id(kernel) -> its loopback's one-way delay
+        self.net: Network | None = None  # links between hosts (scenarios with hosts:)
 
-    # ------------------------------------------------------------------ set-up
-    def start(self, scenario: dict[str, Any]) -> None:
-        host = scenario.get("host", {})
-        sysctls = dict(host.get("sysctls", {}))
-        self.latency = float(host.get("latency", self.latency))
+    def _kernel(self, host: dict[str, Any], seed: int) -> Kernel:
         pers = get_personality(self.personality or host.get("personality", "linux"))
         module, cls = pers.kernel_class.split(":")
         kclass = getattr(importlib.import_module(f"sim.kernel.{module}"), cls)
-        self.kernel = kclass(sysctls, int(host.get("file_max", 2466170)), seed=self.seed)
-        for fn in self.probes:
-            self.kernel.subscribe(fn)
+        return kclass(dict(host.get("sysctls", {})), int(host.get("file_max", 2466170)), seed=seed)
+
+    def kernel_of(self, proc: str) -> Kernel:
+        """The kernel of the host ``proc`` runs on (a forked child runs where its parent does)."""
+        k = self.proc_kernel.get(proc)
+        if k is None:
+            k = next((k for k in self.kernels.values() if proc in k.procs), self.kernel)
+            self.proc_kernel[proc] = k
+        return k
+
+    # ------------------------------------------------------------------ set-up
+    def start(self, scenario: dict[str, Any]) -> None:
+        hosts = scenario.get("hosts") or {"host": scenario.get("host", {})}
+        for i, (name, host) in enumerate(hosts.items()):
+            k = self._kernel(host, self.seed + i)
+            for fn in self.probes:
+                k.subscribe(fn)
+            self.kernels[name] = k
+            self.latencies[id(k)] = float(host.get("latency", 0.0))
+        first = next(iter(self.kernels))
+        self.kernel = self.kernels[first]
+        self.latency = self.latencies[id(self.kernel)]
         for name, p in scenario["processes"].items():
-            self.kernel.add_process(name, int(p.get("nofile", 1024)), int(p.get("uid", 0)))
+            k = self.kernels[p.get("host") or first]
+            k.add_process(name, int(p.get("nofile", 1024)), int(p.get("uid", 0)))
+            self.proc_kernel[name] = k
+        if scenario.get("hosts"):
+            self.net = Network(self, scenario)
         self.wire = FifoTimers(self.env, self._arrive)
         self.timers = FifoTimers(self.env, self._timer)
 
@@ -105,14 +133,15 @@ class SimBackend:
         return float(self.env.now)
 
     # ------------------------------------------------------------------ plumbing
-    def _arrive(self, seg: Any) -> None:
+    def _arrive(self, item: tuple[Kernel, Any]) -> None:
+        k, seg = item
         self.segments += 1
-        self.kernel.deliver(seg, self.env.now)
+        k.deliver(seg, self.env.now)
         self._flush()
 
-    def _timer(self, item: tuple[str, Any, int]) -> None:
-        kind, obj, gen = item
-        self.kernel.timer(kind, obj, gen, self.env.now)
+    def _timer(self, item: tuple[Kernel, str, Any, int]) -> None:
+        k, kind, obj, gen = item
+        k.timer(kind, obj, gen, self.env.now)
         self._flush()
 
     def _flush(self) -> None:
@@ -126,36 +155,50 @@ class SimBackend:
         segment sent on ``lo`` is processed in the sender's softirq before the call returns:
         segments are delivered here, in order, with no simulated delay and no SimPy event.
         """
-        k = self.kernel
         now = self.env.now
+        busy = True
+        while busy:
+            busy = False
+            for k in self.kernels.values():
+                if k.outbox or k.timer_requests:
+                    busy = True
+                    self._drain_one(k, now)
+
+    def _drain_one(self, k: Kernel, now: float) -> None:
+        latency = self.latencies[id(k)]
         while k.outbox or k.timer_requests:
             out, k.outbox = k.outbox, []
-            if self.latency == 0.0:
-                self.segments += len(out)
-                for seg in out:
+            for seg in out:
+                if self.net is not None and self.net.send(k, seg):
+                    continue  # it left by a link
+                if latency == 0.0:
+                    self.segments += 1
                     k.deliver(seg, now)
-            else:
-                for seg in out:
-                    self.wire.add(self.latency, seg)
+                else:
+                    self.wire.add(latency, (k, seg))
             if k.timer_requests:
                 reqs, k.timer_requests = k.timer_requests, []
                 for kind, delay, obj, gen in reqs:
-                    self.timers.add(delay, (kind, obj, gen), due=k.timer_expiry(now, delay))
+                    self.timers.add(delay, (k, kind, obj, gen), due=k.timer_expiry(now, delay))
 
     def _wake(self) -> None:
         """Retry every blocked call; a call that completes may unblock others, so repeat until quiet."""
-        k = self.kernel
+        kernels = self.kernels.values()
         if self._waking:
             return
         if not self.pending and not self.waiters:
-            k.woken.clear()
+            for k in kernels:
+                k.woken.clear()
             return
         self._waking = True
         try:
             progress = True
-            while progress or k.woken:
+            while progress or any(k.woken for k in kernels):
                 progress = False
-                woken, k.woken = k.woken, set()
+                woken: set = set()
+                for k in kernels:
+                    woken |= k.woken
+                    k.woken = set()
                 for proc, (index, blk) in list(self.pending.items()):
                     if blk.key is not None and blk.key not in woken:
                         continue
@@ -163,7 +206,7 @@ class SimBackend:
                     if out.blocked is not None:
                         self.pending[proc] = (index, Blocked(proc, blk.call, out.blocked.resume,
                                                              out.blocked.reason, out.blocked.key))
-                        if k.outbox or k.timer_requests:  # it made progress: let it cross the wire
+                        if self._busy():  # it made progress: let it cross the wire
                             self._drain()
                             progress = True
                         continue
@@ -175,24 +218,44 @@ class SimBackend:
         finally:
             self._waking = False
 
+    def add_waiter(self, blk: Blocked, then: Callable[[Outcome], None], seq: int | None = None) -> None:
+        """Park a load step's blocked call on its wait queue; ``then`` gets its outcome."""
+        if seq is None:
+            seq = self._wseq = self._wseq + 1
+        self.waiters.setdefault(blk.key, []).append((seq, blk, then))
+
+    def drop_waiters(self, which: Callable[[Blocked], bool]) -> None:
+        for key in list(self.waiters):
+            kept = [w for w in self.waiters[key] if not which(w[1])]
+            if kept:
+                self.waiters[key] = kept
+            else:
+                del self.waiters[key]
+
     def _wake_waiters(self, woken: set) -> bool:
+        """Retry the parked calls of the woken wait queues (and those with none), oldest first."""
         progress = False
         if self.waiters:
-            waiters, self.waiters = self.waiters, []
-            for blk, cb in waiters:
-                if blk.key is not None and blk.key not in woken:
-                    self.waiters.append((blk, cb))
-                    continue
+            batch = []
+            for key in (*woken, None):
+                parked = self.waiters.pop(key, None)
+                if parked:
+                    batch += parked
+            batch.sort(key=lambda w: w[0])
+            for seq, blk, cb in batch:
                 out = blk.resume(self.env.now)
                 if out.blocked is not None:
-                    self.waiters.append((Blocked(blk.proc, blk.call, out.blocked.resume,
-                                                 out.blocked.reason, out.blocked.key), cb))
+                    self.add_waiter(Blocked(blk.proc, blk.call, out.blocked.resume,
+                                            out.blocked.reason, out.blocked.key), cb, seq)
                 else:
                     progress = True
                     cb(out)
-            if self.kernel.outbox or self.kernel.timer_requests:
+            if self._busy():
                 self._flush()
         return progress
+
+    def _busy(self) -> bool:
+        return any(k.outbox or k.timer_requests for k in self.kernels.values())
 
     def settle(self) -> None:
         """Deliver every segment in flight (loopback is fast); timers due meanwhile fire too."""
@@ -210,7 +273,8 @@ class SimBackend:
 
     # ------------------------------------------------------------------ the contract
     def call(self, index: int, proc: str, call: str, args: dict[str, Any]) -> CallResult:
-        p = self.kernel.procs.get(proc)
+        k = self.kernel_of(proc)
+        p = k.procs.get(proc)
         if p is None or not p.alive:
             return CallResult(ret=None, err="PROCESS_GONE")  # no call was made: no return value
         if proc in self.pending:
@@ -218,7 +282,7 @@ class SimBackend:
         args = dict(args)
         if call != "fork":
             args.pop("as", None)
-        out = self.kernel.syscall(proc, call, args, self.env.now)
+        out = k.syscall(proc, call, args, self.env.now)
         if out.blocked is not None:
             self.pending[proc] = (index, out.blocked)
         self._flush()
@@ -242,21 +306,21 @@ class SimBackend:
         self.settle()
 
     def observe(self, obs: dict[str, Any]) -> Any:
-        k = self.kernel
         what = obs["what"]
-        if what == "tcp_states":
+        if what == "tcp_states":  # every host's /proc/net/tcp, side by side
             port = obs["port"]
-            rows = k.tcp_rows()
+            rows = [r for k in self.kernels.values() for r in k.tcp_rows()]
             return {"local": sorted(r[4] for r in rows if r[1] == port),
                     "remote": sorted(r[4] for r in rows if r[3] == port and r[2] is not None)}
-        if what in ("fds", "queues"):
-            p = k.procs.get(obs["proc"])
-            if p is None or not p.alive:
-                return "PROCESS_GONE"  # never created (a failed fork) or exited
+        if what == "sockstat":
+            per = [k.sockstat() for k in self.kernels.values()]
+            return {key: sum(s[key] for s in per) for key in per[0]}
+        k = self.kernel_of(obs["proc"])
+        p = k.procs.get(obs["proc"])
+        if p is None or not p.alive:
+            return "PROCESS_GONE"  # never created (a failed fork) or exited
         if what == "fds":
             return k.socket_fds(obs["proc"])
-        if what == "sockstat":
-            return k.sockstat()
         if what == "queues":
             return k.queues(obs["proc"], obs["sock"])
         raise ValueError(what)
@@ -268,7 +332,7 @@ class SimBackend:
     def endpoint_states(self) -> dict[tuple[str, str], str]:
         """(local, remote) -> TCP state of every connected socket (what /proc/net/tcp lists)."""
         return {(endpoint_text((la, lp)), endpoint_text((ra, rp))): st
-                for la, lp, ra, rp, st in self.kernel.tcp_rows() if ra is not None}
+                for k in self.kernels.values() for la, lp, ra, rp, st in k.tcp_rows() if ra is not None}
 
     def load(self, index: int, spec: dict[str, Any]) -> dict[str, Any]:
         from .load import run_load
@@ -276,10 +340,27 @@ class SimBackend:
         return run_load(self, spec)
 
     def close(self) -> dict[str, Any]:
-        k = self.kernel
+        out = {"time": self.env.now, "segments": self.segments, **self._summary(self.kernel)}
+        if len(self.kernels) > 1:
+            per = {name: self._summary(k) for name, k in self.kernels.items()}
+            out = {**out, "hosts": per}
+            # totals over the hosts; a peak is the sum of the hosts' own peaks (exact when one
+            # host holds them, as the side that closes first holds TIME_WAIT)
+            for key in ("time_wait", "time_wait_peak", "tw_overflows", "tw_recycled", "ports_in_use",
+                        "tcp_mem_bytes", "tcp_mem_peak_bytes"):
+                out[key] = sum(h[key] for h in per.values())
+            out["sockstat"] = {key: sum(h["sockstat"][key] for h in per.values()) for key in out["sockstat"]}
+            out["mib"] = {m: sum(h["mib"].get(m, 0) for h in per.values())
+                          for m in sorted({m for h in per.values() for m in h["mib"]})}
+            out["processes"] = {n: v for h in per.values() for n, v in h["processes"].items()}
+            out["tcp"] = [r for h in per.values() for r in h["tcp"]]
+        out["segments"] = self.segments
+        out["rules_hit"] = sorted(set().union(*(k.rule_hits() for k in self.kernels.values())))
+        return out
+
+    @staticmethod
+    def _summary(k: Kernel) -> dict[str, Any]:
         return {
-            "time": self.env.now,
-            "segments": self.segments,
             "sockstat": k.sockstat(),
             "time_wait": k.tw.count,
             "time_wait_peak": k.tw.peak,
@@ -292,5 +373,4 @@ class SimBackend:
             "processes": {n: {"fds": p.files.sockets(), "alive": p.alive} for n, p in k.procs.items()},
             "tcp": [list(r) for r in k.tcp_rows()],
             **({"windows": k.windows_view()} if hasattr(k, "windows_view") else {}),
-            "rules_hit": sorted(k.rule_hits()),
         }

@@ -38,8 +38,10 @@ def state_counts(kernels: list[Any]) -> list[int]:
 
 
 def run_load(b: SimBackend, spec: dict[str, Any]) -> dict[str, Any]:
-    env, k = b.env, b.kernel
+    env = b.env
     client, server = spec["proc"], spec.get("accept_proc")
+    k = b.kernel_of(client)  # the client's host: its ports, its TIME_WAIT entries when it closes first
+    kernels = list(b.kernels.values())
     rate, duration = float(spec["rate"]), float(spec["duration"])
     start = env.now
     n_total = int(round(rate * duration))
@@ -52,7 +54,7 @@ def run_load(b: SimBackend, spec: dict[str, Any]) -> dict[str, Any]:
             timeout_at: float | None = None, **args: Any) -> Outcome:
         """One syscall; a blocked call with ``then`` is queued on its socket's wait queue before
         the network runs, so its wakeup cannot be missed."""
-        out = k.syscall(proc, call, args, env.now)
+        out = b.kernel_of(proc).syscall(proc, call, args, env.now)
         blk = out.blocked
         if blk is not None and then is not None:
             if timeout_at is not None:
@@ -65,7 +67,7 @@ def run_load(b: SimBackend, spec: dict[str, Any]) -> dict[str, Any]:
 
                 blk = Blocked(proc, call, resume_or_timeout, inner.reason, inner.key)
                 env.process(_poke(env, timeout_at, b, inner.key))
-            b.waiters.append((Blocked(proc, call, blk.resume, blk.reason, blk.key), then))
+            b.add_waiter(Blocked(proc, call, blk.resume, blk.reason, blk.key), then)
             b._flush()
             return out
         b._flush()
@@ -154,8 +156,8 @@ def run_load(b: SimBackend, spec: dict[str, Any]) -> dict[str, Any]:
                 break
             one_connection()
             if i % every == 0:
-                samples.append((round(env.now - start, 6), k.tw.count, len(k.bhash.buckets),
-                                *state_counts([k])))
+                samples.append((round(env.now - start, 6), sum(x.tw.count for x in kernels),
+                                len(k.bhash.buckets), *state_counts(kernels)))
 
     if server is not None:
         env.process(acceptor())
@@ -165,9 +167,9 @@ def run_load(b: SimBackend, spec: dict[str, Any]) -> dict[str, Any]:
     b.settle()
     state["accepting"] = False
     # abandon the acceptor's pending accept so it does not outlive the step
-    b.waiters = [(blk, cb) for blk, cb in b.waiters if blk.proc != server or blk.call != "accept"]
+    b.drop_waiters(lambda blk: blk.proc == server and blk.call == "accept")
     # what only the model can know (not compared with the real kernel)
-    stats["model"] = {"time_wait_peak": k.tw.peak, "samples": samples,
+    stats["model"] = {"time_wait_peak": sum(x.tw.peak for x in kernels), "samples": samples,
                       "columns": SAMPLE_COLUMNS}
     return stats
 
@@ -175,5 +177,6 @@ def run_load(b: SimBackend, spec: dict[str, Any]) -> dict[str, Any]:
 def _poke(env: Any, at: float, b: SimBackend, key: Any) -> Any:
     """Wake the socket's waiters at a connect() deadline so a timed-out connect is reported."""
     yield env.timeout(max(0.0, at - env.now))
-    b.kernel.woken.add(key)
+    for k in b.kernels.values():
+        k.woken.add(key)
     b._wake()

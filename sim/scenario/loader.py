@@ -15,6 +15,7 @@ reported as a ScenarioError rather than a traceback.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -91,6 +92,22 @@ def _check_names(sc: Scenario, marked: _Marked, fname: str) -> None:
                 fail((kind, "proc"), proc_problem(p))
 
 
+def _topology_error(marked: _Marked, e: ValidationError, fname: str) -> ScenarioError | None:
+    """A whole-scenario check (hosts, links, processes placed on hosts) whose message starts with
+    the path it is about (``processes.web.host: ...``): located at that path in the file."""
+    err = e.errors(include_url=False)[0]
+    msg = err.get("msg", "")
+    if err.get("loc") or not msg.startswith("Value error, "):
+        return None
+    msg = msg[len("Value error, "):]
+    m = re.match(r"^([A-Za-z_][\w\-]*(?:\.[\w\-]+|\[\d+\])*): ", msg)
+    if not m:
+        return None
+    keys = tuple(int(k[1:-1]) if k.startswith("[") else k for k in re.findall(r"\[\d+\]|[^.\[\]]+", m.group(1)))
+    line, col = _mark_for(marked, keys)
+    return ScenarioError(fname, line, col, msg)
+
+
 # ----------------------------------------------------------------------------- entry points
 
 
@@ -99,7 +116,7 @@ def _load_text(text: str, name: str) -> Scenario:
     try:
         sc = Scenario.model_validate(marked.data)
     except ValidationError as e:
-        raise _validation_error(marked, e, name) from None
+        raise _topology_error(marked, e, name) or _validation_error(marked, e, name) from None
     _check_names(sc, marked, name)
     lines = tuple(marked.marks.get(("steps", i), (0, 0))[0] for i in range(len(sc.steps)))
     return sc.model_copy(update={"source": name, "step_lines": lines})

@@ -104,9 +104,57 @@ class Host(_Strict):
     latency: Annotated[float, Field(ge=0, le=10)] = 0.0
 
 
+class HostSpec(Host):
+    """One host of a scenario with several: its own kernel (personality, sysctls, limits) and the
+    addresses of its network interface besides loopback."""
+
+    addresses: list[str] = []
+
+    @field_validator("addresses")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        for a in v:
+            _check_addr(a)
+            ip = ipaddress.ip_address(a)
+            if ip.is_loopback or ip.is_unspecified or ip.is_multicast:
+                raise ValueError(f"{a} cannot be an interface address (loopback, any or multicast)")
+        if len(set(v)) != len(v):
+            raise ValueError("an address is listed twice")
+        return v
+
+
+class Link(_Strict):
+    """A point-to-point link between two hosts (a veth pair on the real kernel): the segments
+    from one host's addresses to the other's cross it after ``delay`` seconds (one way)."""
+
+    between: tuple[Name, Name]
+    delay: Annotated[float, Field(ge=0, le=10)] = 0.0
+    # a share of the segments lost in each direction; the model retransmits only SYNs
+    # (tcp_retransmit_timer() for data and FIN is not modelled), so only 0 is accepted for now
+    loss: Annotated[float, Field(ge=0, le=1)] = 0.0
+    # bits per second in each direction (a segment takes its size x 8 / bandwidth to send);
+    # None: no limit
+    bandwidth: Annotated[int, Field(ge=8000, le=10**12)] | None = None
+
+    @model_validator(mode="after")
+    def _two_hosts(self) -> Link:
+        if self.between[0] == self.between[1]:
+            raise ValueError(f"a link joins two different hosts, not {self.between[0]} with itself")
+        return self
+
+    @field_validator("loss")
+    @classmethod
+    def _no_loss_yet(cls, v: float) -> float:
+        if v:
+            raise ValueError("0: the model retransmits only SYNs (not data or FIN), so a lossy link "
+                             "is not supported yet")
+        return v
+
+
 class Process(_Strict):
     nofile: Annotated[int, Field(ge=3, le=1048576)] = 1024  # RLIMIT_NOFILE soft limit
     uid: Annotated[int, Field(ge=0, le=65535)] = 0
+    host: Name | None = None  # the host it runs on (scenarios with hosts:)
 
 
 # ----------------------------------------------------------------------------- steps
@@ -466,6 +514,8 @@ class Scenario(_Strict):
     tags: list[str] = []
     slow: bool = False  # the real run waits out kernel timers (e.g. 60 s TIME_WAIT)
     host: Host = Host()
+    hosts: dict[Name, HostSpec] = {}  # several hosts, each its own kernel (instead of host:)
+    links: list[Link] = []
     processes: dict[Name, Process]
     steps: Annotated[list[Step], Field(min_length=1)]
     seed: int = 0
@@ -479,6 +529,73 @@ class Scenario(_Strict):
         if not self.processes:
             raise ValueError("processes: at least one process is needed")
         return self
+
+    @model_validator(mode="after")
+    def _topology(self) -> Scenario:
+        if not self.hosts:
+            if self.links:
+                raise ValueError("links: a link joins hosts declared under hosts:, and there are none")
+            for name, p in self.processes.items():
+                if p.host is not None:
+                    raise ValueError(f"processes.{name}.host: {p.host!r} is not declared under hosts:")
+            return self
+        if self.host != Host():
+            raise ValueError("hosts: give either host: (one host) or hosts: (several), not both")
+        for name, p in self.processes.items():
+            if p.host is None and len(self.hosts) > 1:
+                raise ValueError(f"processes.{name}: say which host it runs on (host: one of "
+                                 f"{', '.join(self.hosts)})")
+            if p.host is not None and p.host not in self.hosts:
+                raise ValueError(f"processes.{name}.host: no host {p.host!r} (hosts: {', '.join(self.hosts)})")
+        owner: dict[str, str] = {}
+        for h, spec in self.hosts.items():
+            for a in spec.addresses:
+                if a in owner:
+                    raise ValueError(f"hosts.{h}.addresses: {a} is already an address of {owner[a]}")
+                owner[a] = h
+        pairs = set()
+        for i, link in enumerate(self.links):
+            for h in link.between:
+                if h not in self.hosts:
+                    raise ValueError(f"links[{i}].between: no host {h!r} (hosts: {', '.join(self.hosts)})")
+            pair = frozenset(link.between)
+            if pair in pairs:
+                raise ValueError(f"links[{i}]: {' and '.join(link.between)} are already linked")
+            pairs.add(pair)
+            for h in link.between:
+                if not self.hosts[h].addresses:
+                    raise ValueError(f"hosts.{h}: a linked host needs an address (addresses: [10.0.0.1])")
+        return self
+
+    # ------------------------------------------------------------------ topology
+    def host_names(self) -> list[str]:
+        """The hosts' names; a one-host scenario has the one host ``host``."""
+        return list(self.hosts) or ["host"]
+
+    def host_of(self, proc: str) -> Host:
+        """The host (personality, sysctls, limits) process ``proc`` runs on."""
+        if not self.hosts:
+            return self.host
+        p = self.processes.get(proc)
+        name = p.host if p is not None and p.host is not None else next(iter(self.hosts))
+        return self.hosts[name]
+
+    def host_name_of(self, proc: str) -> str:
+        if not self.hosts:
+            return "host"
+        p = self.processes.get(proc)
+        return p.host if p is not None and p.host is not None else next(iter(self.hosts))
+
+    def link_between(self, a: str, b: str) -> Link | None:
+        return next((ln for ln in self.links if set(ln.between) == {a, b}), None)
+
+    def host_with_address(self, addr: str) -> str | None:
+        """The host that has ``addr`` on an interface (not loopback)."""
+        ip = ipaddress.ip_address(addr)
+        for h, spec in self.hosts.items():
+            if any(ipaddress.ip_address(a) == ip for a in spec.addresses):
+                return h
+        return None
 
 
 def step_kind(step: Any) -> str:

@@ -78,6 +78,8 @@ class _Run:
         self.data = scenario.model_dump(by_alias=True)
         # only the settings the scenario sets: each kernel (and the real one) keeps its own defaults
         self.data["host"]["sysctls"] = scenario.host.sysctls.model_dump(exclude_unset=True)
+        for h, spec in scenario.hosts.items():
+            self.data["hosts"][h]["sysctls"] = spec.sysctls.model_dump(exclude_unset=True)
         pname = personality or scenario.host.personality
         self.data["host"]["personality"] = pname
         self.pers = get_personality(pname)

@@ -45,6 +45,33 @@ def sweepable() -> dict[str, tuple[str, str]]:
     return out
 
 
+LINK_FIELDS = ("delay", "bandwidth")
+
+
+def _host_scoped(n: str, known: dict[str, tuple[str, str]]) -> tuple[str, str, str] | None:
+    """``HOST.FIELD`` (``client.ip_local_port_range``, ``server.tcp_max_tw_buckets``,
+    ``client.file_max``): a setting of one host of a scenario with ``hosts:``; ``delay`` and
+    ``bandwidth`` (or ``link.delay``): every link's."""
+    if n in LINK_FIELDS or (n.startswith("link.") and n[5:] in LINK_FIELDS):
+        f = n.split(".")[-1]
+        return f"link.{f}" if n.startswith("link.") else f, "link", f
+    if "." not in n:
+        return None
+    host, rest = n.split(".", 1)
+    if host in ("load", "host", "sysctls", "net", "link") or not re.match(r"^[A-Za-z_][A-Za-z0-9_\-]*$", host):
+        return None
+    for pre in ("sysctls.", "net.ipv4.", "net.core."):
+        if rest.startswith(pre):
+            rest = rest[len(pre):]
+            break
+    target, field = known.get(rest, ("", ""))
+    if target == "sysctls":
+        return f"{host}.{rest}", f"sysctls@{host}", field
+    if target == "host":
+        return f"{host}.{rest}", f"host@{host}", field
+    return None
+
+
 def resolve_name(name: str) -> tuple[str, str, str]:
     """A parameter name as typed -> (canonical name, target, field); SweepError if unknown.
 
@@ -53,6 +80,9 @@ def resolve_name(name: str) -> tuple[str, str, str]:
     """
     known = sweepable()
     n = name.strip()
+    scoped = _host_scoped(n, known)
+    if scoped is not None:
+        return scoped
     prefixes = [("load.", "load"), ("host.sysctls.", "sysctls"), ("sysctls.", "sysctls"),
                 ("net.ipv4.", "sysctls"), ("net.core.", "sysctls"), ("host.", "host")]
     for pre, want in prefixes:
@@ -92,7 +122,9 @@ def _field_kind(target: str, field: str) -> str:
     """'tuple', 'list', 'bool' or 'scalar': how a value of this field is written."""
     from ..scenario.model import Host, LoadSpec, Sysctls
 
-    model = {"load": LoadSpec, "sysctls": Sysctls, "host": Host}.get(target)
+    from ..scenario.model import Link
+
+    model = {"load": LoadSpec, "sysctls": Sysctls, "host": Host, "link": Link}.get(target.split("@")[0])
     if model is None:
         return "scalar"
     ann = str(model.model_fields[field].annotation)
@@ -236,6 +268,27 @@ def apply_params(base: dict[str, Any], point: dict[str, Any]) -> tuple[dict[str,
             if step is None:
                 raise SweepError(f"{name} is a field of a load step, and the scenario has no load step")
             step["load"][field] = list(value) if isinstance(value, tuple) else value
+        elif target == "link":
+            if not data.get("links"):
+                raise SweepError(f"{name} is a setting of the links, and the scenario has no links:")
+            for link in data["links"]:
+                link[field] = value
+        elif "@" in target:
+            kind, host = target.split("@", 1)
+            if host not in (data.get("hosts") or {}):
+                known = ", ".join(data.get("hosts") or {}) or "none: the scenario has one host"
+                raise SweepError(f"{name}: the scenario has no host {host!r} (hosts: {known})")
+            spec = data["hosts"][host]
+            if kind == "sysctls":
+                spec.setdefault("sysctls", {})[field] = list(value) if isinstance(value, tuple) else value
+            else:
+                spec[field] = value
+        elif data.get("hosts"):  # a setting without a host: every host's
+            for spec in data["hosts"].values():
+                if target == "sysctls":
+                    spec.setdefault("sysctls", {})[field] = list(value) if isinstance(value, tuple) else value
+                else:
+                    spec[field] = value
         elif target == "sysctls":
             data.setdefault("host", {}).setdefault("sysctls", {})[field] = (
                 list(value) if isinstance(value, tuple) else value)

@@ -17,7 +17,17 @@ from .params import PORT_ERRORS, SERIES_POINTS, apply_params, validate_point
 def _explicit_ports(sc: Any) -> set[int]:
     from ..scenario.model import BindCall
 
-    return {s.port for s in sc.steps if isinstance(s, BindCall) and s.port}
+    load = _first_load(sc)
+    host = sc.host_name_of(load.proc) if load is not None else None
+    # ports bound on the client's host only: another host has its own port table
+    return {s.port for s in sc.steps if isinstance(s, BindCall) and s.port
+            and (host is None or sc.host_name_of(s.proc) == host)}
+
+
+def _first_load(sc: Any) -> Any:
+    from ..scenario.model import LoadStep
+
+    return next((s.load for s in sc.steps if isinstance(s, LoadStep)), None)
 
 
 def closed_form(sc: Any) -> dict[str, Any] | None:
@@ -41,7 +51,7 @@ def closed_form(sc: Any) -> dict[str, Any] | None:
     load = next((s.load for s in sc.steps if isinstance(s, LoadStep)), None)
     if load is None:
         return None
-    sy = sc.host.sysctls
+    sy = sc.host_of(load.proc).sysctls  # the client's host
     lo, hi = sy.ip_local_port_range
     taken = {p for p in sy.ip_local_reserved_ports if lo <= p <= hi} | {
         p for p in _explicit_ports(sc) if lo <= p <= hi}
@@ -106,7 +116,8 @@ def _sig(x: float, digits: int = 9) -> float:
 
 
 def _range_info(sc: Any) -> tuple[int, int, int]:
-    lo, hi = sc.host.sysctls.ip_local_port_range
+    load = _first_load(sc)
+    lo, hi = (sc.host_of(load.proc) if load is not None else sc.host).sysctls.ip_local_port_range
     outside = {p for p in _explicit_ports(sc) if not lo <= p <= hi}
     return lo, hi, len(outside)
 

@@ -1,0 +1,207 @@
+"""Several hosts on the real kernel: one network namespace per host, joined by veth pairs.
+
+A scenario with ``hosts:`` runs each host as its own :class:`RealBackend` (its own zygote in its
+own network namespace, with that host's sysctls and its processes); each link of the scenario
+becomes a veth pair whose ends are moved into the two namespaces, given the hosts' addresses
+(``/32`` or ``/128``) and a route to the other end's addresses. Calls go to the backend of the
+process that makes them; observations of TCP states and sockstat add up every namespace.
+
+Delay: this kernel has veth, TUN and tbf but not netem, so a link's one-way delay is not
+reproduced here: the segments cross the veth pair at once. The runner takes each step's outcome
+after the network has settled, so outcomes do not depend on the delay; a step whose outcome
+would (one racing the wire) names a tolerance in the scenario. See docs/hosts.md.
+
+Every namespace and veth end is cleaned up, even on failure: a veth end still in the host's
+namespace is deleted, and the ends inside the hosts' namespaces go with them when the zygotes
+die. Every command is bounded by :data:`IP_TIMEOUT`.
+
+Ground truth: this module imports only the standard library, :mod:`sim.trace` and the real
+backend.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import os
+import shutil
+import subprocess
+from typing import Any
+
+from sim.trace import PROCESS_GONE, CallResult, Completion
+
+from .backend import RealBackend
+from .common import RealBackendError
+
+IP_TIMEOUT = 5.0  # seconds for one `ip` command
+_SEQ = itertools.count()
+
+
+def _ip(*args: str, netns_pid: int | None = None) -> None:
+    """Run ``ip ARGS`` (inside the network namespace of ``netns_pid`` when given)."""
+    cmd = ["ip", *args]
+    if netns_pid is not None:
+        cmd = ["nsenter", f"--net=/proc/{netns_pid}/ns/net", "--", *cmd]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=IP_TIMEOUT,
+                             stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RealBackendError(f"{' '.join(cmd)}: {exc}") from None
+    if res.returncode != 0:
+        raise RealBackendError(f"{' '.join(cmd)}: {res.stderr.strip() or res.returncode}")
+
+
+def _prefix(addr: str) -> str:
+    return f"{addr}/{32 if ipaddress.ip_address(addr).version == 4 else 128}"
+
+
+class TopologyBackend:
+    """The :class:`sim.trace.Backend` contract over one :class:`RealBackend` per host."""
+
+    name = "real"
+
+    def __init__(self, **kwargs: Any):
+        self.kwargs = kwargs
+        self.hosts: dict[str, RealBackend] = {}
+        self.proc_host: dict[str, str] = {}
+        self.offsets: dict[str, float] = {}
+        self.root_veths: list[str] = []  # ends still in the host's namespace
+        self.meta: dict[str, Any] = {"links": []}
+        self._summary: dict[str, Any] | None = None
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        ok, why = RealBackend.available()
+        if not ok:
+            return ok, why
+        for tool in ("ip", "nsenter"):
+            if shutil.which(tool) is None:
+                return False, f"`{tool}` is not installed (iproute2, util-linux): no veth pairs"
+        return True, why
+
+    # ------------------------------------------------------------------ set-up
+    def start(self, scenario: dict[str, Any]) -> None:
+        try:
+            self._start(scenario)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, scenario: dict[str, Any]) -> None:
+        hosts = scenario["hosts"]
+        first = next(iter(hosts))
+        for h, spec in hosts.items():
+            procs = {n: p for n, p in (scenario.get("processes") or {}).items()
+                     if ((p or {}).get("host") or first) == h}
+            b = RealBackend(**self.kwargs)
+            self.hosts[h] = b
+            b.start({"name": f"{scenario.get('name')}.{h}", "host": spec, "processes": procs})
+            for n in procs:
+                self.proc_host[n] = h
+        base = self.hosts[first]
+        for h, b in self.hosts.items():
+            self.offsets[h] = base.now() - b.now()  # b's clock started later
+        for link in scenario.get("links") or []:
+            self._veth(link, hosts)
+
+    def _veth(self, link: dict[str, Any], hosts: dict[str, Any]) -> None:
+        a, b = link["between"]
+        n = next(_SEQ)
+        ends = {a: f"sk{os.getpid() % 100000}v{n}a", b: f"sk{os.getpid() % 100000}v{n}b"}
+        self.root_veths += list(ends.values())
+        _ip("link", "add", ends[a], "type", "veth", "peer", "name", ends[b])
+        for h, dev in ends.items():
+            _ip("link", "set", "dev", dev, "netns", str(self.hosts[h].zygote_pid))
+            self.root_veths.remove(dev)
+        for h, dev in ends.items():
+            peer = b if h == a else a
+            pid = self.hosts[h].zygote_pid
+            for addr in hosts[h].get("addresses") or []:
+                extra = ["nodad"] if ipaddress.ip_address(addr).version == 6 else []
+                _ip("addr", "add", _prefix(addr), "dev", dev, *extra, netns_pid=pid)
+            _ip("link", "set", "dev", dev, "up", netns_pid=pid)
+            for addr in hosts[peer].get("addresses") or []:
+                _ip("route", "add", _prefix(addr), "dev", dev, netns_pid=pid)
+        self.meta["links"].append({"between": [a, b], "devices": ends, "delay": link.get("delay", 0.0),
+                                   "delay_applied": 0.0})
+
+    # ------------------------------------------------------------------ the contract
+    def _of(self, proc: str) -> RealBackend | None:
+        h = self.proc_host.get(proc)
+        return self.hosts.get(h) if h is not None else None
+
+    def now(self) -> float:
+        return next(iter(self.hosts.values())).now()
+
+    def call(self, index: int, proc: str, call: str, args: dict[str, Any]) -> CallResult:
+        b = self._of(proc)
+        if b is None:
+            return CallResult(ret=None, err=PROCESS_GONE)
+        res = b.call(index, proc, call, args)
+        if call == "fork" and args.get("as"):
+            self.proc_host[str(args["as"])] = self.proc_host[proc]
+        return res
+
+    def completions(self) -> list[Completion]:
+        done = []
+        for h, b in self.hosts.items():
+            for c in b.completions():
+                done.append(Completion(c.index, c.result, c.time + self.offsets[h]))
+        return sorted(done, key=lambda c: c.time)
+
+    def sleep(self, seconds: float) -> None:
+        next(iter(self.hosts.values())).sleep(seconds)
+
+    def observe(self, obs: dict[str, Any]) -> Any:
+        what = obs["what"]
+        if what in ("fds", "queues"):
+            b = self._of(obs["proc"])
+            return "PROCESS_GONE" if b is None else b.observe(obs)
+        parts = [b.observe(obs) for b in self.hosts.values()]
+        if what == "tcp_states":
+            return {k: sorted(x for p in parts for x in p[k]) for k in ("local", "remote")}
+        if what == "sockstat":
+            return {k: sum(p.get(k, 0) for p in parts) for k in parts[0]}
+        raise ValueError(what)
+
+    def load(self, index: int, spec: dict[str, Any]) -> dict[str, Any]:
+        client = self.proc_host.get(str(spec["proc"]))
+        server = self.proc_host.get(str(spec.get("accept_proc"))) if spec.get("accept_proc") else client
+        if client is None or client != server:
+            # the real load step drives both ends from one namespace's backend
+            return {"attempts": 0, "ok": 0, "errors": {"CROSS_HOST_LOAD": 1}, "accepted": 0,
+                    "first_error": "CROSS_HOST_LOAD", "first_error_at": 0.0}
+        return self.hosts[client].load(index, spec)
+
+    def close(self) -> dict[str, Any]:
+        if self._summary is not None:
+            return self._summary
+        summaries: dict[str, Any] = {}
+        try:
+            for h, b in self.hosts.items():
+                summaries[h] = b.close()
+        finally:
+            for dev in self.root_veths:  # deleting one end deletes its peer
+                try:
+                    _ip("link", "del", "dev", dev)
+                except RealBackendError:
+                    pass
+            self.root_veths = []
+        first = next(iter(summaries.values()), {})
+        unapplied = {f"{h}.{k}": v for h, s in summaries.items() for k, v in (s.get("unapplied") or {}).items()}
+        self._summary = {**first, "unapplied": unapplied, "hosts": summaries, "links": self.meta["links"],
+                         "processes": {p: pid for s in summaries.values() for p, pid in (s.get("processes") or {}).items()},
+                         "left_running": [pid for s in summaries.values() for pid in s.get("left_running") or []]}
+        return self._summary
+
+    def __enter__(self) -> TopologyBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def real_backend_for(scenario: Any, **kwargs: Any) -> Any:
+    """The real backend a scenario needs: one namespace, or one per host joined by veth pairs."""
+    hosts = scenario.get("hosts") if isinstance(scenario, dict) else getattr(scenario, "hosts", None)
+    return TopologyBackend(**kwargs) if hosts else RealBackend(**kwargs)
