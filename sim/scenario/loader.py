@@ -101,7 +101,7 @@ def _topology_error(marked: _Marked, e: ValidationError, fname: str) -> Scenario
         return None
     msg = msg[len("Value error, "):]
     m = re.match(r"^([A-Za-z_][\w\-]*(?:\.[\w\-]+|\[\d+\])*): ", msg)
-    if not m:
+    if not m or not (set(m.group(1)) & set(".[") or m.group(1) in ("hosts", "links")):
         return None
     keys = tuple(int(k[1:-1]) if k.startswith("[") else k for k in re.findall(r"\[\d+\]|[^.\[\]]+", m.group(1)))
     line, col = _mark_for(marked, keys)
