@@ -134,3 +134,88 @@ def test_two_host_report_states_the_answer(tmp_path):
     head = md.split("## The question")[0]
     assert "towards 10.0.0.2:8080: 100 free ports / 60 s (TIME\\_WAIT)" in head
     assert "`tcp_tw_reuse=2` gives nothing here: the destination is not loopback" in head
+
+
+def _root_links() -> set[str]:
+    import subprocess
+
+    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, timeout=10).stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line}
+
+
+def _real_or_skip() -> None:
+    import os
+
+    from sim.real.topology import TopologyBackend
+
+    ok, why = TopologyBackend.available()
+    if not ok:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but two namespaces cannot be made: {why}")
+        pytest.skip(why)
+
+
+def test_real_topology_leaves_nothing_behind_even_on_failure(tmp_path, monkeypatch):
+    """Two namespaces joined by a veth pair; after close, and after a set-up that fails half way
+    (the route of the second end is refused), no veth end is left in this namespace and every
+    zygote (each namespace's holder) is gone."""
+    import os
+
+    from sim.real import topology
+    from sim.scenario.loader import load_text
+
+    _real_or_skip()
+    sc = load_text(TWO % {"delay": 0.01}, "two.yaml")
+    data = sc.model_dump(by_alias=True)
+    before = _root_links()
+    b = topology.TopologyBackend()
+    b.start(data)
+    pids = [h.zygote_pid for h in b.hosts.values()]
+    assert len(pids) == 2 and all(os.path.exists(f"/proc/{p}") for p in pids)
+    b.close()
+    assert _root_links() <= before
+    assert not any(os.path.exists(f"/proc/{p}/ns/net") for p in pids)
+
+    real_ip = topology._ip
+    calls = []
+
+    def failing(*args, netns_pid=None):
+        calls.append(args)
+        if args[:2] == ("route", "add") and len([c for c in calls if c[:2] == ("route", "add")]) == 2:
+            raise topology.RealBackendError("refused on purpose")
+        return real_ip(*args, netns_pid=netns_pid)
+
+    monkeypatch.setattr(topology, "_ip", failing)
+    b = topology.TopologyBackend()
+    with pytest.raises(topology.RealBackendError, match="on purpose"):
+        b.start(data)
+    pids = [h.zygote_pid for h in b.hosts.values()]
+    assert _root_links() <= before
+    assert pids and not any(os.path.exists(f"/proc/{p}/ns/net") for p in pids if p)
+
+
+def test_real_topology_deletes_a_veth_end_left_in_this_namespace(monkeypatch):
+    """The set-up fails after creating the pair and before moving its second end: the end still
+    in this namespace is deleted (and with it its peer)."""
+    from sim.real import topology
+    from sim.scenario.loader import load_text
+
+    _real_or_skip()
+    data = load_text(TWO % {"delay": 0.01}, "two.yaml").model_dump(by_alias=True)
+    before = _root_links()
+    real_ip = topology._ip
+    moved = []
+
+    def failing(*args, netns_pid=None):
+        if "netns" in args:
+            moved.append(args)
+            if len(moved) == 2:
+                assert args[3] in _root_links()  # the second end is still here
+                raise topology.RealBackendError("refused on purpose")
+        return real_ip(*args, netns_pid=netns_pid)
+
+    monkeypatch.setattr(topology, "_ip", failing)
+    b = topology.TopologyBackend()
+    with pytest.raises(topology.RealBackendError, match="on purpose"):
+        b.start(data)
+    assert _root_links() <= before
