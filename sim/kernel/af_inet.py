@@ -19,9 +19,28 @@ class AfInet:
 
     @rule("sys.getsockname", "sockets")
     def inet_getname(self, p: Process, sock: int) -> int:
-        """getsockname(2), inet_getname() in net/ipv4/af_inet.c: the bound local port (0 if none)."""
+        """getsockname(2), inet_getname() in net/ipv4/af_inet.c: the local address (the bound one, else the source chosen by connect) and port."""
         _, sk = self.sockfd_lookup(p, sock)
+        self.ret_name = self.sock_name(sk, sk.laddr, sk.sport)
         return sk.sport
+
+    @rule("sys.getpeername", "sockets")
+    def inet_getpeername(self, p: Process, sock: int) -> int:
+        """getpeername(2), inet_getname(peer=1) in net/ipv4/af_inet.c (inet6_getname()): ENOTCONN without a peer port, or in CLOSE or SYN_SENT."""
+        _, sk = self.sockfd_lookup(p, sock)
+        if not sk.rport or sk.raddr is None or sk.tcp_state in (State.CLOSE, State.SYN_SENT):
+            fact(f"the socket is {State(sk.tcp_state).name}" + ("" if sk.rport else " and has no peer"))
+            raise SysError("ENOTCONN", "sys.getpeername")
+        self.ret_name = self.sock_name(sk, sk.raddr, sk.rport)
+        return sk.rport
+
+    @staticmethod
+    def sock_name(sk: Sock, addr: str | None, port: int) -> dict:
+        """An address as the socket's family shows it (an AF_INET6 socket shows IPv4 as v4-mapped)."""
+        a = addr or ("::" if sk.family == 6 else "0.0.0.0")
+        if sk.family == 6 and ":" not in a:
+            a = "::" if a == "0.0.0.0" else f"::ffff:{a}"
+        return {"addr": a, "port": port}
 
     def _is_local(self, fam: int, addr: str) -> bool:
         ip = ip_addr(addr)
@@ -51,7 +70,8 @@ class AfInet:
             fact(f"an {('AF_INET6' if ip.version == 6 else 'AF_INET')} address given to an "
                  f"{('AF_INET6' if sk.family == 6 else 'AF_INET')} socket")
             raise SysError("EAFNOSUPPORT" if sk.family == 4 else "EINVAL", "sys.bind")
-        privileged = port and port < self.sysctls["ip_unprivileged_port_start"] and p.uid != 0
+        privileged = (port and port < self.sysctls["ip_unprivileged_port_start"]
+                      and not p.capable("CAP_NET_BIND_SERVICE"))
         bound = sk.tcp_state != State.CLOSE or sk.in_bhash  # inet_num, not what getsockname() shows
 
         def check_address() -> None:
@@ -210,6 +230,11 @@ class AfInet:
     def inet_shutdown(self, p: Process, sock: int, how: str = "SHUT_WR") -> int:
         """inet_shutdown() in net/ipv4/af_inet.c; tcp_shutdown() in net/ipv4/tcp.c: acts on the socket, so on every fd copy."""
         _, sk = self.sockfd_lookup(p, sock)
+        if isinstance(how, int):
+            if how not in (0, 1, 2):
+                fact(f"how {how} is none of SHUT_RD (0), SHUT_WR (1), SHUT_RDWR (2)")
+                raise SysError("EINVAL", "sys.shutdown")
+            how = ("SHUT_RD", "SHUT_WR", "SHUT_RDWR")[how]
         mask = {"SHUT_RD": RCV_SHUTDOWN, "SHUT_WR": SEND_SHUTDOWN, "SHUT_RDWR": 3, "SD_RECEIVE": RCV_SHUTDOWN,
                 "SD_SEND": SEND_SHUTDOWN, "SD_BOTH": 3}[how]
         if sk.sock_state == SS_CONNECTING:

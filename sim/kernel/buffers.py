@@ -25,7 +25,8 @@ LOOPBACK_EXPANDED_SNDBUF = 3939840
 @rule("buf.sndbuf", "buffers")
 def set_sndbuf(val: int, wmem_max: int, force: bool = False) -> int:
     """sk_setsockopt() SO_SNDBUF in net/core/sock.c: min(val, wmem_max) doubled, at least SOCK_MIN_SNDBUF."""
-    v = val if force else min(val, wmem_max)
+    # min_t(u32, val, wmem_max): a negative value is a huge unsigned one, so it takes the cap
+    v = val if force else min(val & 0xFFFFFFFF, wmem_max)
     v = max(v, 0)
     stored = max(v * 2, SOCK_MIN_SNDBUF)
     fact(f"SO_SNDBUF {val}: capped by wmem_max {wmem_max} -> {v}, doubled and floored at "
@@ -36,7 +37,8 @@ def set_sndbuf(val: int, wmem_max: int, force: bool = False) -> int:
 @rule("buf.rcvbuf", "buffers")
 def set_rcvbuf(val: int, rmem_max: int, force: bool = False) -> int:
     """__sock_set_rcvbuf() in net/core/sock.c: min(val, rmem_max) doubled, at least SOCK_MIN_RCVBUF."""
-    v = val if force else min(val, rmem_max)
+    # min_t(u32, val, rmem_max): a negative value is a huge unsigned one, so it takes the cap
+    v = val if force else min(val & 0xFFFFFFFF, rmem_max)
     v = max(v, 0)
     stored = max(v * 2, SOCK_MIN_RCVBUF)
     fact(f"SO_RCVBUF {val}: capped by rmem_max {rmem_max} -> {v}, doubled and floored at "

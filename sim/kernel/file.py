@@ -80,7 +80,7 @@ class FileOps:
         """fork(2), dup_fd() in fs/file.c: the child gets a copy of the fd table sharing every open file."""
         name = kw["as"]
         self._pid += 1
-        child = Process(name, p.files.copy(), p.uid, self._pid)
+        child = Process(name, p.files.copy(), p.uid, self._pid, p.cred.copy())
         self.procs[name] = child
         if self.probes:
             for fd, f in child.files.fds.items():

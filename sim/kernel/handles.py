@@ -15,12 +15,29 @@ from .rules import fact, rule
 
 
 class Process:
-    """A process as the socket layer sees it: a name, an fd table (``files_struct``), a uid."""
+    """A process as the socket layer sees it: a name, an fd table (``files_struct``), credentials."""
 
-    __slots__ = ("name", "files", "uid", "alive", "pid")
+    __slots__ = ("name", "files", "cred", "alive", "pid")
 
-    def __init__(self, name: str, files: Any, uid: int, pid: int):
-        self.name, self.files, self.uid, self.alive, self.pid = name, files, uid, True, pid
+    def __init__(self, name: str, files: Any, uid: int, pid: int, cred: Any = None):
+        from .capability import Cred
+
+        self.name, self.files, self.alive, self.pid = name, files, True, pid
+        self.cred = cred if cred is not None else Cred(uid)
+
+    @property
+    def uid(self) -> int:
+        """The effective uid (also the fsuid, which new sockets take as their owner)."""
+        return self.cred.euid
+
+    @property
+    def caps(self) -> set[str]:
+        return self.cred.effective
+
+    def capable(self, cap: str) -> bool:
+        from .capability import capable
+
+        return capable(self.cred, cap)
 
 
 class OpenFile:

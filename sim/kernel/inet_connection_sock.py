@@ -15,7 +15,7 @@ class InetConnectionSock:
     def inet_csk_get_port(self, table: BindTable, sk: Sock, port: int) -> int:
         """The get_port step of bind(): an explicit port is checked, port 0 is chosen."""
         if port == 0:
-            lo, hi = self.sysctls["ip_local_port_range"]
+            lo, hi, _ = self.inet_sk_get_local_port_range(sk)
             return table.find_open_port(sk, lo, hi, self.sysctls["ip_local_reserved_ports"],
                                         self.rng.randrange, bool(self.sysctls["ip_autobind_reuse"]))
         table.check_explicit(sk, port)
@@ -45,10 +45,22 @@ class InetConnectionSock:
         self.listeners.setdefault(sk.lport, []).append(sk)
         self.woken.add(sk)
 
+    @rule("ports.local_range", "ports", "minor")
+    def inet_sk_get_local_port_range(self, sk: Sock) -> tuple[int, int, bool]:
+        """inet_sk_get_local_port_range() in net/ipv4/inet_connection_sock.c: IP_LOCAL_PORT_RANGE narrows the namespace's range where its bounds fall inside it."""
+        lo, hi = self.sysctls["ip_local_port_range"]
+        if not sk.port_range:
+            return lo, hi, False
+        sk_lo, sk_hi = sk.port_range & 0xFFFF, sk.port_range >> 16
+        new_lo = sk_lo if lo <= sk_lo <= hi else lo
+        new_hi = sk_hi if lo <= sk_hi <= hi else hi
+        fact(f"IP_LOCAL_PORT_RANGE {sk_lo}-{sk_hi} within {lo}-{hi}: searching {new_lo}-{new_hi}")
+        return new_lo, new_hi, True
+
     @rule("listen.autobind", "ports", "ephemeral")
     def listen_autobind(self, sk: Sock) -> int:
         """inet_csk_listen_start() -> inet_csk_get_port(sk, 0): listen() on an unbound socket picks a port like bind(0)."""
-        lo, hi = self.sysctls["ip_local_port_range"]
+        lo, hi, _ = self.inet_sk_get_local_port_range(sk)
         port = self.bhash.find_open_port(sk, lo, hi, self.sysctls["ip_local_reserved_ports"],
                                          self.rng.randrange, bool(self.sysctls["ip_autobind_reuse"]))
         fact(f"listen() on an unbound socket autobinds port {port}")

@@ -44,7 +44,7 @@ class InetHashtables:
             sk.laddr = saddr
             self.inet_ehash_insert(sk)
             return
-        lo, hi = sysctl["ip_local_port_range"]
+        lo, hi, local_range = self.inet_sk_get_local_port_range(sk)
         h = hashlib.blake2b(f"{saddr}|{daddr}|{dport}|{self.secret}".encode(), digest_size=8)
         port_offset = int.from_bytes(h.digest(), "little")
         index = port_offset & 255
@@ -71,7 +71,7 @@ class InetHashtables:
         # TIME_WAIT entries become reusable with age: a scan that found nothing stays valid.
         dest = (saddr, daddr, dport)
         gens = (self.ehash_frees, self.bhash.frees)
-        if not reuse_by_age and self.exhausted.get(dest) == gens:
+        if not reuse_by_age and not local_range and self.exhausted.get(dest) == gens:
             fact(f"no port in {lo}-{hi} has a free 4-tuple to this destination (nothing was freed "
                  "since the last full search)")
             raise SysError("EADDRNOTAVAIL", "connect.hash_connect")
@@ -79,15 +79,16 @@ class InetHashtables:
         per_pass = (self._eph[1] - self._eph[0] + 1) // 2  # ports one parity pass visits
         skip = None
         if (counts is not None and not reuse_by_age and not sysctl["ip_local_reserved_ports"]
-                and not self.bhash.bind_owner_in(lo, hi)):
+                and not local_range and not self.bhash.bind_owner_in(lo, hi)):
             def skip(parity: int) -> bool:
                 # every port of this parity already carries a 4-tuple to this destination
                 return counts[parity] >= per_pass
         try:
             port, i = self.bhash.hash_connect(lo, hi, sysctl["ip_local_reserved_ports"], start,
-                                              established_ok, skip)
+                                              established_ok, skip, step=1 if local_range else 2)
         except SysError:
-            self.exhausted[dest] = gens
+            if not local_range:
+                self.exhausted[dest] = gens
             raise
         i = max(i, self.rng.randrange(8) * 2)
         self.perturb[index] = (self.perturb[index] + i + 2) & 0xFFFFFFFF
@@ -167,8 +168,9 @@ class InetHashtables:
 
     def best_listeners(self, daddr: str, dport: int, family_bonus: bool) -> list[Sock]:
         """The listeners on ``dport`` that accept ``daddr`` with the best address score: a specific
-        address beats a wildcard; with ``family_bonus`` an IPv4 listener beats a dual-stack one
-        for an IPv4 destination (compute_score())."""
+        address beats any wildcard (the exact-address lhash2 bucket is searched first, a v6 socket
+        bound to the v4-mapped address included); within one bucket, with ``family_bonus``, an IPv4
+        listener beats an IPv6 one for an IPv4 destination (compute_score())."""
         best: list[Sock] = []
         score = -1
         dip = ip_addr(daddr)
@@ -178,7 +180,7 @@ class InetHashtables:
             if sk.family == 6 and dip.version == 4 and sk.ipv6only:
                 continue
             if sk.laddr == daddr:
-                s = 2
+                s = 3  # found in the first pass: no wildcard listener is looked at
             elif sk.laddr in ("0.0.0.0", "::"):
                 s = 1
             else:

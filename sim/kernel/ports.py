@@ -88,7 +88,10 @@ def bind_conflict(sk: Any, sk2: Any, relax: bool, reuseport_ok: bool) -> bool:
         # SO_REUSEADDR on both and the existing one not listening: shared when relaxed
         if not relax:
             return True
-        return False
+        # relaxed (bind(0) with ip_autobind_reuse): two SO_REUSEPORT sockets that could both
+        # listen (same uid, or the other in TIME_WAIT) still conflict
+        return (not reuseport_ok and sk.reuseport and sk2.reuseport
+                and (sk2.tcp_state == TIME_WAIT_STATE or sk.uid == sk2.uid))
     if (reuseport_ok and sk.reuseport and sk2.reuseport
             and (sk2.tcp_state == TIME_WAIT_STATE or sk.uid == sk2.uid)):
         return False
@@ -236,11 +239,25 @@ class BindTable:
     @rule("connect.hash_connect", "ports", "ephemeral")
     def hash_connect(self, low: int, high: int, reserved: Iterable[int], start: int,
                      established_ok: Callable[[int], bool],
-                     skip_pass: Callable[[int], bool] | None = None) -> tuple[int, int]:
-        """__inet_hash_connect() in net/ipv4/inet_hashtables.c: connect() autobind, ports of low's parity first."""
+                     skip_pass: Callable[[int], bool] | None = None, step: int = 2) -> tuple[int, int]:
+        """__inet_hash_connect() in net/ipv4/inet_hashtables.c: connect() autobind, ports of low's parity first (every port in turn under IP_LOCAL_PORT_RANGE)."""
         reserved = set(reserved)
         hi = high + 1
         remaining = hi - low
+        if step == 1:
+            offset = start % remaining if remaining > 0 else 0
+            port = low + offset
+            for i in range(remaining):
+                if port >= hi:
+                    port -= remaining
+                if port not in reserved:
+                    b = self.buckets.get(port)
+                    if b is None or (not b.has_bind_owner() and established_ok(port)):
+                        fact(f"port {port} chosen for connect() (4-tuple free; socket range {low}-{high})")
+                        return port, i
+                port += 1
+            fact(f"no port in {low}-{high} has a free 4-tuple to this destination")
+            raise SysError("EADDRNOTAVAIL", "connect.hash_connect")
         if remaining > 1:
             remaining &= ~1
         offset = (start % remaining) & ~1 if remaining > 0 else 0

@@ -15,6 +15,7 @@ from .rules import fact, rule
 from .tcp_states import State
 
 SS_UNCONNECTED, SS_CONNECTING, SS_CONNECTED, SS_DISCONNECTING = range(1, 5)
+TCP_MIN_MSS, MAX_TCP_WINDOW = 88, 32767  # include/net/tcp.h: the bounds of TCP_MAXSEG
 RCV_SHUTDOWN, SEND_SHUTDOWN = 1, 2
 
 
@@ -39,6 +40,11 @@ class Sock:
         self.keepalive = 0
         self.linger2 = 0
         self.syn_retries: int | None = None
+        self.user_mss = 0  # tp->rx_opt.user_mss (TCP_MAXSEG)
+        self.window_clamp = 0  # tp->window_clamp (0 until set or connected)
+        self.user_timeout = 0  # icsk_user_timeout, ms
+        self.rcvlowat = 1  # sk_rcvlowat
+        self.port_range = 0  # inet->local_port_range: (high << 16) | low, 0 when unset
         self.sndbuf, self.rcvbuf = sndbuf, rcvbuf
         self.snd_lock = self.rcv_lock = False
         # addressing / bind state
@@ -169,9 +175,51 @@ SOL = {
 }
 
 
+LEVELS = {"IP_BIND_ADDRESS_NO_PORT": "ip", "IP_LOCAL_PORT_RANGE": "ip", "IPV6_V6ONLY": "ipv6"}
+
+
+def level_of(opt: str) -> str:
+    """The option's level: SOL_SOCKET, SOL_IP, SOL_IPV6 or SOL_TCP."""
+    return LEVELS.get(opt) or ("tcp" if opt.startswith("TCP_") else "socket")
+
+
+@rule("sockopt.optlen", "sockets", "minor")
+def check_optlen(opt: str, optlen: int | None) -> None:
+    """__sys_setsockopt() in net/socket.c (negative length), sk_setsockopt() and do_tcp_setsockopt() (less than an int), do_ip_setsockopt() IP_LOCAL_PORT_RANGE (exactly a u32)."""
+    if optlen is None:
+        return
+    size = 8 if opt == "SO_LINGER" else 4
+    lvl = level_of(opt)
+    if optlen < 0:
+        fact(f"optlen {optlen} is negative")
+        raise SysError("EINVAL", "sockopt.optlen")
+    if opt == "IP_LOCAL_PORT_RANGE" and optlen != 4:
+        fact(f"IP_LOCAL_PORT_RANGE takes exactly 4 bytes, optlen {optlen}")
+        raise SysError("EINVAL", "sockopt.optlen")
+    if lvl in ("socket", "tcp") and optlen < size:
+        fact(f"{opt} needs {size} bytes, optlen {optlen}")
+        raise SysError("EINVAL", "sockopt.optlen")
+    if lvl == "ipv6" and optlen < 4:
+        fact(f"{opt} needs an int, optlen {optlen}")
+        raise SysError("EINVAL", "sockopt.optlen")
+
+
+def short_int(value: int, optlen: int | None) -> int:
+    """An int option read from fewer bytes than an int (do_ip_setsockopt() reads one byte)."""
+    if optlen is None or optlen >= 4:
+        return value
+    return value & 0xFF if optlen >= 1 else 0
+
+
 @rule("sockopt.set", "sockets")
-def setsockopt(sk: Sock, opt: str, value: Any, sysctls: dict) -> None:
+def setsockopt(sk: Sock, opt: str, value: Any, sysctls: dict, optlen: int | None = None,
+               capable: Any = None) -> None:
     """sk_setsockopt() in net/core/sock.c; do_tcp_setsockopt(); do_ipv6_setsockopt(); socket(7), tcp(7), ipv6(7)."""
+    from .tcp import tcp_set_linger2, tcp_set_rcvlowat, tcp_set_window_clamp  # tcp.py imports this module
+
+    check_optlen(opt, optlen)
+    if isinstance(value, int) and level_of(opt) == "ip":
+        value = short_int(value, optlen)
     if opt in SOL:
         if not isinstance(value, int):
             raise SysError("EINVAL", "sockopt.set")
@@ -203,7 +251,40 @@ def setsockopt(sk: Sock, opt: str, value: Any, sysctls: dict) -> None:
         sk.v6only_opt = bool(value)
         return
     if opt == "TCP_LINGER2":
-        sk.linger2 = int(value)
+        sk.linger2 = tcp_set_linger2(int(value))
+        return
+    if opt == "TCP_WINDOW_CLAMP":
+        sk.window_clamp = tcp_set_window_clamp(sk.window_clamp, int(value), sk.tcp_state == State.CLOSE)
+        return
+    if opt == "TCP_USER_TIMEOUT":
+        if int(value) < 0:
+            fact("TCP_USER_TIMEOUT must not be negative")
+            raise SysError("EINVAL", "sockopt.set")
+        sk.user_timeout = int(value)
+        return
+    if opt in ("SO_RCVBUFFORCE", "SO_SNDBUFFORCE"):
+        if capable is not None and not capable("CAP_NET_ADMIN"):
+            fact(f"{opt} needs CAP_NET_ADMIN (sockopt_capable)")
+            raise SysError("EPERM", "sockopt.set")
+        if opt == "SO_RCVBUFFORCE":
+            sk.rcvbuf = buffers.set_rcvbuf(min(int(value), (1 << 30) - 1), sysctls["rmem_max"], force=True)
+            sk.rcv_lock = True
+        else:
+            sk.sndbuf = buffers.set_sndbuf(min(int(value), (1 << 30) - 1), sysctls["wmem_max"], force=True)
+            sk.snd_lock = True
+        return
+    if opt == "SO_RCVLOWAT":
+        v = int(value)
+        v = (1 << 31) - 1 if v < 0 else v
+        sk.rcvlowat = tcp_set_rcvlowat(v, sk.rcvbuf, sk.rcv_lock, sysctls["tcp_rmem"][2])
+        return
+    if opt == "IP_LOCAL_PORT_RANGE":
+        lo, hi = (value if isinstance(value, (tuple, list)) else (value & 0xFFFF, (value >> 16) & 0xFFFF))
+        lo, hi = int(lo) & 0xFFFF, int(hi) & 0xFFFF
+        if lo and hi and lo > hi:
+            fact(f"IP_LOCAL_PORT_RANGE {lo}-{hi}: low above high (do_ip_setsockopt)")
+            raise SysError("EINVAL", "sockopt.set")
+        sk.port_range = hi << 16 | lo
         return
     if opt == "TCP_SYNCNT":
         if not 1 <= int(value) <= 127:
@@ -211,6 +292,11 @@ def setsockopt(sk: Sock, opt: str, value: Any, sysctls: dict) -> None:
         sk.syn_retries = int(value)
         return
     if opt == "TCP_MAXSEG":
+        v = int(value)
+        if v and not TCP_MIN_MSS <= v <= MAX_TCP_WINDOW:
+            fact(f"TCP_MAXSEG {v} is outside {TCP_MIN_MSS}-{MAX_TCP_WINDOW} (do_tcp_setsockopt)")
+            raise SysError("EINVAL", "sockopt.set")
+        sk.user_mss = v
         return
     if opt in ("SO_ERROR", "SO_TYPE", "SO_ACCEPTCONN"):
         fact(f"{opt} is read-only")
@@ -243,8 +329,38 @@ def getsockopt(sk: Sock, opt: str) -> Any:
         return int(sk.v6only_opt)
     if opt == "TCP_LINGER2":
         return sk.linger2
+    if opt == "TCP_WINDOW_CLAMP":
+        return sk.window_clamp
+    if opt == "TCP_USER_TIMEOUT":
+        return sk.user_timeout
+    if opt == "SO_RCVLOWAT":
+        return sk.rcvlowat
+    if opt == "IP_LOCAL_PORT_RANGE":
+        return [sk.port_range & 0xFFFF, sk.port_range >> 16]
     if opt == "TCP_SYNCNT":
         return sk.syn_retries or 0
     if opt == "TCP_MAXSEG":
+        if sk.user_mss and sk.tcp_state in (State.CLOSE, State.LISTEN):
+            return sk.user_mss  # do_tcp_getsockopt(): rx_opt.user_mss before a connection
         return 536 if sk.tcp_state != State.ESTABLISHED else 32741
+    fact(f"{opt} cannot be read with getsockopt")
     raise SysError("ENOPROTOOPT", "sockopt.get")
+
+
+@rule("sockopt.get_len", "sockets", "minor")
+def getsockopt_len(opt: str, value: Any, optlen: int) -> tuple[Any, int]:
+    """sk_getsockopt() in net/core/sock.c, do_tcp_getsockopt() in net/ipv4/tcp.c, do_ip_getsockopt() in net/ipv4/ip_sockglue.c: the value cut to the buffer length given."""
+    lvl = level_of(opt)
+    size = 8 if opt == "SO_LINGER" else 4
+    if lvl in ("socket", "ip") and optlen < 0:
+        fact(f"optlen {optlen} is negative")
+        raise SysError("EINVAL", "sockopt.get_len")
+    if lvl in ("tcp", "ipv6"):
+        n = min(optlen & 0xFFFFFFFF, size)  # min_t(unsigned int, len, sizeof(int))
+    elif lvl == "ip" and 0 < optlen < 4 and isinstance(value, int) and 0 <= value <= 255:
+        n = 1
+    else:
+        n = min(optlen, size)
+    if isinstance(value, int) and n < 4:
+        value = value & ((1 << (8 * n)) - 1) if n else 0
+    return value, n

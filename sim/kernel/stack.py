@@ -38,6 +38,9 @@ from typing import Any, Callable
 
 from . import buffers
 from .af_inet import AfInet
+from .capability import Credentials
+from .select import Select
+from .sys import Sys
 from .errors import Block, SysError
 from .fib import Fib, Route
 from .file import FileOps
@@ -67,6 +70,8 @@ SYSCALLS: dict[str, str] = {
     "getsockopt": "do_sock_getsockopt", "getsockname": "inet_getname", "bind": "inet_bind",
     "listen": "inet_listen", "connect": "inet_stream_connect", "accept": "do_accept",
     "send": "tcp_sendmsg", "recv": "tcp_recvmsg", "shutdown": "inet_shutdown",
+    "getpeername": "inet_getpeername", "sendto": "sys_sendto", "poll": "do_pollfd",
+    "seteuid": "sys_seteuid", "capset": "sys_capset",
 }
 
 # The named hook points: the functions another personality may override (sim/kernel/winsock.py).
@@ -91,6 +96,7 @@ HOOKS: frozenset[str] = frozenset({
 class Outcome:
     ret: Any = None
     err: str | None = None
+    name: dict[str, Any] | None = None  # an address the call returned: {addr, port}
     blocked: Blocked | None = None
     rule: str | None = None
     trail: list[str] = field(default_factory=list)
@@ -121,8 +127,8 @@ DEFAULT_SYSCTLS: dict[str, Any] = {
 
 
 
-class Kernel(Tracepoints, FileOps, SocketCalls, AfInet, InetConnectionSock, InetHashtables, Tcp, TcpInput,
-             TcpOutput, TcpMinisocks, TcpIpv4, TcpTimer, Route):
+class Kernel(Tracepoints, FileOps, Select, SocketCalls, AfInet, InetConnectionSock, InetHashtables, Tcp,
+             TcpInput, TcpOutput, TcpMinisocks, TcpIpv4, TcpTimer, Route, Credentials, Sys):
     """One host kernel (one network namespace) with its processes: the Linux rules.
 
     Another personality subclasses this class and overrides the functions named in :data:`HOOKS`
@@ -166,6 +172,8 @@ class Kernel(Tracepoints, FileOps, SocketCalls, AfInet, InetConnectionSock, Inet
         self.now = 0.0
         self.probes: list[Any] = []  # subscribers (tracepoints.Tracepoints.subscribe)
         self.trail = Trail(self.probes)  # the rules and facts of the current kernel entry
+        self.ret_name: dict[str, Any] | None = None  # the address the current call returns
+        self.caller: Process | None = None  # the process making the current call
 
     # ------------------------------------------------------------------ processes
     def add_process(self, name: str, nofile: int = 1024, uid: int = 0) -> Process:
@@ -202,9 +210,10 @@ class Kernel(Tracepoints, FileOps, SocketCalls, AfInet, InetConnectionSock, Inet
     def syscall(self, proc: str, call: str, args: dict[str, Any], now: float) -> Outcome:
         t = self.enter(now, "syscall", proc, call)
         p = self.procs[proc]
+        self.ret_name, self.caller = None, p
         try:
             ret = getattr(self, self.SYSCALLS.get(call) or "sys_" + call)(p, **args)
-            out = Outcome(ret=ret)
+            out = Outcome(ret=ret, name=self.ret_name)
         except SysError as e:
             out = Outcome(ret=-1, err=e.name, rule=e.rule)
         except Block as b:
@@ -226,8 +235,10 @@ class Kernel(Tracepoints, FileOps, SocketCalls, AfInet, InetConnectionSock, Inet
     def wrap_resume(self, fn: Callable[[float], Any], origin: str | None = None) -> Callable[[float], Outcome]:
         def resume(now: float) -> Outcome:
             t = self.enter(now, "resume")
+            self.ret_name = None
             try:
                 out = Outcome(ret=fn(now))
+                out.name = self.ret_name
             except SysError as e:
                 out = Outcome(ret=-1, err=e.name, rule=e.rule)
             except Block as b:
@@ -281,6 +292,29 @@ class Kernel(Tracepoints, FileOps, SocketCalls, AfInet, InetConnectionSock, Inet
             return "EBADF"
         sk = f.sock
         return self.tcp_ioctl(sk)
+
+    def tcp_info(self, proc: str, fd: int, fields: list[str]) -> Any:
+        """getsockopt(TCP_INFO) (tcp_get_info() in net/ipv4/tcp.c): the named fields."""
+        from .tcp import tcp_get_info
+
+        activate(self.trail)
+        f = self.procs[proc].files.fds.get(fd)
+        if f is None:
+            return "EBADF"
+        if f.sock is None or f.sock.kind != "tcp":
+            return "EOPNOTSUPP"
+        return tcp_get_info(f.sock, fields)
+
+    def set_sysctls(self, values: dict[str, Any], now: float) -> None:
+        """sysctl -w: per-namespace settings change for what happens next."""
+        self.now = now
+        self.sysctls.update(values)
+        lo, hi = self.sysctls["ip_local_port_range"]
+        span = hi + 1 - lo
+        self._eph = (lo, lo + (span & ~1 if span > 1 else span))
+        self.exhausted.clear()
+        if "tcp_max_tw_buckets" in values:
+            self.tw.max_buckets = self.sysctls["tcp_max_tw_buckets"]
 
     def socket_fds(self, proc: str) -> list[int]:
         """/proc/PID/fd entries that are sockets, from 3 up (as the real backend reports them)."""

@@ -284,8 +284,8 @@ class Tcp:
                 self.sk_mem_uncharge(n)
                 self.tcp_cleanup_rbuf(sk)
             return n
-        if want == 0:
-            return 0
+        if want == 0 and sk.rcv_q:
+            return 0  # an empty read of a queued skb copies nothing (tcp_recvmsg_locked)
         if sk.done:
             fact("the peer's FIN was received: end of stream")
             return 0
@@ -314,3 +314,104 @@ class Tcp:
         if sk.tcp_state in (State.SYN_SENT, State.SYN_RECV):
             return {"recv_q": 0, "send_q": 0}
         return {"recv_q": sk.rcv_q, "send_q": sk.snd_q + sk.syn_unacked + sk.seq_gap}
+
+
+# ----------------------------------------------------------------------------- poll, TCP_INFO, options
+# (net/ipv4/tcp.c: tcp_poll(), tcp_get_info(), tcp_set_window_clamp(), tcp_set_rcvlowat())
+
+POLLIN, POLLPRI, POLLOUT, POLLERR, POLLHUP, POLLNVAL = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20
+POLLRDNORM, POLLRDBAND, POLLWRNORM, POLLWRBAND, POLLRDHUP = 0x40, 0x80, 0x100, 0x200, 0x2000
+POLL_BITS = {"POLLIN": POLLIN, "POLLPRI": POLLPRI, "POLLOUT": POLLOUT, "POLLERR": POLLERR,
+             "POLLHUP": POLLHUP, "POLLNVAL": POLLNVAL, "POLLRDNORM": POLLRDNORM,
+             "POLLRDBAND": POLLRDBAND, "POLLWRNORM": POLLWRNORM, "POLLWRBAND": POLLWRBAND,
+             "POLLRDHUP": POLLRDHUP}
+SOCK_MIN_RCVBUF = 2304  # include/net/sock.h: 2048 + the truesize of an empty skb (x86_64)
+TCP_FIN_TIMEOUT_MAX = 120  # include/net/tcp.h, seconds: TCP_LINGER2 is capped at this
+TCP_TIMEOUT_INIT_US = 1_000_000  # include/net/tcp.h: the RTO before any RTT sample (1 s)
+TCP_RTO_MIN_US = 200_000  # include/net/tcp.h: the floor of the RTO (200 ms)
+TCP_INIT_CWND = 10  # include/net/tcp.h
+
+
+@rule("tcp.poll", "tcp")
+def tcp_poll(state: State, shutdown: int, readable: bool, writeable: bool, err: bool,
+             accept_ready: bool) -> int:
+    """tcp_poll() in net/ipv4/tcp.c: the ready events of a TCP socket (no wait, no urgent data)."""
+    if state == State.LISTEN:
+        fact("a listener is readable when its accept queue holds a connection (inet_csk_listen_poll)")
+        return (POLLIN | POLLRDNORM) if accept_ready else 0
+    mask = 0
+    if shutdown == 3 or state == State.CLOSE:
+        mask |= POLLHUP
+    if shutdown & 1:
+        mask |= POLLIN | POLLRDNORM | POLLRDHUP
+    if state not in (State.SYN_SENT, State.SYN_RECV):
+        if readable:
+            mask |= POLLIN | POLLRDNORM
+        if not shutdown & 2:
+            if writeable:
+                mask |= POLLOUT | POLLWRNORM
+        else:
+            mask |= POLLOUT | POLLWRNORM
+    if err:
+        mask |= POLLERR
+    return mask
+
+
+@rule("poll.revents", "fd", "minor")
+def poll_revents(mask: int, events: int) -> int:
+    """do_pollfd() in fs/select.c: revents are the ready events asked for, plus POLLERR and POLLHUP always."""
+    return mask & (events | POLLERR | POLLHUP | POLLNVAL)
+
+
+@rule("tcp.window_clamp", "sockets")
+def tcp_set_window_clamp(current: int, val: int, closed: bool) -> int:
+    """tcp_set_window_clamp() in net/ipv4/tcp.c: 0 only on a closed socket, else at least SOCK_MIN_RCVBUF / 2."""
+    if val == 0:
+        if not closed:
+            fact("TCP_WINDOW_CLAMP 0 is refused once the socket has left CLOSE")
+            raise SysError("EINVAL", "tcp.window_clamp")
+        return 0
+    new = max(val, SOCK_MIN_RCVBUF // 2)
+    if new != val:
+        fact(f"TCP_WINDOW_CLAMP {val} is raised to SOCK_MIN_RCVBUF/2 = {new}")
+    return new
+
+
+@rule("tcp.rcvlowat", "sockets")
+def tcp_set_rcvlowat(val: int, rcvbuf: int, rcvbuf_locked: bool, tcp_rmem_max: int) -> int:
+    """tcp_set_rcvlowat() in net/ipv4/tcp.c (via sk_setsockopt): capped at half the receive buffer (or tcp_rmem[2] / 2), 0 means 1."""
+    cap = (rcvbuf if rcvbuf_locked else tcp_rmem_max) >> 1
+    new = min(val, cap) or 1
+    if new != val:
+        fact(f"SO_RCVLOWAT {val} -> {new} (cap {cap})")
+    return new
+
+
+@rule("tcp.linger2", "sockets")
+def tcp_set_linger2(val: int) -> int:
+    """do_tcp_setsockopt() TCP_LINGER2 in net/ipv4/tcp.c: negative means -1 (no FIN_WAIT2 timer), capped at TCP_FIN_TIMEOUT_MAX (120 s)."""
+    if val < 0:
+        return -1
+    if val > TCP_FIN_TIMEOUT_MAX:
+        fact(f"TCP_LINGER2 {val} is capped at {TCP_FIN_TIMEOUT_MAX} s")
+        return TCP_FIN_TIMEOUT_MAX
+    return val
+
+
+@rule("tcp.get_info", "tcp")
+def tcp_get_info(sk: Any, fields: list[str]) -> dict[str, Any]:
+    """tcp_get_info() in net/ipv4/tcp.c: state, congestion state and counters of one socket."""
+    st = State(sk.tcp_state)
+    synced = st not in (State.CLOSE, State.LISTEN, State.SYN_SENT) or sk.established_at is not None
+    in_flight = (1 if st == State.SYN_SENT else 0) + (1 if sk.snd_nxt > sk.snd_una else 0) + (
+        1 if sk.fin_sent and not sk.fin_acked else 0)
+    info = {
+        "state": st.name, "ca_state": "OPEN", "retransmits": 0, "probes": 0, "backoff": 0,
+        "unacked": in_flight if st != State.LISTEN else 0, "lost": 0, "retrans": 0, "total_retrans": 0,
+        "bytes_acked": sk.snd_una + (1 if synced else 0) + (1 if sk.fin_acked else 0),
+        "bytes_received": sk.rcv_nxt + (1 if sk.done else 0),
+        "notsent_bytes": max(0, sk.write_seq - sk.snd_nxt),
+        "snd_cwnd": TCP_INIT_CWND,
+        "rto": TCP_RTO_MIN_US if synced else TCP_TIMEOUT_INIT_US,
+    }
+    return {f: info[f] for f in fields}

@@ -106,6 +106,7 @@ class TcpInput:
             return
         req = Sock(lsk.family, "tcp", lsk.uid, lsk.sndbuf, lsk.rcvbuf, lsk.v6only_opt)
         for a in ("reuse", "reuseport", "linger", "snd_lock", "rcv_lock", "nodelay", "keepalive",
+                  "linger2", "user_timeout", "rcvlowat", "port_range", "syn_retries", "user_mss",
                   "shutdown"):  # sk_clone_lock() copies the listener (but clears SOCK_BINDPORT_LOCK)
             setattr(req, a, getattr(lsk, a))
         req.is_request = True
