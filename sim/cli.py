@@ -71,7 +71,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         from .report.personalities import compare_personalities
 
         return compare_personalities(sc, seed, quiet=args.quiet)
-    trace = run(sc, SimBackend(seed=seed), seed=seed, personality=args.personality)
+    from .scenario.loader import ScenarioError
+
+    try:
+        trace = run(sc, SimBackend(seed=seed), seed=seed, personality=args.personality)
+    except ScenarioError as e:
+        return _bad(str(e))
     if args.json:
         e = _write_json(args.json, trace.to_dict())
         if e:
@@ -122,9 +127,13 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
     if not ok:
         return _bad(f"cannot run on the real kernel here: {why}")
     seed = args.seed if args.seed is not None else sc.seed
-    sim_trace = run(sc, SimBackend(seed=seed), seed=seed)
+    from .scenario.loader import ScenarioError
+
     try:
+        sim_trace = run(sc, SimBackend(seed=seed), seed=seed)
         real_trace = run(sc, real_backend)
+    except ScenarioError as e:
+        return _bad(str(e))
     except KeyboardInterrupt:
         print("interrupted: the namespace and its processes were cleaned up", file=sys.stderr)
         return 130

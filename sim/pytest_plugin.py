@@ -1,19 +1,29 @@
 """pytest plugin: scenario files are test items.
 
-Every ``*.yaml`` file under a folder named ``scenarios`` becomes two items:
+Which files are collected:
+
+- a scenario file named on the command line, wherever it lives (``python -m pytest mine.yaml``);
+- files matching the ``socksim_scenarios`` ini option (glob patterns relative to the rootdir,
+  e.g. ``socksim_scenarios = tests/net/*.yaml``) in a project's pytest.ini / pyproject.toml;
+- without that option, every ``*.yaml`` file under a folder named ``scenarios``.
+
+Each becomes two items:
 
 - ``[sim]``: the scenario runs on the simulator and every ``expect:`` must hold;
-- ``[real]``: the scenario runs on the simulator and on the host's real kernel inside a private
-  network namespace, and the two traces must agree step by step (tolerances as the scenario
-  names them). Where the host cannot create a namespace the item is skipped with the reason --
-  except when ``CI=true``, where the same condition fails.
+- ``[real]``: the scenario runs on the host's real kernel inside a private network namespace:
+  every ``expect:`` must hold there too, and the simulator's trace must agree with the kernel's
+  step by step (tolerances as the scenario names them). Where the host cannot create a namespace
+  the item is skipped with the reason -- except when ``CI=true``, where the same condition fails.
 
+A failure is told in the scenario's terms: the step as written, the call, expected and found;
+where the real kernel gives different results on two runs, the tolerance block to paste.
 Scenarios with ``slow: true`` (they wait out real kernel timers) carry the ``slow`` marker.
 Options: ``--socksim-no-real`` skips every real-kernel item.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from pathlib import Path
 from typing import Any
@@ -24,6 +34,9 @@ import pytest
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("socksim")
     g.addoption("--socksim-no-real", action="store_true", help="do not run scenarios on the real kernel")
+    parser.addini("socksim_scenarios", type="linelist", default=[],
+                  help="glob patterns (relative to the rootdir) of scenario files to collect; "
+                       "default: *.yaml under folders named 'scenarios'")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -31,8 +44,24 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "real: needs a private network namespace on the host kernel")
 
 
+def _wanted(parent: pytest.Collector, file_path: Path) -> bool:
+    if file_path.suffix not in (".yaml", ".yml"):
+        return False
+    if parent.session.isinitpath(file_path):
+        return True  # named on the command line
+    globs = parent.config.getini("socksim_scenarios")
+    if not globs:
+        return file_path.suffix == ".yaml" and "scenarios" in file_path.parts
+    root = Path(str(parent.config.rootpath))
+    try:
+        rel = file_path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        rel = file_path.as_posix()
+    return any(fnmatch.fnmatch(rel, g) or fnmatch.fnmatch(file_path.name, g) for g in globs)
+
+
 def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> Any:
-    if file_path.suffix == ".yaml" and "scenarios" in file_path.parts:
+    if _wanted(parent, file_path):
         return ScenarioFile.from_parent(parent, path=file_path)
     return None
 
@@ -69,20 +98,20 @@ class ScenarioItem(pytest.Item):
             raise ScenarioFailure(self.error)
         from .engine import SimBackend
         from .kernel.tcp_states import check_state_write
+        from .scenario.failures import divergences, expectation_failures
+        from .scenario.loader import ScenarioError
         from .scenario.runner import run
 
         sc = self.scenario
-        # every TCP state write of the run must be a row of the transition table
-        sim = run(sc, SimBackend(seed=sc.seed, probes=(check_state_write,)), seed=sc.seed)
+        try:
+            # every TCP state write of the run must be a row of the transition table
+            sim = run(sc, SimBackend(seed=sc.seed, probes=(check_state_write,)), seed=sc.seed)
+        except ScenarioError as e:
+            raise ScenarioFailure(str(e)) from None
         if self.mode == "sim":
-            bad = sim.failed_expectations
+            bad = expectation_failures(sc, sim, "simulator")
             if bad:
-                lines = [f"{len(bad)} expectation(s) not met on the simulator:"]
-                for r in bad:
-                    lines.append(f"  step {r.index} (line {r.line}) {r.proc or ''} {r.call or r.kind}: "
-                                 f"expected {r.expect!r}, got {r.outcome() if r.kind == 'call' else r.obs!r}"
-                                 + (f"   [rule {r.rule}: {r.cite}]" if r.rule else ""))
-                raise ScenarioFailure("\n".join(lines))
+                raise ScenarioFailure(f"{len(bad)} expectation(s) not met on the simulator:\n" + "\n".join(bad))
             return
         if self.config.getoption("--socksim-no-real"):
             pytest.skip("--socksim-no-real given")
@@ -100,12 +129,21 @@ class ScenarioItem(pytest.Item):
             pytest.skip(f"no private network namespace here: {why}")
         from .compare import compare_traces
 
-        real = run(sc, real_backend)
+        try:
+            real = run(sc, real_backend)
+        except ScenarioError as e:
+            raise ScenarioFailure(str(e)) from None
+        problems = expectation_failures(sc, real, "real kernel")
         result = compare_traces(sc, sim, real)
-        if not result.agree:
-            from .compare import failure_text
-
-            raise ScenarioFailure(failure_text(result, sim, real))
+        if result.disagreeing:
+            again = run(sc, real_backend_for(sc))  # does the kernel itself vary at those steps?
+            problems += divergences(sc, sim, real, result, again)
+        if not result.agree and result.wire.disagree:
+            problems.append("the segments on the wire differ" + ("" if result.wire_enforced else
+                                                                  " (reported only)") + ":")
+            problems.extend("  " + x for x in result.wire.disagree)
+        if problems:
+            raise ScenarioFailure("\n".join(problems))
 
     def repr_failure(self, excinfo: Any, style: Any = None) -> Any:
         if isinstance(excinfo.value, ScenarioFailure):

@@ -40,6 +40,7 @@ class StepRecord:
     completed_after: int | None = None  # for a blocked call: index of the step after which it returned
     completed_time: float | None = None
     obs: Any = None  # observation result (observe steps), or load statistics (load steps)
+    name: dict[str, Any] | None = None  # the address a call returned: {addr, port} (getsockname, getpeername, accept)
     rule: str | None = None  # simulator only: id of the rule that decided the outcome
     cite: str | None = None  # simulator only: that rule's source
     trail: list[str] = field(default_factory=list)  # simulator only: every rule consulted
@@ -222,6 +223,7 @@ class CallResult:
     err: str | None = None  # errno name; None on success
     errno: int | None = None
     blocked: bool = False  # True: the call has not returned yet (it may complete later)
+    name: dict[str, Any] | None = None  # an address the call returned: {addr, port}
     rule: str | None = None  # simulator only
     cite: str | None = None
     trail: list[str] = field(default_factory=list)
@@ -262,6 +264,9 @@ class Backend(Protocol):
 
     def load(self, index: int, spec: dict[str, Any]) -> dict[str, Any]:
         """Run a load step; returns its statistics (see docs/scenarios.md)."""
+
+    def sysctl(self, values: dict[str, Any]) -> str | None:
+        """Change per-namespace sysctls now; returns why a setting was refused, or None."""
 
     def completions(self) -> list[Completion]:
         """Pending calls that returned since the last time this was asked."""

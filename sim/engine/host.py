@@ -122,7 +122,10 @@ class SimBackend:
         self.latency = self.latencies[id(self.kernel)]
         for name, p in scenario["processes"].items():
             k = self.kernels[p.get("host") or first]
-            k.add_process(name, int(p.get("nofile", 1024)), int(p.get("uid", 0)))
+            proc = k.add_process(name, int(p.get("nofile", 1024)), int(p.get("uid", 0)))
+            for cap in p.get("drop_caps") or []:
+                proc.cred.permitted.discard(cap)
+                proc.cred.effective.discard(cap)
             self.proc_kernel[name] = k
         if scenario.get("hosts"):
             self.net = Network(self, scenario)
@@ -267,7 +270,7 @@ class SimBackend:
     @staticmethod
     def _result(out: Outcome) -> CallResult:
         rid = out.rule
-        return CallResult(ret=out.ret, err=out.err, blocked=False, rule=rid,
+        return CallResult(ret=out.ret, err=out.err, blocked=False, rule=rid, name=out.name,
                           cite=RULES[rid].cite if rid in RULES else None,
                           trail=out.trail, facts=out.facts)
 
@@ -290,7 +293,7 @@ class SimBackend:
             self.settle()
             # the call may have completed while the network settled
             for i, c in enumerate(self.done):
-                if c.index == index:
+                if c.index == index and index >= 0:
                     self.done.pop(i)
                     return c.result
             r = CallResult(ret=None, err="BLOCKED", blocked=True)
@@ -323,7 +326,19 @@ class SimBackend:
             return k.socket_fds(obs["proc"])
         if what == "queues":
             return k.queues(obs["proc"], obs["sock"])
+        if what == "tcp_info":
+            p = k.procs.get(obs["proc"])
+            if p is None or not p.alive:
+                return "PROCESS_GONE"
+            if obs["proc"] in self.pending:
+                return "PROCESS_BUSY"
+            return k.tcp_info(obs["proc"], obs["sock"], list(obs["fields"]))
         raise ValueError(what)
+
+    def sysctl(self, values: dict[str, Any]) -> str | None:
+        self.kernel.set_sysctls(values, self.env.now)
+        self._flush()
+        return None
 
     def completions(self) -> list[Completion]:
         done, self.done = self.done, []

@@ -209,7 +209,8 @@ class RealBackend(ProcessChannels, Observations):
         self._orphan0 = self._sockstat().get("orphan", 0)
         for name, spec in (scenario.get("processes") or {}).items():
             spec = spec or {}
-            self._spawn(name, int(spec.get("nofile", 1024)), int(spec.get("uid", 0)))
+            self._spawn(name, int(spec.get("nofile", 1024)), int(spec.get("uid", 0)),
+                        list(spec.get("drop_caps") or []))
         self._t0 = time.monotonic()
         try:
             self._capture = capture.Capture.open(self._zpid, self._t0)
@@ -286,7 +287,7 @@ class RealBackend(ProcessChannels, Observations):
     def _finish(self, p: _Proc, call: str, args: dict[str, Any], msg: dict[str, Any],
                 fds: list[int]) -> CallResult:
         """Turn a reply into a CallResult; adopt a forked process; see an exited one out."""
-        result = CallResult(ret=msg.get("ret"), err=msg.get("err"))
+        result = CallResult(ret=msg.get("ret"), err=msg.get("err"), name=msg.get("name"))
         if call == "fork":
             if fds:
                 child = self._register(str(args.get("as")), fds[0])
@@ -325,8 +326,8 @@ class RealBackend(ProcessChannels, Observations):
 
     def _settle(self, call: str) -> None:
         """Let loopback deliver what the call put in flight, and let woken calls report."""
-        if call not in ("socket", "setsockopt", "getsockopt", "bind", "getsockname",
-                        "set_nonblocking", "dup", "fork"):
+        if call not in ("socket", "setsockopt", "getsockopt", "bind", "getsockname", "getpeername",
+                        "poll", "seteuid", "capset", "set_nonblocking", "dup", "fork"):
             time.sleep(self.settle)
             self._quiesce()
         waiting = [p for p in self._procs.values() if p.pending is not None and not p.gone]

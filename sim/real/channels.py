@@ -17,8 +17,8 @@ from .common import RealBackendError, START_TIMEOUT, _Proc
 class ProcessChannels:
     """The real backend's processes and their control channels: spawn, send, receive, reap, kill. (a part of RealBackend)"""
 
-    def _spawn(self, name: str, nofile: int, uid: int) -> None:
-        self._zsend({"op": "spawn", "nofile": nofile, "uid": uid})
+    def _spawn(self, name: str, nofile: int, uid: int, drop_caps: list[str] | None = None) -> None:
+        self._zsend({"op": "spawn", "nofile": nofile, "uid": uid, "drop_caps": drop_caps or []})
         msg, fds = self._zrecv(START_TIMEOUT, maxfds=1)
         if "pid" not in msg or not fds:
             for fd in fds:

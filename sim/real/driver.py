@@ -38,6 +38,10 @@ import sys
 import threading
 import time
 
+# Helpers of this driver in a sibling file: a plain script finds its directory on no path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sockinfo import POLL, drop_caps, sockaddr_name, tcp_info  # noqa: E402
+
 # ----------------------------------------------------------------------------- libc
 
 try:
@@ -70,6 +74,10 @@ _close = _fn("close", c_int, c_int)
 _dup = _fn("dup", c_int, c_int)
 _dup2 = _fn("dup2", c_int, c_int, c_int)
 _getsockname = _fn("getsockname", c_int, c_int, c_void_p, ctypes.POINTER(c_uint))
+_getpeername = _fn("getpeername", c_int, c_int, c_void_p, ctypes.POINTER(c_uint))
+_sendto = _fn("sendto", c_ssize_t, c_int, c_void_p, c_size_t, c_int, c_void_p, c_uint)
+_poll = _fn("poll", c_int, c_void_p, c_ulong, c_int)
+_seteuid = _fn("seteuid", c_int, c_uint)
 _setsockopt = _fn("setsockopt", c_int, c_int, c_int, c_int, c_void_p, c_uint)
 _getsockopt = _fn("getsockopt", c_int, c_int, c_int, c_int, c_void_p, ctypes.POINTER(c_uint))
 _fcntl = _fn("fcntl", c_int, c_int, c_int, c_long)
@@ -109,6 +117,12 @@ OPTIONS = {
     "IP_BIND_ADDRESS_NO_PORT": (IPPROTO_IP, 24),
     "TCP_LINGER2": (IPPROTO_TCP, 8),
     "TCP_SYNCNT": (IPPROTO_TCP, 7),
+    "TCP_WINDOW_CLAMP": (IPPROTO_TCP, 10),
+    "TCP_USER_TIMEOUT": (IPPROTO_TCP, 18),
+    "SO_RCVBUFFORCE": (SOL_SOCKET, 33),
+    "SO_SNDBUFFORCE": (SOL_SOCKET, 32),
+    "SO_RCVLOWAT": (SOL_SOCKET, 18),
+    "IP_LOCAL_PORT_RANGE": (IPPROTO_IP, 51),
     # Winsock's number, (int)~SO_REUSEADDR; Linux has no such option and answers ENOPROTOOPT.
     "SO_EXCLUSIVEADDRUSE": (SOL_SOCKET, -5),
 }
@@ -232,6 +246,9 @@ class Child:
                     reply, fds = self.call(msg["call"], msg.get("args") or {})
                 elif op == "queues":
                     reply = self.queues(int(msg["sock"]))
+                elif op == "tcp_info":
+                    got = tcp_info(int(msg["sock"]), list(msg["fields"]))
+                    reply = {"error": got} if isinstance(got, str) else {"info": got}
                 elif op == "load_client":
                     reply = self.load_client(msg["spec"])
                 elif op == "load_server_start":
@@ -257,7 +274,10 @@ class Child:
             fn = getattr(self, "c_" + name, None)
             if fn is None:
                 return {"internal": f"unknown call {name!r}"}, []
-            ret, err = fn(a)
+            got = fn(a)
+            ret, err = got[0], got[1]
+            if len(got) > 2 and got[2] is not None:
+                return {"ret": ret, "err": err, "name": got[2], "t": time.monotonic()}, fds
         return {"ret": ret, "err": err, "t": time.monotonic()}, fds
 
     def c_socket(self, a: dict):
@@ -268,16 +288,23 @@ class Child:
     def c_setsockopt(self, a: dict):
         level, opt = OPTIONS[a["opt"]]
         v = a.get("value", 1)
-        vals = list(v) if isinstance(v, (list, tuple)) else [v]
-        raw = struct.pack(f"{len(vals)}i", *(_int32(int(x)) for x in vals))
-        buf = ctypes.create_string_buffer(raw, len(raw))
-        return _result(_setsockopt(int(a["sock"]), level, opt, buf, len(raw)))
+        if a["opt"] == "IP_LOCAL_PORT_RANGE" and isinstance(v, (list, tuple)):
+            raw = struct.pack("I", (int(v[1]) & 0xFFFF) << 16 | (int(v[0]) & 0xFFFF))
+        else:
+            vals = list(v) if isinstance(v, (list, tuple)) else [v]
+            raw = struct.pack(f"{len(vals)}i", *(_int32(int(x)) for x in vals))
+        n = len(raw) if a.get("optlen") is None else int(a["optlen"])
+        if n > len(raw):
+            raw += bytes(n - len(raw))
+        buf = ctypes.create_string_buffer(raw, max(len(raw), 1))
+        return _result(_setsockopt(int(a["sock"]), level, opt, buf, _int32(n) & 0xFFFFFFFF))
 
     def c_getsockopt(self, a: dict):
         level, opt = OPTIONS[a["opt"]]
         size = 8 if a["opt"] == "SO_LINGER" else 4
-        buf = ctypes.create_string_buffer(size)
-        ln = c_uint(size)
+        want = size if a.get("optlen") is None else int(a["optlen"])
+        buf = ctypes.create_string_buffer(max(size, want, 1))
+        ln = c_uint(_int32(want) & 0xFFFFFFFF)
         ret, err = _result(_getsockopt(int(a["sock"]), level, opt, buf, ctypes.byref(ln)))
         if err:
             return ret, err
@@ -287,6 +314,11 @@ class Child:
         val = struct.unpack("i", raw[:4])[0] if len(raw) >= 4 else int.from_bytes(raw, "little")
         if a["opt"] == "SO_ERROR":
             return (errname(val) if val else 0), None
+        if a["opt"] == "IP_LOCAL_PORT_RANGE" and len(raw) >= 4:
+            u = struct.unpack("I", raw[:4])[0]
+            return [u & 0xFFFF, u >> 16], None
+        if a.get("optlen") is not None:
+            return {"value": val, "optlen": ln.value}, None
         return val, None
 
     def c_bind(self, a: dict):
@@ -304,7 +336,10 @@ class Child:
         return _result(_listen(int(a["sock"]), _int32(int(a.get("backlog", 128)))))
 
     def c_accept(self, a: dict):
-        return _result(_accept(int(a["sock"]), None, None))
+        buf = ctypes.create_string_buffer(128)
+        ln = c_uint(128)
+        ret, err = _result(_accept(int(a["sock"]), buf, ctypes.byref(ln)))
+        return ret, err, (None if err else sockaddr_name(buf.raw[: ln.value]))
 
     @staticmethod
     def _flags(a: dict) -> int:
@@ -322,8 +357,50 @@ class Child:
         n = int(a.get("bytes", 65536))
         return _result(_recv(int(a["sock"]), self.recvbuf.get(n), n, self._flags(a)))
 
+    def c_sendto(self, a: dict):
+        n = int(a["bytes"])
+        fd = int(a["sock"])
+        flags = self._flags(a) | MSG_FLAGS["MSG_NOSIGNAL"]
+        if a.get("addr") is None:
+            return _result(_sendto(fd, self.sendbuf.get(n), n, flags, None, 0))
+        sa = sockaddr(a["addr"], int(a.get("port", 0)), sock_family(fd))
+        return _result(_sendto(fd, self.sendbuf.get(n), n, flags, sa, len(sa)))
+
     def c_shutdown(self, a: dict):
-        return _result(_shutdown(int(a["sock"]), SHUT[a.get("how", "SHUT_WR")]))
+        how = a.get("how", "SHUT_WR")
+        return _result(_shutdown(int(a["sock"]), SHUT[how] if isinstance(how, str) else _int32(int(how))))
+
+    def c_poll(self, a: dict):
+        """poll(2) on one fd with a zero timeout; ret is the list of revents names."""
+        events = 0
+        for e in a.get("events") or []:
+            events |= POLL[e]
+        pfd = struct.pack("ihh", int(a["sock"]), events, 0)
+        buf = ctypes.create_string_buffer(pfd, len(pfd))
+        ret, err = _result(_poll(buf, 1, 0))
+        if err:
+            return ret, err
+        rev = struct.unpack("ihh", buf.raw)[2] & 0xFFFF
+        return [n for n in POLL if rev & POLL[n]], None
+
+    def c_getpeername(self, a: dict):
+        buf = ctypes.create_string_buffer(128)
+        ln = c_uint(128)
+        ret, err = _result(_getpeername(int(a["sock"]), buf, ctypes.byref(ln)))
+        if err:
+            return ret, err
+        name = sockaddr_name(buf.raw[: ln.value])
+        return (name["port"] if name else 0), None, name
+
+    def c_seteuid(self, a: dict):
+        ret, err = _result(_seteuid(int(a["uid"])))
+        # changing the euid clears the parent-death signal: arm it again
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        return ret, err
+
+    def c_capset(self, a: dict):
+        err = drop_caps(list(a.get("drop") or []))
+        return (-1, err) if err else (0, None)
 
     def c_close(self, a: dict):
         return _result(_close(int(a["sock"])))
@@ -340,10 +417,8 @@ class Child:
         ret, err = _result(_getsockname(int(a["sock"]), buf, ctypes.byref(ln)))
         if err:
             return ret, err
-        fam = struct.unpack_from("=H", buf.raw, 0)[0]
-        if fam in (socket.AF_INET, socket.AF_INET6):
-            return struct.unpack_from("!H", buf.raw, 2)[0], None
-        return 0, None
+        name = sockaddr_name(buf.raw[: ln.value])
+        return (name["port"] if name else 0), None, name
 
     def c_set_nonblocking(self, a: dict):
         fd = int(a["sock"])
@@ -558,7 +633,8 @@ class _LoadServer:
         return {"accepted": self.accepted, "errors": dict(self.errors)}
 
 
-def child_main(chan_fd: int, nofile: int, uid: int, zygote_pid: int, nr_open: int) -> None:
+def child_main(chan_fd: int, nofile: int, uid: int, zygote_pid: int, nr_open: int,
+               caps: list | None = None) -> None:
     """Set up a fresh scenario process (already forked from the zygote) and serve it."""
     warn: list[str] = []
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -583,6 +659,10 @@ def child_main(chan_fd: int, nofile: int, uid: int, zygote_pid: int, nr_open: in
             os.setresuid(uid, uid, uid)
         except OSError as exc:
             warn.append(f"could not switch to uid {uid}: {errname(exc.errno)}")
+    if caps:
+        problem = drop_caps(caps)
+        if problem:
+            warn.append(f"could not drop {', '.join(caps)}: {problem}")
     # After the credential change: changing the euid clears the parent-death signal.
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != zygote_pid:
@@ -738,7 +818,8 @@ def zygote(chan_fd: int) -> int:
                     try:
                         a.detach()
                         chan.detach()
-                        child_main(b.detach(), int(msg["nofile"]), int(msg["uid"]), me, nr_open)
+                        child_main(b.detach(), int(msg["nofile"]), int(msg["uid"]), me, nr_open,
+                                   list(msg.get("drop_caps") or []))
                     finally:
                         os._exit(70)
                 b.close()

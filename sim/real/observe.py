@@ -12,7 +12,8 @@ from sim.trace import PROCESS_BUSY, PROCESS_GONE
 
 from . import driver
 from .common import (
-    REPLY_TIMEOUT, RealBackendError, TCP_STATES, _PIDFD_GETFD, _Proc, _errname, _libc, _read_text,
+    NETNS_SYSCTLS, REPLY_TIMEOUT, RealBackendError, TCP_STATES, _PIDFD_GETFD, _Proc, _errname, _libc,
+    _read_text, _sysctl_text,
 )
 
 
@@ -30,7 +31,37 @@ class Observations:
             return {"inuse": st.get("inuse", 0), "orphan": self._orphans(), "tw": st.get("tw", 0)}
         if what == "queues":
             return self._queues(str(obs["proc"]), int(obs["sock"]))
+        if what == "tcp_info":
+            return self._tcp_info(str(obs["proc"]), int(obs["sock"]), list(obs["fields"]))
         raise ValueError(f"unknown observation {what!r}")
+
+    def _tcp_info(self, proc: str, fd: int, fields: list[str]) -> Any:
+        p = self._procs.get(proc)
+        if p is None or not self._alive(p):
+            return PROCESS_GONE
+        if p.pending is not None:
+            self._collect(p)
+        if p.pending is not None:
+            return PROCESS_BUSY
+        if not self._send_to(p, {"op": "tcp_info", "sock": fd, "fields": fields}):
+            return PROCESS_GONE
+        status, msg, _ = self._wait_reply(p, REPLY_TIMEOUT)
+        if status != "ok":
+            return PROCESS_GONE
+        return msg.get("error") or msg.get("info")
+
+    def sysctl(self, values: dict[str, Any]) -> str | None:
+        """Write per-namespace sysctls now (the zygote lives in the namespace)."""
+        missing = [k for k in values if k not in NETNS_SYSCTLS]
+        if missing:
+            return f"{', '.join(missing)}: not a per-namespace setting the real backend can write"
+        items = [[NETNS_SYSCTLS[k], _sysctl_text(k, v)] for k, v in values.items()]
+        self._zsend({"op": "setup", "sysctls": items})
+        res, _ = self._zrecv(REPLY_TIMEOUT)
+        bad = dict(res.get("errors") or {})
+        if res.get("absent") or bad:
+            return f"refused by the kernel: {bad or res.get('absent')}"
+        return None
 
     def _netfile(self, name: str) -> str | None:
         if self._zpid is None:

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from .errors import ScenarioError
 from .model import ForkCall, Scenario, step_kind
+from .validate import check_scenario
 from .problems import _lookup, _mark_for, _step_label, _suggest, _validation_error
 from .yamlread import MAX_BYTES, MAX_DEPTH, MAX_VALUES, _decode, _Marked, _read_text, parse_marked
 
@@ -118,8 +119,15 @@ def _load_text(text: str, name: str) -> Scenario:
     except ValidationError as e:
         raise _topology_error(marked, e, name) or _validation_error(marked, e, name) from None
     _check_names(sc, marked, name)
+
+    def raise_at(line: int, col: int, msg: str) -> None:
+        raise ScenarioError(name, line, col, msg)
+
+    refs = check_scenario(sc, marked.data, lambda path: _mark_for(marked, path), raise_at)
     lines = tuple(marked.marks.get(("steps", i), (0, 0))[0] for i in range(len(sc.steps)))
-    return sc.model_copy(update={"source": name, "step_lines": lines})
+    clines = tuple(marked.marks.get(("checks", i), (0, 0))[0] for i in range(len(sc.checks)))
+    return sc.model_copy(update={"source": name, "step_lines": lines, "ref_marks": refs,
+                                 "check_lines": clines})
 
 
 def _guarded(name: str, fn: Any, *args: Any) -> Any:

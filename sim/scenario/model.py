@@ -26,17 +26,31 @@ ERRNO_NAMES = {
 }
 WSA_NAMES = {"WSA" + n for n in ERRNO_NAMES if n.startswith("E")} | {
     "WSANOTINITIALISED", "WSASYSNOTREADY", "WSAVERNOTSUPPORTED", "WSA_OPERATION_ABORTED"}
-OUTCOME_WORDS = {"ok", "BLOCKED", "PROCESS_BUSY", "PROCESS_GONE"}
+OUTCOME_WORDS = {"ok", "error", "BLOCKED", "PROCESS_BUSY", "PROCESS_GONE"}
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$", max_length=64)]
 SockRef = Union[Annotated[int, Field(ge=0, le=1 << 20)], Name]
+# a value an earlier step captured (``capture: NAME``): ``$NAME``, ``$NAME.port`` or ``$NAME.addr``
+REF_PATTERN = r"^\$[A-Za-z_][A-Za-z0-9_\-]*(\.(port|addr))?$"
+Ref = Annotated[str, Field(pattern=REF_PATTERN, max_length=70)]
 Port = Annotated[int, Field(ge=0, le=65535)]
+PortArg = Union[Port, Ref]
+Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 Seconds = Annotated[float, Field(ge=0, le=10 * 24 * 3600)]
 
 SOCKOPTS = (
     "SO_REUSEADDR", "SO_REUSEPORT", "SO_LINGER", "SO_SNDBUF", "SO_RCVBUF", "SO_KEEPALIVE",
     "SO_ERROR", "SO_TYPE", "SO_ACCEPTCONN", "IPV6_V6ONLY", "TCP_NODELAY", "TCP_MAXSEG",
     "IP_BIND_ADDRESS_NO_PORT", "TCP_LINGER2", "TCP_SYNCNT", "SO_EXCLUSIVEADDRUSE",
+    "TCP_WINDOW_CLAMP", "SO_RCVBUFFORCE", "SO_SNDBUFFORCE", "IP_LOCAL_PORT_RANGE",
+    "TCP_USER_TIMEOUT", "SO_RCVLOWAT",
+)
+PAIR_OPTS = ("SO_LINGER", "IP_LOCAL_PORT_RANGE")  # values written as [a, b]
+# The capabilities a process can lack (capabilities(7)).
+CAPS = ("CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW")
+POLL_EVENTS = (
+    "POLLIN", "POLLPRI", "POLLOUT", "POLLERR", "POLLHUP", "POLLNVAL", "POLLRDNORM", "POLLRDBAND",
+    "POLLWRNORM", "POLLWRBAND", "POLLRDHUP",
 )
 
 
@@ -154,7 +168,12 @@ class Link(_Strict):
 class Process(_Strict):
     nofile: Annotated[int, Field(ge=3, le=1048576)] = 1024  # RLIMIT_NOFILE soft limit
     uid: Annotated[int, Field(ge=0, le=65535)] = 0
+<<<<<<< HEAD
     host: Name | None = None  # the host it runs on (scenarios with hosts:)
+=======
+    # capabilities the process lacks from the start (a uid other than 0 has none anyway)
+    drop_caps: list[Literal[CAPS]] = []  # type: ignore[valid-type]
+>>>>>>> b3c00c2 (Scenario language for the peer suites on both backends: poll, getpeername, addresses from getsockname/accept, sendto, raw shutdown how, option lengths, TCP_INFO observations, the new options; captured values ($name, $name.port, $name.addr); expectations error, one_of, range and addresses; checks distinct/same/count; tolerances apply to expectations; a set-valued expectation met on both sides is no divergence; sysctl steps, seteuid/capset and drop_caps. The pytest plugin collects a file named on the command line or matching socksim_scenarios, checks expectations on the real kernel too, and tells failures in scenario terms with the tolerance block to paste where the kernel varies; docs/scenarios.md documents every key)
 
 
 # ----------------------------------------------------------------------------- steps
@@ -166,7 +185,7 @@ class Tolerance(_Strict):
     # wire fields (docs/scenarios.md): "wire" any difference in the segments this step caused;
     # "wire.win" / "wire.opts" their windows / options; "wire.step" they may show up linked to the
     # next step instead (a delayed ACK that fires before or after the next step)
-    field: Literal["ret", "err", "blocked", "completed_after", "obs", "all",
+    field: Literal["ret", "err", "blocked", "completed_after", "obs", "name", "all",
                    "wire", "wire.win", "wire.opts", "wire.step"]
     reason: Annotated[str, Field(min_length=3)]
     rel: Annotated[float, Field(ge=0, le=10)] | None = None  # relative tolerance for numbers
@@ -197,6 +216,8 @@ class _Step(_Strict):
 
 class _Call(_Step):
     proc: Name
+    # keep this call's result for later steps: ``$NAME`` (the value), ``$NAME.port``/``.addr``
+    capture: Name | None = None
 
 
 class SocketCall(_Call):
@@ -208,26 +229,49 @@ class SocketCall(_Call):
     as_: Name | None = Field(None, alias="as")
 
 
+OptLen = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+
+
 class SetsockoptCall(_Call):
     call: Literal["setsockopt"]
     sock: SockRef
     opt: Literal[SOCKOPTS]  # type: ignore[valid-type]
-    value: Union[int, tuple[int, int]] = 1  # SO_LINGER takes [onoff, seconds]
+    # SO_LINGER takes [onoff, seconds], IP_LOCAL_PORT_RANGE [low, high]
+    value: Union[Int32, tuple[Int32, Int32], Ref] = 1
+    optlen: OptLen | None = None  # bytes passed (default: the option's size)
+
+    @model_validator(mode="after")
+    def _value_shape(self) -> SetsockoptCall:
+        pair = isinstance(self.value, tuple)
+        if pair and self.opt not in PAIR_OPTS:
+            raise ValueError(f"value: {self.opt} takes a whole number, found a pair")
+        return self
 
 
 class GetsockoptCall(_Call):
     call: Literal["getsockopt"]
     sock: SockRef
     opt: Literal[SOCKOPTS]  # type: ignore[valid-type]
+    optlen: OptLen | None = None  # the buffer length passed (default: the option's size)
+
+
+def _check_addr_or_ref(v: str) -> str:
+    import re
+
+    if isinstance(v, str) and v.startswith("$"):
+        if not re.match(REF_PATTERN, v):
+            raise ValueError(f"not a captured value: {v!r} (write $NAME, $NAME.addr or $NAME.port)")
+        return v
+    return _check_addr(v)
 
 
 class BindCall(_Call):
     call: Literal["bind"]
     sock: SockRef
     addr: str = "0.0.0.0"
-    port: Port = 0
+    port: PortArg = 0
 
-    _addr = field_validator("addr")(classmethod(lambda cls, v: _check_addr(v)))
+    _addr = field_validator("addr")(classmethod(lambda cls, v: _check_addr_or_ref(v)))
 
 
 class ListenCall(_Call):
@@ -240,9 +284,9 @@ class ConnectCall(_Call):
     call: Literal["connect"]
     sock: SockRef
     addr: str = "127.0.0.1"
-    port: Port
+    port: PortArg
 
-    _addr = field_validator("addr")(classmethod(lambda cls, v: _check_addr(v)))
+    _addr = field_validator("addr")(classmethod(lambda cls, v: _check_addr_or_ref(v)))
 
 
 class AcceptCall(_Call):
@@ -271,7 +315,48 @@ class RecvCall(_Call):
 class ShutdownCall(_Call):
     call: Literal["shutdown"]
     sock: SockRef
-    how: Literal["SHUT_RD", "SHUT_WR", "SHUT_RDWR", "SD_RECEIVE", "SD_SEND", "SD_BOTH"] = "SHUT_WR"
+    # a name, or the raw number a program passes (0, 1, 2 are valid; anything else is EINVAL)
+    how: Union[Literal["SHUT_RD", "SHUT_WR", "SHUT_RDWR", "SD_RECEIVE", "SD_SEND", "SD_BOTH"], Int32] = "SHUT_WR"
+
+
+class SendtoCall(_Call):
+    """sendto(2) on a TCP socket: the address is ignored once connected (EISCONN never arises)."""
+
+    call: Literal["sendto"]
+    sock: SockRef
+    bytes: Annotated[int, Field(ge=0, le=1 << 30)]
+    addr: str | None = None  # None: a NULL address
+    port: PortArg = 0
+    flags: list[MsgFlag] = []
+
+    _addr = field_validator("addr")(classmethod(lambda cls, v: v if v is None else _check_addr_or_ref(v)))
+
+
+class PollCall(_Call):
+    """poll(2) on one socket with a zero timeout: the ready events (revents) after the network settled."""
+
+    call: Literal["poll"]
+    sock: SockRef
+    events: list[Literal[POLL_EVENTS]] = ["POLLIN", "POLLOUT"]  # type: ignore[valid-type]
+
+
+class GetpeernameCall(_Call):
+    call: Literal["getpeername"]
+    sock: SockRef
+
+
+class SeteuidCall(_Call):
+    """seteuid(2): the process's effective uid (and fsuid, which new sockets take as their owner)."""
+
+    call: Literal["seteuid"]
+    uid: Annotated[int, Field(ge=0, le=65535)]
+
+
+class CapsetCall(_Call):
+    """capset(2): the process gives up capabilities (from its effective and permitted sets)."""
+
+    call: Literal["capset"]
+    drop: Annotated[list[Literal[CAPS]], Field(min_length=1)]  # type: ignore[valid-type]
 
 
 class CloseCall(_Call):
@@ -351,15 +436,19 @@ Call = Annotated[
         SocketCall, SetsockoptCall, GetsockoptCall, BindCall, ListenCall, ConnectCall, AcceptCall,
         SendCall, RecvCall, ShutdownCall, CloseCall, DupCall, Dup2Call, ForkCall, ExitCall,
         GetsocknameCall, SetNonblockCall, WSAStartupCall, WSACleanupCall, ClosesocketCall,
-        IoctlsocketCall, WSAGetLastErrorCall,
+        IoctlsocketCall, WSAGetLastErrorCall, SendtoCall, PollCall, GetpeernameCall, SeteuidCall,
+        CapsetCall,
     ],
     Field(discriminator="call"),
 ]
 CALL_NAMES = (
     "socket", "setsockopt", "getsockopt", "bind", "listen", "connect", "accept", "send", "recv",
     "shutdown", "close", "dup", "dup2", "fork", "exit", "getsockname", "set_nonblocking",
-    "WSAStartup", "WSACleanup", "closesocket", "ioctlsocket", "WSAGetLastError",
+    "WSAStartup", "WSACleanup", "closesocket", "ioctlsocket", "WSAGetLastError", "sendto", "poll",
+    "getpeername", "seteuid", "capset",
 )
+# calls whose result names a socket address ({addr, port}): the local one, or the peer's
+NAME_CALLS = ("getsockname", "getpeername", "accept")
 
 
 class SleepStep(_Step):
@@ -370,7 +459,7 @@ class ObserveTcp(_Strict):
     """TCP states of the sockets whose local or remote port is ``port`` (as /proc/net/tcp shows)."""
 
     what: Literal["tcp_states"]
-    port: Port
+    port: PortArg
 
 
 class ObserveFds(_Strict):
@@ -402,8 +491,24 @@ class ObserveQueues(_Strict):
     sock: SockRef
 
 
+TCP_INFO_FIELDS = (
+    "state", "ca_state", "retransmits", "probes", "backoff", "unacked", "lost", "retrans",
+    "total_retrans", "bytes_acked", "bytes_received", "notsent_bytes", "snd_cwnd", "rto",
+)
+TCP_INFO_DEFAULT = ("state", "ca_state")
+
+
+class ObserveTcpInfo(_Strict):
+    """getsockopt(TCP_INFO): the socket's state and the counters named in ``fields``."""
+
+    what: Literal["tcp_info"]
+    proc: Name
+    sock: SockRef
+    fields: Annotated[list[Literal[TCP_INFO_FIELDS]], Field(min_length=1)] = list(TCP_INFO_DEFAULT)  # type: ignore[valid-type]
+
+
 Observation = Annotated[
-    Union[ObserveTcp, ObserveFds, ObserveSockstat, ObserveQueues, ObserveTimer],
+    Union[ObserveTcp, ObserveFds, ObserveSockstat, ObserveQueues, ObserveTimer, ObserveTcpInfo],
     Field(discriminator="what")
 ]
 
@@ -483,7 +588,25 @@ class TimerStep(_Step):
     timer: TimerOp
 
 
-STEP_KINDS = ("call", "sleep", "observe", "load", "timer")
+class SysctlStep(_Step):
+    """Change per-namespace sysctls from this point on (what ``sysctl -w`` does mid-run)."""
+
+    sysctl: Sysctls
+
+    @field_validator("sysctl", mode="before")
+    @classmethod
+    def _not_empty(cls, v: Any) -> Any:
+        if isinstance(v, dict) and not v:
+            raise ValueError("sysctl: name at least one setting")
+        if isinstance(v, dict):
+            glob = [k for k in v if k in HOST_GLOBAL_SYSCTLS]
+            if glob:
+                raise ValueError(f"sysctl: {glob[0]} is host-global and cannot change inside the "
+                                 "scenario's network namespace")
+        return v
+
+
+STEP_KINDS = ("call", "sleep", "observe", "load", "timer", "sysctl")
 
 
 def _step_tag(v: Any) -> str | None:
@@ -502,10 +625,40 @@ Step = Annotated[
         Annotated[ObserveStep, Tag("observe")],
         Annotated[LoadStep, Tag("load")],
         Annotated[TimerStep, Tag("timer")],
+        Annotated[SysctlStep, Tag("sysctl")],
     ],
     Discriminator(_step_tag, custom_error_type="step_kind",
-                  custom_error_message="a step needs one of call:, sleep:, observe:, load: or timer:"),
+                  custom_error_message="a step needs one of call:, sleep:, observe:, load:, timer: "
+                                       "or sysctl:"),
 ]
+
+
+class Check(_Strict):
+    """A condition over several captured steps, checked when the run ends.
+
+    ``distinct``: the captured values (ports, for a captured address) are all different.
+    ``same``: the captured values are all equal (whole addresses compare address and port).
+    ``count``: how many of the captured steps meet ``where`` (an expectation); ``expect`` is the
+    count wanted: a number, ``{range: [lo, hi]}`` or ``{one_of: [...]}``.
+    """
+
+    distinct: Annotated[list[Name], Field(min_length=2)] | None = None
+    same: Annotated[list[Name], Field(min_length=2)] | None = None
+    count: Annotated[list[Name], Field(min_length=1)] | None = None
+    where: Any = "ok"
+    expect: Any = None
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Check:
+        kinds = [k for k in ("distinct", "same", "count") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("a check has exactly one of distinct:, same: or count:")
+        if self.count is not None and self.expect is None:
+            raise ValueError("a count: check needs expect: (the number of steps wanted)")
+        if self.count is None and self.expect is not None:
+            raise ValueError(f"a {kinds[0]}: check takes no expect:")
+        return self
 
 
 class Scenario(_Strict):
@@ -518,11 +671,15 @@ class Scenario(_Strict):
     links: list[Link] = []
     processes: dict[Name, Process]
     steps: Annotated[list[Step], Field(min_length=1)]
+    checks: list[Check] = []
     seed: int = 0
     tolerate: list[WireTolerance] = []  # wire tolerances for every step
     # filled in by the loader, not by the file:
     source: str | None = Field(None, exclude=True)
     step_lines: tuple[int, ...] = Field((), exclude=True)
+    # where each captured-value reference is written: (step index, key) -> (line, column)
+    ref_marks: dict[tuple[int, str], tuple[int, int]] = Field({}, exclude=True)
+    check_lines: tuple[int, ...] = Field((), exclude=True)
 
     @model_validator(mode="after")
     def _known_processes(self) -> Scenario:
@@ -607,10 +764,13 @@ def step_kind(step: Any) -> str:
         return "load"
     if isinstance(step, TimerStep):
         return "timer"
+    if isinstance(step, SysctlStep):
+        return "sysctl"
     return "call"
 
 
 def call_args(step: Any) -> dict[str, Any]:
     """The call's arguments as the trace shows them (no bookkeeping fields)."""
-    data = step.model_dump(by_alias=True, exclude={"note", "expect", "tolerate", "proc", "call"})
+    data = step.model_dump(by_alias=True, exclude={"note", "expect", "tolerate", "proc", "call",
+                                                   "capture"})
     return {k: v for k, v in data.items() if v is not None and v != []}

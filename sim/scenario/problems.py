@@ -37,7 +37,7 @@ def _tag_of(cls: Any, field: str) -> str:
 
 _CALLS: dict[str, type[BaseModel]] = {_tag_of(c, "call"): c for c in _members(_model.Call)}
 _OBSERVATIONS: dict[str, type[BaseModel]] = {_tag_of(c, "what"): c for c in _members(_model.Observation)}
-_LOCAL = ("source", "step_lines")  # filled in by the loader, never by the file
+_LOCAL = ("source", "step_lines", "ref_marks", "check_lines")  # filled in by the loader, never by the file
 _KINDS = ", ".join(f"{k}:" for k in STEP_KINDS[:-1]) + f" or {STEP_KINDS[-1]}:"
 
 

@@ -11,48 +11,21 @@ import time
 from typing import Any, Callable
 
 from ..personality import get as get_personality
-from ..personality.windows import WSA_NUMBERS
 from ..trace import BLOCKED, Backend, CallResult, StepRecord, Trace, WireNumbering
 from ..engine.qtimer import QtTimers
 from ..kernel.rules import RULES, Trail, activate, decisive
-from .model import ForkCall, LoadStep, ObserveStep, Scenario, SleepStep, TimerStep, call_args, step_kind
+from .captures import Captures, run_checks
+from .expect import call_ok, canon
+from .model import (
+    ForkCall, LoadStep, ObserveStep, Scenario, SleepStep, SysctlStep, TimerStep, call_args, step_kind,
+)
 
-
-def _expect_ok(expect: Any, rec: StepRecord) -> bool:
-    if expect is None:
-        return True
-    if expect == "ok":
-        return rec.err is None and not rec.blocked
-    if expect == "BLOCKED":
-        return rec.blocked
-    if isinstance(expect, str) and (expect.isupper() or expect.startswith("WSA")):
-        if rec.err is None:  # a value that is an error name, e.g. getsockopt(SO_ERROR)
-            if isinstance(rec.ret, int) and not isinstance(rec.ret, bool):
-                return rec.ret == WSA_NUMBERS.get(_canon(expect))  # Winsock reports its number
-            return isinstance(rec.ret, str) and _canon(rec.ret) == _canon(expect)
-        return _canon(rec.err) == _canon(expect)
-    if rec.kind == "call":
-        return rec.err is None and rec.ret == expect
-    return _subset(expect, rec.obs)
-
-
-SYNONYMS = {"EWOULDBLOCK": "EAGAIN", "ENOTSUP": "EOPNOTSUPP"}
+REF_KEYS = ("port", "addr", "value")
 
 
 def _canon(name: str) -> str:
     """EADDRINUSE and WSAEADDRINUSE are one error; EWOULDBLOCK is EAGAIN."""
-    if name.startswith("WSAE"):
-        name = name[3:]
-    return SYNONYMS.get(name, name)
-
-
-def _subset(expect: Any, got: Any) -> bool:
-    """An observation matches when every key the expectation names has the expected value."""
-    if isinstance(expect, dict) and isinstance(got, dict):
-        return all(k in got and _subset(v, got[k]) for k, v in expect.items())
-    if isinstance(expect, (list, tuple)) and isinstance(got, (list, tuple)):
-        return list(expect) == list(got)
-    return expect == got
+    return canon(name)
 
 
 def _api_call(pers, call: str, proc: str, last_err: dict[str, tuple[str, int]]) -> CallResult | None:
@@ -94,6 +67,8 @@ class _Run:
         self.timer_steps: dict[tuple[str, str], int] = {}
         self.cur_step = 0
         self.numbering = WireNumbering()
+        self.caps = Captures(scenario, self.trace.steps)
+        self.capture_of: dict[int, str] = {}  # record index -> capture name (blocked calls)
 
     # ---------------------------------------------------------------- main loop
     def go(self) -> Trace:
@@ -105,6 +80,10 @@ class _Run:
                 self.cur_step = i
                 self.step(step, line)
                 self._wire(len(self.trace.steps) - 1)
+            for rec in run_checks(self.sc, self.caps, lambda kind, line: self._record(kind, line)):
+                self.trace.steps.append(rec)
+                if self.on_step:
+                    self.on_step(rec)
         finally:
             self.trace.summary = self.backend.close()
             if "rules_hit" in self.trace.summary:
@@ -166,6 +145,9 @@ class _Run:
                            {"active": False, "interval": 0, "remaining_ms": -1, "single_shot": False,
                             "type": "CoarseTimer", "timeouts": 0})
             else:
+                if isinstance(obs.get("port"), str):
+                    obs["port"] = self.caps.resolve(self.cur_step, line, "port", obs["port"])
+                    rec.args["port"] = obs["port"]
                 if isinstance(obs.get("sock"), str):
                     obs["sock"] = self.names.get(obs["proc"], {}).get(obs["sock"], -1)
                 rec.obs = self.backend.observe(obs)
@@ -181,6 +163,13 @@ class _Run:
             self._finish(rec)
         elif isinstance(step, TimerStep):
             self.timer_op(step, line)
+        elif isinstance(step, SysctlStep):
+            rec = self._record("sysctl", line, step.expect, step)
+            rec.args = step.sysctl.model_dump(exclude_unset=True)
+            problem = self.backend.sysctl(dict(rec.args))
+            if problem:
+                rec.err, rec.facts = "SYSCTL_REFUSED", [problem]
+            self._finish(rec)
         self.run_due_timers()
 
     def call(self, step: Any, line: int, via: str | None = None) -> StepRecord:
@@ -191,6 +180,11 @@ class _Run:
         fdmap = self.names.setdefault(step.proc, {})
         if "sock" in args and isinstance(args["sock"], str):
             args["sock"] = fdmap.get(args["sock"], -1)
+        for key in REF_KEYS:
+            if isinstance(args.get(key), str) and args[key].startswith("$"):
+                args[key] = self.caps.resolve(self.cur_step, line, key, args[key])
+                rec.args[key + "_from"] = rec.args[key]
+                rec.args[key] = args[key]
         res = _api_call(self.pers, step.call, step.proc, self.last_err)
         if res is None:
             res = self.backend.call(rec.index, step.proc, self.pers.kernel_call(step.call), args)
@@ -208,8 +202,19 @@ class _Run:
                 fdmap[bind_as] = res.ret
         if res.blocked:
             self.blocked[step.proc] = rec.index
+        if step.capture:
+            sock = args.get("sock")
+            self.caps.keep(step.capture, rec, lambda: self._sockname(step.proc, sock))
+            self.capture_of[rec.index] = step.proc
         self._finish(rec)
         return rec
+
+    def _sockname(self, proc: str, fd: Any) -> dict[str, Any] | None:
+        """The socket's own address now (a getsockname the scenario does not record)."""
+        if not isinstance(fd, int):
+            return None
+        res = self.backend.call(-1, proc, "getsockname", {"sock": fd})
+        return res.name if res.err is None else None
 
     def _collect(self, after: int) -> None:
         for c in self.backend.completions():
@@ -220,6 +225,10 @@ class _Run:
             if done.errno is not None and done.proc is not None:
                 # the call returned only now: its error is the process's last error from here on
                 self.last_err[done.proc] = (done.err, done.errno)
+            done.name = c.result.name
+            if c.index in self.capture_of:
+                fd = self.names.get(done.proc or "", {}).get(done.args.get("sock"), done.args.get("sock"))
+                self.caps.completed(done, lambda: self._sockname(done.proc, fd))
             if c.result.rule:
                 done.rule, done.cite = c.result.rule, c.result.cite
                 done.trail, done.facts = c.result.trail, c.result.facts
@@ -341,6 +350,7 @@ def present(pers, call: str, res: CallResult) -> tuple:
 
 def _fill(rec: StepRecord, res: CallResult, pers, call: str) -> None:
     rec.ret, rec.err, rec.errno = present(pers, call, res)
+    rec.name = res.name
     if rec.err is None and isinstance(rec.ret, str) and pers.error_number(rec.ret) is not None:
         rec.ret = pers.error_name(rec.ret)  # getsockopt(SO_ERROR): the pending error, as this API names it
     rec.blocked = res.blocked
@@ -360,4 +370,4 @@ def _check(rec: StepRecord) -> None:
         rec.expect_ok = False
         return
     probe = StepRecord(**{**rec.__dict__, "blocked": False}) if rec.blocked else rec
-    rec.expect_ok = _expect_ok(rec.expect, probe)
+    rec.expect_ok = call_ok(rec.expect, probe, rec.tolerate)
