@@ -211,11 +211,49 @@ def short_int(value: int, optlen: int | None) -> int:
     return value & 0xFF if optlen >= 1 else 0
 
 
+NEWER_OPTIONS = ("TCP_WINDOW_CLAMP", "TCP_USER_TIMEOUT", "SO_RCVBUFFORCE", "SO_SNDBUFFORCE", "SO_RCVLOWAT",
+                 "IP_LOCAL_PORT_RANGE")
+
+
+def set_newer_option(sk: Sock, opt: str, value: Any, sysctls: dict, capable: Any) -> None:
+    """The options of sk_setsockopt(), do_tcp_setsockopt() and do_ip_setsockopt() the peer suites exercise."""
+    from .tcp import tcp_set_rcvlowat, tcp_set_window_clamp  # tcp.py imports this module
+
+    if opt == "TCP_WINDOW_CLAMP":
+        sk.window_clamp = tcp_set_window_clamp(sk.window_clamp, int(value), sk.tcp_state == State.CLOSE)
+    elif opt == "TCP_USER_TIMEOUT":
+        if int(value) < 0:
+            fact("TCP_USER_TIMEOUT must not be negative")
+            raise SysError("EINVAL", "sockopt.set")
+        sk.user_timeout = int(value)
+    if opt in ("SO_RCVBUFFORCE", "SO_SNDBUFFORCE"):
+        if capable is not None and not capable("CAP_NET_ADMIN"):
+            fact(f"{opt} needs CAP_NET_ADMIN (sockopt_capable)")
+            raise SysError("EPERM", "sockopt.set")
+        if opt == "SO_RCVBUFFORCE":
+            sk.rcvbuf = buffers.set_rcvbuf(min(int(value), (1 << 30) - 1), sysctls["rmem_max"], force=True)
+            sk.rcv_lock = True
+        else:
+            sk.sndbuf = buffers.set_sndbuf(min(int(value), (1 << 30) - 1), sysctls["wmem_max"], force=True)
+            sk.snd_lock = True
+    elif opt == "SO_RCVLOWAT":
+        v = int(value)
+        v = (1 << 31) - 1 if v < 0 else v
+        sk.rcvlowat = tcp_set_rcvlowat(v, sk.rcvbuf, sk.rcv_lock, sysctls["tcp_rmem"][2])
+    elif opt == "IP_LOCAL_PORT_RANGE":
+        lo, hi = (value if isinstance(value, (tuple, list)) else (value & 0xFFFF, (value >> 16) & 0xFFFF))
+        lo, hi = int(lo) & 0xFFFF, int(hi) & 0xFFFF
+        if lo and hi and lo > hi:
+            fact(f"IP_LOCAL_PORT_RANGE {lo}-{hi}: low above high (do_ip_setsockopt)")
+            raise SysError("EINVAL", "sockopt.set")
+        sk.port_range = hi << 16 | lo
+
+
 @rule("sockopt.set", "sockets")
 def setsockopt(sk: Sock, opt: str, value: Any, sysctls: dict, optlen: int | None = None,
                capable: Any = None) -> None:
     """sk_setsockopt() in net/core/sock.c; do_tcp_setsockopt(); do_ipv6_setsockopt(); socket(7), tcp(7), ipv6(7)."""
-    from .tcp import tcp_set_linger2, tcp_set_rcvlowat, tcp_set_window_clamp  # tcp.py imports this module
+    from .tcp import tcp_set_linger2  # tcp.py imports this module
 
     check_optlen(opt, optlen)
     if isinstance(value, int) and level_of(opt) == "ip":
@@ -253,38 +291,8 @@ def setsockopt(sk: Sock, opt: str, value: Any, sysctls: dict, optlen: int | None
     if opt == "TCP_LINGER2":
         sk.linger2 = tcp_set_linger2(int(value))
         return
-    if opt == "TCP_WINDOW_CLAMP":
-        sk.window_clamp = tcp_set_window_clamp(sk.window_clamp, int(value), sk.tcp_state == State.CLOSE)
-        return
-    if opt == "TCP_USER_TIMEOUT":
-        if int(value) < 0:
-            fact("TCP_USER_TIMEOUT must not be negative")
-            raise SysError("EINVAL", "sockopt.set")
-        sk.user_timeout = int(value)
-        return
-    if opt in ("SO_RCVBUFFORCE", "SO_SNDBUFFORCE"):
-        if capable is not None and not capable("CAP_NET_ADMIN"):
-            fact(f"{opt} needs CAP_NET_ADMIN (sockopt_capable)")
-            raise SysError("EPERM", "sockopt.set")
-        if opt == "SO_RCVBUFFORCE":
-            sk.rcvbuf = buffers.set_rcvbuf(min(int(value), (1 << 30) - 1), sysctls["rmem_max"], force=True)
-            sk.rcv_lock = True
-        else:
-            sk.sndbuf = buffers.set_sndbuf(min(int(value), (1 << 30) - 1), sysctls["wmem_max"], force=True)
-            sk.snd_lock = True
-        return
-    if opt == "SO_RCVLOWAT":
-        v = int(value)
-        v = (1 << 31) - 1 if v < 0 else v
-        sk.rcvlowat = tcp_set_rcvlowat(v, sk.rcvbuf, sk.rcv_lock, sysctls["tcp_rmem"][2])
-        return
-    if opt == "IP_LOCAL_PORT_RANGE":
-        lo, hi = (value if isinstance(value, (tuple, list)) else (value & 0xFFFF, (value >> 16) & 0xFFFF))
-        lo, hi = int(lo) & 0xFFFF, int(hi) & 0xFFFF
-        if lo and hi and lo > hi:
-            fact(f"IP_LOCAL_PORT_RANGE {lo}-{hi}: low above high (do_ip_setsockopt)")
-            raise SysError("EINVAL", "sockopt.set")
-        sk.port_range = hi << 16 | lo
+    if opt in NEWER_OPTIONS:
+        set_newer_option(sk, opt, value, sysctls, capable)
         return
     if opt == "TCP_SYNCNT":
         if not 1 <= int(value) <= 127:

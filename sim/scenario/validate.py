@@ -249,6 +249,12 @@ def check_scenario(sc: Scenario, data: dict, mark: Callable[[tuple], tuple[int, 
                 fail(("steps", i, "capture"), f"expected a new capture name, found {step.capture!r}, "
                                               f"already captured by steps[{captures[step.capture][0]}]")
             captures[step.capture] = (i, step)
+    _check_checks(sc, captures, fail_at)
+    return refs
+
+
+def _check_checks(sc: Scenario, captures: dict[str, tuple[int, Any]], fail_at: Callable[[str], Fail]) -> None:
+    """``checks:``: captured names that exist, a ``where`` and a count of the right shape."""
     for c, chk in enumerate(sc.checks):
         fail = fail_at(f"checks[{c}]")
         key = next(k for k in ("distinct", "same", "count") if getattr(chk, k) is not None)
@@ -264,4 +270,3 @@ def check_scenario(sc: Scenario, data: dict, mark: Callable[[tuple], tuple[int, 
             for s in steps[:1]:
                 check_expect(s, chk.where, ("checks", c, "where"), fail)
             _scalar(chk.expect, ("checks", c, "expect"), fail, "a count (a whole number)", INT[1])
-    return refs
