@@ -336,7 +336,8 @@ class SimBackend:
         raise ValueError(what)
 
     def sysctl(self, values: dict[str, Any]) -> str | None:
-        self.kernel.set_sysctls(values, self.env.now)
+        for k in self.kernels.values():  # a sysctl step names no host: every host takes it
+            k.set_sysctls(values, self.env.now)
         self._flush()
         return None
 
