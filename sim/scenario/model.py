@@ -168,12 +168,9 @@ class Link(_Strict):
 class Process(_Strict):
     nofile: Annotated[int, Field(ge=3, le=1048576)] = 1024  # RLIMIT_NOFILE soft limit
     uid: Annotated[int, Field(ge=0, le=65535)] = 0
-<<<<<<< HEAD
     host: Name | None = None  # the host it runs on (scenarios with hosts:)
-=======
     # capabilities the process lacks from the start (a uid other than 0 has none anyway)
     drop_caps: list[Literal[CAPS]] = []  # type: ignore[valid-type]
->>>>>>> b3c00c2 (Scenario language for the peer suites on both backends: poll, getpeername, addresses from getsockname/accept, sendto, raw shutdown how, option lengths, TCP_INFO observations, the new options; captured values ($name, $name.port, $name.addr); expectations error, one_of, range and addresses; checks distinct/same/count; tolerances apply to expectations; a set-valued expectation met on both sides is no divergence; sysctl steps, seteuid/capset and drop_caps. The pytest plugin collects a file named on the command line or matching socksim_scenarios, checks expectations on the real kernel too, and tells failures in scenario terms with the tolerance block to paste where the kernel varies; docs/scenarios.md documents every key)
 
 
 # ----------------------------------------------------------------------------- steps
