@@ -6,15 +6,22 @@ the figure:
 
 - (a) one full connection lifecycle -- socket, connect, accept, a 100-byte send and recv, close by
   the client, the server's EOF and close, and the TIME_WAIT entry's expiry -- through the
-  simulator's call interface (what a scenario step does), in bare-loop timeouts. Beside it, (a')
-  the same lifecycle without data inside a load step. Target: at most 10.
+  simulator's call interface (what a scenario step does), in bare-loop timeouts. Target: at most
+  100. (a') the same lifecycle without data inside a load step. Target: at most 20, and cheaper
+  than the same lifecycle on the real kernel's loopback driven from Python, measured in the same
+  run by :mod:`sim.real.loopbench` (as root, in a private network namespace; skipped with the
+  reason otherwise).
 - (b) 1,000,000 concurrent TIME_WAIT entries, made by real load steps (34 destinations of
   30,000 connections each, all within 50 simulated seconds), and the process's peak RSS. Target:
   at most 300 MB for the whole process.
 - (c) the what-if question (scenarios/whatif/ports-2000cps.yaml: 2,000 connections/s for 600
   simulated seconds, 1.2 M connections) run as ``socksim run`` runs it, at three sizes (150, 300
   and 600 simulated seconds) for tcp_tw_reuse 0 and 2: wall time against simulated time (target:
-  at most 1/20) and the cost per connection across sizes (linear: the same at every size).
+  at most 1/30 at tcp_tw_reuse=2, 1/60 at tcp_tw_reuse=0) and the cost per connection across
+  sizes (linear: the same at every size).
+- (d) the HTML page of ``socksim run --html`` for scenarios of 10, 20 and 40 connections written
+  as steps (5 steps each): page size and time against the number of steps (target: the size
+  grows linearly, at most about a kilobyte per step).
 
 A child that exceeds ``--budget`` seconds is stopped and its figure reported as a lower bound;
 a size whose projected time (from the size before it) exceeds the budget is not started.
@@ -37,11 +44,13 @@ from typing import Any
 
 EXIT_OK, EXIT_MISSED, EXIT_BAD_INPUT = 0, 1, 2
 BARE_TIMEOUTS = 1_000_000
-TARGET_A = 10.0  # bare-loop timeouts per lifecycle
+TARGET_A = 100.0  # bare-loop timeouts per lifecycle through the call interface
+TARGET_A_LOAD = 20.0  # bare-loop timeouts per lifecycle inside a load step
 TARGET_B_MB = 300.0  # peak RSS with 1,000,000 TIME_WAIT entries
-TARGET_C = 1 / 20  # wall seconds per simulated second
-FULL = {"lifecycles": 20_000, "tw": 1_000_000, "sizes": (150.0, 300.0, 600.0)}
-QUICK = {"lifecycles": 2_000, "tw": 100_000, "sizes": (15.0, 30.0, 60.0)}
+TARGET_C = {2: 1 / 30, 0: 1 / 60}  # wall seconds per simulated second, by tcp_tw_reuse
+TARGET_D_BYTES = 1024  # page bytes per step (beyond the page's fixed part)
+FULL = {"lifecycles": 20_000, "tw": 1_000_000, "sizes": (150.0, 300.0, 600.0), "pages": (10, 20, 40)}
+QUICK = {"lifecycles": 2_000, "tw": 100_000, "sizes": (15.0, 30.0, 60.0), "pages": (2, 4, 8)}
 PER_DESTINATION = 30_000  # connections per destination in (b): below the even half of the range
 WHATIF = "whatif/ports-2000cps.yaml"
 
@@ -215,6 +224,43 @@ def figure_c(scenario: str, duration: float, tw_reuse: int) -> dict[str, Any]:
             "per_connection_s": wall / max(1, m["attempts"])}
 
 
+def steps_scenario(n: int) -> str:
+    """A scenario of ``n`` connections written as steps: 3 steps of set-up, then 5 per connection."""
+    lines = ["name: page-size", "description: |", f"  {n} connections written as steps.",
+             "processes:", "  server: {}", "  client: {nofile: 65536}", "steps:",
+             "  - {proc: server, call: socket, as: srv}",
+             "  - {proc: server, call: bind, sock: srv, addr: 127.0.0.1, port: 8080}",
+             "  - {proc: server, call: listen, sock: srv, backlog: 4096}"]
+    for i in range(n):
+        lines += [f"  - {{proc: client, call: socket, as: c{i}}}",
+                  f"  - {{proc: client, call: connect, sock: c{i}, addr: 127.0.0.1, port: 8080}}",
+                  f"  - {{proc: server, call: accept, sock: srv, as: a{i}}}",
+                  f"  - {{proc: client, call: close, sock: c{i}}}",
+                  f"  - {{proc: server, call: close, sock: a{i}}}"]
+    return "\n".join(lines) + "\n"
+
+
+def figure_d(connections: int) -> dict[str, Any]:
+    """(d): the HTML page of a scenario of ``connections`` connections as steps; size and time."""
+    from .report.page import render_page
+    from .scenario.loader import load_text
+
+    sc = load_text(steps_scenario(connections), "page-size.yaml")
+    t = time.perf_counter()
+    page = render_page(sc, None, seed=0)
+    wall = time.perf_counter() - t
+    size = len(page.encode("utf-8"))
+    return {"connections": connections, "steps": len(sc.steps), "page_bytes": size, "wall_seconds": wall,
+            "bytes_per_step": size / len(sc.steps), "seconds_per_step": wall / len(sc.steps)}
+
+
+def figure_real(n: int, data: bool) -> dict[str, Any]:
+    """(a') beside the model: the same lifecycle on the real kernel's loopback (sim.real.loopbench)."""
+    from .real.loopbench import measure
+
+    return measure(n, data)
+
+
 def _child_main(argv: list[str]) -> int:
     """``python -m sim.bench FIGURE JSON-ARGS``: one figure in this process, JSON on stdout."""
     fig, kw = argv[0], json.loads(argv[1])
@@ -222,11 +268,13 @@ def _child_main(argv: list[str]) -> int:
     if cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {cpu})
     bare_n = kw.pop("bare", BARE_TIMEOUTS)
-    import sim.engine  # noqa: F401  (imports are not part of any figure)
-    import sim.scenario.runner  # noqa: F401
+    if fig != "real":  # the real kernel's side imports nothing of the model
+        import sim.engine  # noqa: F401  (imports are not part of any figure)
+        import sim.scenario.runner  # noqa: F401
 
     bare = min(bare_loop(bare_n) for _ in range(3))  # best of three, as timeit does
-    fn = {"a": figure_a, "a_load": figure_a_load, "b": figure_b, "c": figure_c}[fig]
+    fn = {"a": figure_a, "a_load": figure_a_load, "b": figure_b, "c": figure_c, "d": figure_d,
+          "real": figure_real}[fig]
     res = fn(**kw)
     res["bare_seconds"] = bare
     res["bare_timeouts"] = bare_n
@@ -311,20 +359,44 @@ def run_bench(only: set[str], sizes: dict[str, Any], bare: int, budget: float, c
         return f"bare loop {res['bare_seconds']:.3f} s for {res['bare_timeouts']:,} timeouts"
 
     if "a" in only:
-        for key, fig, what in (("a", "a", "lifecycle with a 100-byte send/recv, SimBackend calls"),
-                               ("a_load", "a_load", "lifecycle inside a load step (no data)")):
+        for key, fig, what, target in (
+                ("a", "a", "lifecycle with a 100-byte send/recv, SimBackend calls", TARGET_A),
+                ("a_load", "a_load", "lifecycle inside a load step (no data)", TARGET_A_LOAD)):
             try:
                 r = _run_child(fig, {**base, "n": sizes["lifecycles"]}, budget)
                 r["ratio"] = r["per_lifecycle_s"] / r["bare_unit_s"]
-                r["target"] = TARGET_A
-                r["met"] = r["ratio"] <= TARGET_A
+                r["target"] = target
+                r["met"] = r["ratio"] <= target
                 figs[key] = r
                 _line(f"({key.replace('_load', chr(39))}) {what}: {r['per_lifecycle_s'] * 1e6:,.1f} us = "
-                      f"{r['ratio']:,.1f} bare-loop timeouts (target <= {TARGET_A:g}) "
+                      f"{r['ratio']:,.1f} bare-loop timeouts (target <= {target:g}) "
                       f"{'met' if r['met'] else 'MISSED'}; {r['lifecycles']:,} lifecycles, {unit(r)}", quiet)
             except (_Budget, RuntimeError) as e:
                 figs[key] = {"error": str(e), "met": False}
                 _line(f"({key}) {what}: {e}", quiet)
+        for key, data, sim_key in (("real_load", False, "a_load"), ("real", True, "a")):
+            what = "the same lifecycle on the real kernel's loopback, from Python" + (
+                " (with the 100-byte send/recv)" if data else " (no data)")
+            try:
+                r = _run_child("real", {**base, "n": sizes["lifecycles"], "data": data}, budget)
+            except (_Budget, RuntimeError) as e:
+                r = {"skipped": str(e)}
+            figs[key] = r
+            if "skipped" in r:
+                _line(f"(a') {what}: skipped, {r['skipped']}", quiet)
+                continue
+            r["ratio"] = r["per_lifecycle_s"] / r["bare_unit_s"]
+            sim = figs.get(sim_key, {})
+            line = (f"(a') {what}: {r['per_lifecycle_s'] * 1e6:,.1f} us = {r['ratio']:,.1f} bare-loop timeouts; "
+                    f"{r['lifecycles']:,} lifecycles, {unit(r)}")
+            if "ratio" in sim:
+                sim["real_ratio"] = r["ratio"]
+                sim["cheaper_than_real"] = sim["ratio"] < r["ratio"]
+                label = "(a)" if sim_key == "a" else "(a')"
+                line += f"; the model's {label} costs x{sim['ratio'] / r['ratio']:.2f} of it"
+                if sim_key == "a_load":
+                    sim["met"] = sim["met"] and sim["cheaper_than_real"]
+            _line(line, quiet)
     if "b" in only:
         try:
             r = _run_child("b", {**base, "n": sizes["tw"]}, budget)
@@ -355,13 +427,13 @@ def run_bench(only: set[str], sizes: dict[str, Any], bare: int, budget: float, c
                     r = _run_child("c", {**base, "scenario": scenario, "duration": d, "tw_reuse": reuse}, budget)
                     r["ratio"] = r["wall_seconds"] / r["simulated_seconds"]
                     r["per_connection_bare"] = r["per_connection_s"] / r["bare_unit_s"]
-                    r["met"] = r["ratio"] <= TARGET_C
+                    r["met"] = r["ratio"] <= TARGET_C[reuse]
                     r["rate"] = r["attempts"] / d
                     rows.append(r)
                     prev = r
                     _line(f"(c) tcp_tw_reuse={reuse} {d:g} s simulated, {r['attempts']:,} connections: "
                           f"{r['wall_seconds']:,.1f} s wall = 1/{1 / r['ratio']:,.1f} of simulated time "
-                          f"(target <= 1/{1 / TARGET_C:g}) {'met' if r['met'] else 'MISSED'}; "
+                          f"(target <= 1/{1 / TARGET_C[reuse]:g}) {'met' if r['met'] else 'MISSED'}; "
                           f"{r['per_connection_s'] * 1e6:,.1f} us = {r['per_connection_bare']:,.1f} bare-loop "
                           f"timeouts per connection; {unit(r)}", quiet)
                 except _Budget as e:
@@ -383,25 +455,62 @@ def run_bench(only: set[str], sizes: dict[str, Any], bare: int, budget: float, c
                 spread = max(r["per_connection_s"] for r in done) / min(r["per_connection_s"] for r in done)
                 _line(f"(c) tcp_tw_reuse={reuse}: wall time ~ connections^{lin:.2f} over {len(done)} sizes; "
                       f"cost per connection varies x{spread:.2f} (linear: exponent 1, x1)", quiet)
-            figs[f"c_reuse{reuse}"] = {"sizes": rows, "exponent": lin, "target": TARGET_C,
+            figs[f"c_reuse{reuse}"] = {"sizes": rows, "exponent": lin, "target": TARGET_C[reuse],
                                        "met": bool(rows) and all(r.get("met") for r in rows)
                                        and lin is not None and lin <= 1.15}
+    if "d" in only:
+        rows = []
+        for n in sizes["pages"]:
+            try:
+                r = _run_child("d", {**base, "connections": n}, budget)
+            except (_Budget, RuntimeError) as e:
+                rows.append({"connections": n, "error": str(e)})
+                _line(f"(d) page of {n} connections as steps: {e}", quiet)
+                break
+            rows.append(r)
+            _line(f"(d) page of {n} connections as steps ({r['steps']} steps): {r['page_bytes'] / 1e6:,.2f} MB "
+                  f"({r['bytes_per_step']:,.0f} bytes per step), written in {r['wall_seconds']:,.1f} s "
+                  f"({r['seconds_per_step'] * 1e3:,.1f} ms per step)", quiet)
+        done = [r for r in rows if "error" not in r]
+        res: dict[str, Any] = {"sizes": rows, "target_bytes_per_step": TARGET_D_BYTES, "met": False}
+        if len(done) >= 2:
+            a, z = done[0], done[-1]
+            marginal = (z["page_bytes"] - a["page_bytes"]) / (z["steps"] - a["steps"])
+            exp_size = math.log(z["page_bytes"] / a["page_bytes"]) / math.log(z["steps"] / a["steps"])
+            exp_time = math.log(max(z["wall_seconds"], 1e-9) / max(a["wall_seconds"], 1e-9)) / math.log(
+                z["steps"] / a["steps"])
+            res.update({"bytes_per_added_step": marginal, "size_exponent": exp_size, "time_exponent": exp_time,
+                        "met": marginal <= TARGET_D_BYTES and exp_size <= 1.15})
+            _line(f"(d) page size ~ steps^{exp_size:.2f}, {marginal:,.0f} bytes per added step "
+                  f"(target <= {TARGET_D_BYTES}) {'met' if res['met'] else 'MISSED'}; "
+                  f"time ~ steps^{exp_time:.2f}", quiet)
+        figs["d"] = res
     return out
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .cli import scenarios_dir
 
-    only = set(x.strip() for x in (args.only or "a,b,c").split(",") if x.strip())
-    bad = only - {"a", "b", "c"}
+    only = set(x.strip() for x in (args.only or "a,b,c,d").split(",") if x.strip())
+    bad = only - {"a", "b", "c", "d"}
     if bad:
-        print(f"error: --only {args.only}: unknown figure {sorted(bad)[0]!r}; the figures are a, b, c", file=sys.stderr)
+        print(f"error: --only {args.only}: unknown figure {sorted(bad)[0]!r}; the figures are a, b, c, d",
+              file=sys.stderr)
         return EXIT_BAD_INPUT
     sizes = dict(QUICK if args.quick else FULL)
     if args.lifecycles is not None:
         sizes["lifecycles"] = args.lifecycles
     if args.tw is not None:
         sizes["tw"] = args.tw
+    if args.pages:
+        try:
+            sizes["pages"] = tuple(int(x) for x in args.pages.split(","))
+        except ValueError:
+            print(f"error: --pages {args.pages}: expected connection counts, e.g. 10,20,40", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if any(n <= 0 for n in sizes["pages"]):
+            print(f"error: --pages {args.pages}: counts must be positive", file=sys.stderr)
+            return EXIT_BAD_INPUT
     if args.sizes:
         try:
             sizes["sizes"] = tuple(float(x) for x in args.sizes.split(","))
@@ -442,11 +551,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "bench", help="measure the simulator's speed and scale against a bare SimPy loop",
-        description="Measure (a) the cost of one connection lifecycle, (b) the peak RSS with 1,000,000 "
-                    "TIME_WAIT entries, (c) the what-if question (2,000 connections/s for 600 s) at three "
-                    "sizes -- each as a ratio to a bare SimPy loop of 1,000,000 timeouts timed in the same "
+        description="Measure (a) the cost of one connection lifecycle (beside the real kernel's loopback), "
+                    "(b) the peak RSS with 1,000,000 TIME_WAIT entries, (c) the what-if question (2,000 "
+                    "connections/s for 600 s) at three sizes, (d) the HTML page's size against its steps -- each as a ratio to a bare SimPy loop of 1,000,000 timeouts timed in the same "
                     "process, every figure in a fresh process pinned to one CPU.")
-    p.add_argument("--only", metavar="a,b,c", help="the figures to measure (default: all)")
+    p.add_argument("--only", metavar="a,b,c,d", help="the figures to measure (default: all)")
+    p.add_argument("--pages", metavar="N1,N2,N3", help="connections of the page scenarios in (d) (default 10,20,40)")
     p.add_argument("--quick", action="store_true", help="every figure at a tenth of its size (a smoke test)")
     p.add_argument("--lifecycles", type=int, help="lifecycles in (a) (default 20000)")
     p.add_argument("--tw", type=int, help="TIME_WAIT entries in (b) (default 1000000)")
