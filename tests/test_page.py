@@ -75,41 +75,90 @@ def test_page_is_self_contained(tmp_path):
     assert "<svg" in html and html.count("</html>") == 1
 
 
+def _cite(data: dict, e: dict) -> str:
+    return e["c"] if "c" in e else data["rules"].get(e.get("r"), {}).get("c", "")
+
+
 def test_every_step_has_an_explanation_with_a_citation(tmp_path):
     html, _ = _page(tmp_path)
     data = _data(html)
     sc = load_text(SMALL, "page-small.yaml")
     assert len(data["steps"]) == len(sc.steps)
     for i, s in enumerate(data["steps"]):
-        cite = re.search(r'<div class="cite">(.*?)</div>', s["explain"], re.S)
-        assert cite and cite.group(1).strip(), f"step {i} has no citation"
-        assert "decided by" in s["explain"]
-        assert 0 <= s["graph"] < len(data["graphs"])
+        assert s["e"]["i"] == i
+        assert _cite(data, s["e"]).strip(), f"step {i} has no citation"
     # the bind over the TIME_WAIT entry: its facts, and the re-run what-ifs
-    last = data["steps"][-1]["explain"]
-    assert "EADDRINUSE" in last and "TIME_WAIT entry" in last
-    assert "whose process server has exited" in last
-    assert "What would have changed the outcome" in last and "SO_REUSEADDR" in last
+    last = data["steps"][-1]["e"]
+    assert "EADDRINUSE" in last["o"] and any("TIME_WAIT entry" in f for f in last["f"])
+    assert any("whose process server has exited" in f for f in last["f"] + last.get("s", []))
+    assert any(changed and "SO_REUSEADDR" in label for label, _, changed in last["wi"])
     # the note of a step and the description of the scenario are on the page
-    assert "the server closes first" in data["steps"][6]["explain"]
+    assert data["steps"][6]["e"]["n"] == "the server closes first"
     assert "<code>code</code>" in html
 
 
-def test_graphs_and_tables_follow_the_steps(tmp_path):
+def _replay(data: dict) -> list[dict]:
+    """The page's deltas applied in order, as the page's script does: the graph after each step."""
+    nodes: dict[str, dict] = {}
+    edges: dict[tuple, str] = {}
+
+    def apply(d: dict) -> None:
+        for n in d.get("nr", []):
+            nodes.pop(n)
+            for e in [e for e in edges if n in e]:
+                del edges[e]
+        for a, b in d.get("er", []):
+            del edges[(a, b)]
+        for n, upd in d.get("n", {}).items():
+            node = nodes.setdefault(n, {})
+            for k, v in upd.items():
+                if v is None:
+                    node.pop(k, None)
+                else:
+                    node[k] = v
+        for a, b, rel in d.get("ea", []):
+            edges[(a, b)] = rel
+
+    apply(data["base"])
+    out = []
+    for s in data["steps"]:
+        apply(s["d"])
+        out.append({"nodes": {n: dict(d) for n, d in nodes.items()}, "edges": dict(edges)})
+    return out
+
+
+def test_the_page_holds_the_trace_once_and_replays_every_step(tmp_path):
+    """Replaying the page's deltas gives, at every step, the object graph the model recorded."""
+    from sim.graph import record
+    from sim.report.page import SHOWN
+
     html, _ = _page(tmp_path)
     data = _data(html)
-    graphs = [data["graphs"][s["graph"]] for s in data["steps"]]
-    assert len(set(graphs)) >= 5, "the object graph changes as the scenario runs"
-    assert "TIME_WAIT entry" in graphs[-1] and "8080" in graphs[-1]
-    tables = [s["tables"] for s in data["steps"]]
-    assert "no port is in use" in tables[0]
-    assert "TIME_WAIT" in tables[8] and "exited" in tables[8]
+    rec = record(load_text(SMALL, "page-small.yaml"), seed=0)
+    for i, got in enumerate(_replay(data)):
+        g = rec.after(i)
+        assert set(got["nodes"]) == set(g.nodes), f"step {i}"
+        assert got["edges"] == {(a, b): d.get("rel", "") for a, b, d in g.edges(data=True)}, f"step {i}"
+        for n, d in g.nodes(data=True):
+            want = {k: v for k, v in d.items() if (k == "kind" or k in SHOWN[d["kind"]])
+                    and v is not None and v is not False}
+            assert got["nodes"][n] == want, f"step {i} node {n}"
+    assert any(d["kind"] == "timewait" for d in _replay(data)[-1]["nodes"].values())
     # the state diagram knows the path of the accepted connection, ending in TIME_WAIT
     paths = {v["label"]: v["path"] for v in data["tracks"].values()}
     acc = next(p for label, p in paths.items() if label.startswith("accepted connection conn"))
-    assert [p["text"].split(" --")[0] for p in acc][:2] == ["LISTEN", "SYN_RECV"]
-    assert acc[-1]["text"].endswith("TIME_WAIT")
-    assert all(p["edge"] is None or p["edge"].startswith("tr-") for p in acc)
+    assert [p[1].split("|")[0] for p in acc][:2] == ["LISTEN", "SYN_RECV"]
+    assert acc[-1][1].endswith("|TIME_WAIT")
+    assert all(data["moves"][p[1]][0] is None or data["moves"][p[1]][0].startswith("tr-") for p in acc)
+
+
+def test_page_size_grows_with_the_steps_not_their_square(tmp_path):
+    from sim.bench import steps_scenario
+    from sim.report.page import render_page
+
+    sizes = {n: len(render_page(load_text(steps_scenario(n), "x.yaml")).encode()) for n in (2, 6)}
+    per_step = (sizes[6] - sizes[2]) / (4 * 5)
+    assert per_step < 2500, per_step  # a kernel snapshot per step was 20-60 kB
 
 
 def test_page_from_the_command_line(tmp_path):
@@ -120,16 +169,14 @@ def test_page_from_the_command_line(tmp_path):
     assert p.returncode == 0, p.stderr
     data = _data(out.read_text(encoding="utf-8"))
     for i, s in enumerate(data["steps"]):
-        cite = re.search(r'<div class="cite">(.*?)</div>', s["explain"], re.S)
-        assert cite and cite.group(1).strip(), f"step {i} of {target.name} has no citation"
+        assert _cite(data, s["e"]).strip(), f"step {i} of {target.name} has no citation"
 
 
 def test_python_svg_fallback_page(tmp_path, monkeypatch):
-    """Without Graphviz the drawings come from the pure-Python layout; the page is just as complete."""
+    """Without Graphviz the state diagram comes from the pure-Python layout; the page is just as complete."""
     monkeypatch.setenv("SOCKSIM_NO_DOT", "1")
     html, _ = _page(tmp_path)
-    data = _data(html)
-    assert all('data-engine="python"' in g for g in data["graphs"])
+    assert 'data-engine="python"' in html
     assert 'id="st-ESTABLISHED"' in html and 'id="tr-ESTABLISHED-FIN_WAIT1"' in html
 
 
@@ -282,6 +329,7 @@ def test_page_in_headless_chromium(tmp_path):
         graphs = [s["graph"] for s in seen]
         assert len(set(graphs)) >= 3, "the object graph changes between steps"
         assert graphs[0] != graphs[-1]
+        assert js("window.__errors") == []
         # the buttons and the keyboard move too
         js("window.socksimShow(0)")
         js("document.getElementById('next').click()")
@@ -292,6 +340,16 @@ def test_page_in_headless_chromium(tmp_path):
         assert js("window.__errors") == []
         # the state diagram: the path of the step's connection, growing with the steps
         load(small)
+        # every step's view rebuilt from the deltas: the tables and the drawing
+        last = js("+document.getElementById('step-slider').max")
+        js(f"window.socksimShow({last})")
+        graph = js("document.getElementById('graph').innerHTML")
+        assert "TIME_WAIT entry" in graph and "8080" in graph and 'class="node k-timewait' in graph
+        tables = [js(f"window.socksimView({i}).tables") for i in range(last + 1)]
+        assert "no port is in use" in tables[0]
+        assert "TIME_WAIT" in tables[8] and "exited" in tables[8]
+        assert "EADDRINUSE" in js(f"window.socksimView({last}).explain")
+        assert "What would have changed the outcome" in js(f"window.socksimView({last}).explain")
         js("window.socksimShow(4)")
         early = js("document.querySelectorAll('#states svg g.edge.hl').length")
         js("""(function () { var s = document.getElementById('conn-select');

@@ -22,7 +22,7 @@ import networkx as nx
 from .. import __version__
 from .. import graph as G
 from ..explain import Explainer, Explanation
-from ..graph import addr_text
+from .pagejs import CHECKPOINT, JS
 from ..trace import Trace
 from .ladder import ladder_panel
 
@@ -44,6 +44,9 @@ def write_page(scenario: Any, trace: Trace | None, path: str, seed: int = 0) -> 
     return text
 
 
+MAX_LISTED = 40  # items of one list in a step's explanation (a load step is summarised)
+
+
 def render_page(scenario: Any, trace: Trace | None = None, seed: int = 0) -> str:
     personality = getattr(trace, "personality", None) if trace is not None else None
     if personality == getattr(getattr(scenario, "host", None), "personality", None):
@@ -57,25 +60,12 @@ def render_page(scenario: Any, trace: Trace | None = None, seed: int = 0) -> str
             if (a.ret, a.err) != (b.ret, b.err):
                 mismatch.append(a.index)
     exps = [ex.explain(i) for i in range(len(steps))]
-    # graphs: one drawing per step (after the step), deduplicated
-    svgs: list[str] = []
-    svg_index: dict[str, int] = {}
+    # the trace once: the graph before the first step, then what each step changed
+    rules: dict[str, dict[str, str]] = {}
     step_data = []
     for i, e in enumerate(exps):
-        gb, ga = r.before(i), r.after(i)
-        dr = G.object_drawing(ga, G.changed_nodes(gb, ga))
-        svg = G.to_svg(dr)
-        if svg not in svg_index:
-            svg_index[svg] = len(svgs)
-            svgs.append(svg)
-        step_data.append({
-            "explain": explanation_html(e),
-            "tables": tables_html(ga, e.time),
-            "graph": svg_index[svg],
-            "track": r.step_sock.get(i),
-            "title": f"step {i}: {(e.proc + ': ') if e.proc else ''}{e.what} → {e.outcome}",
-            "time": e.time,
-        })
+        step_data.append({"e": explanation_data(e, rules), "d": graph_delta(r.before(i), r.after(i)),
+                          "track": r.step_sock.get(i)})
     # the connection whose path the diagram shows: the step's own socket, else the last one that moved
     last_moved = None
     moved = {t.step: t.track for t in r.transitions}
@@ -83,24 +73,29 @@ def render_page(scenario: Any, trace: Trace | None = None, seed: int = 0) -> str
         last_moved = moved.get(i, last_moved)
         if not (sd["track"] and r.path(sd["track"])):
             sd["track"] = last_moved
+        if sd["track"] is None:
+            del sd["track"]
     tracks = {}
+    moves: dict[str, list[Any]] = {}  # "src|event|dst" -> [diagram edge id, diagram node ids], once per page
     for tid, info in r.tracks.items():
         path = r.path(tid)
         if not path:
             continue
-        tracks[tid] = {
-            "label": info.get("label") or tid,
-            "path": [{"step": t.step, "edge": G.transition_edge_id(t), "nodes": G.transition_node_ids(t),
-                      "text": f"{t.src} --{t.event}--> {t.dst}", "time": t.time} for t in path],
-        }
+        for t in path:
+            key = f"{t.src}|{t.event}|{t.dst}"
+            if key not in moves:
+                moves[key] = [G.transition_edge_id(t), G.transition_node_ids(t)]
+        tracks[tid] = {"label": info.get("label") or tid,
+                       "path": [[t.step, f"{t.src}|{t.event}|{t.dst}", t.time] for t in path]}
     states_svg = G.to_svg(G.state_drawing())
-    data = {"steps": step_data, "graphs": svgs, "tracks": tracks}
+    data = {"base": graph_delta(None, r.before(0)), "steps": step_data, "rules": rules, "tracks": tracks, "moves": moves,
+            "every": CHECKPOINT, "fill": G.STATE_FILL}
     blob = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    first = step_data[0] if step_data else {"explain": "", "tables": "", "graph": 0, "title": ""}
     head = _header(scenario, r.trace, seed, mismatch)
-    timeline = _timeline(scenario, exps)
+    timeline = _timeline()
     n = len(steps)
-    wire = ladder_panel(r.trace, {i: sd["title"] for i, sd in enumerate(step_data)})
+    wire = ladder_panel(r.trace, {i: f"step {i}: {(e.proc + ': ') if e.proc else ''}{e.what} → {e.outcome}"
+                                  for i, e in enumerate(exps)})
     options = "".join(f'<option value="{E(t)}">{E(v["label"])}</option>' for t, v in tracks.items())
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -117,7 +112,7 @@ def render_page(scenario: Any, trace: Trace | None = None, seed: int = 0) -> str
   <button id="prev" type="button" title="previous step (left arrow)">&#9664; prev</button>
   <input type="range" id="step-slider" min="0" max="{max(0, n - 1)}" value="0" step="1" aria-label="step">
   <button id="next" type="button" title="next step (right arrow)">next &#9654;</button>
-  <span id="step-label">{E(first["title"])}</span>
+  <span id="step-label"></span>
 </nav>
 <main>
   <section id="left">
@@ -125,17 +120,17 @@ def render_page(scenario: Any, trace: Trace | None = None, seed: int = 0) -> str
     {timeline}
   </section>
   <section id="right">
-    <div id="explanation" class="panel">{first["explain"]}</div>
+    <div id="explanation" class="panel"></div>
     {wire}
     <div class="panel">
       <h2>Kernel objects after this step</h2>
       <p class="hint">process &rarr; fd &rarr; open file &rarr; TCB &rarr; buffers; TCBs and TIME_WAIT entries
       own ports. A thick red border marks what this step created or changed. Click the drawing to zoom.</p>
-      <div id="graph" class="fit">{svgs[first["graph"]] if svgs else ""}</div>
+      <div id="graph" class="fit"></div>
     </div>
     <div class="panel">
       <h2>Kernel tables after this step</h2>
-      <div id="tables">{first["tables"]}</div>
+      <div id="tables"></div>
     </div>
     <div class="panel" id="states-box">
       <h2>TCP state diagram</h2>
@@ -218,181 +213,114 @@ def _header(scenario: Any, trace: Trace, seed: int, mismatch: list[int]) -> str:
 </header>"""
 
 
-def _timeline(scenario: Any, exps: list[Explanation]) -> str:
-    rows = []
-    for e in exps:
-        cls = "err" if e.outcome.startswith(("-1 ", "INVALID_SOCKET", "SOCKET_ERROR")) or "PROCESS_" in e.outcome else (
-            "blocked" if e.outcome.startswith(("BLOCKED", "blocked")) else "")
-        mark = "" if e.expect_ok is None else ('<span class="good">&#10003;</span>' if e.expect_ok
-                                                else '<span class="bad">&#10007;</span>')
-        via = f'<div class="via">{E(e.via)}</div>' if e.via else ""
-        rows.append(
-            f'<tr data-step="{e.index}" class="{cls}"><td class="num">{e.index}</td>'
-            f'<td class="num">{e.time:.6g}</td><td>{E(e.proc or "")}</td>'
-            f'<td>{via}<code>{E(e.what)}</code></td><td class="res">{E(e.outcome)} {mark}</td>'
-            f'<td class="rule">{E(e.rule or e.decided_by)}</td></tr>')
+def _timeline() -> str:
+    """The timeline's frame; the page's script writes one row per step from the step data."""
     return ('<table id="timeline"><thead><tr><th>#</th><th>t (s)</th><th>process</th><th>call</th>'
-            '<th>result</th><th>rule</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
+            '<th>result</th><th>rule</th></tr></thead><tbody></tbody></table>')
 
 
-def explanation_html(e: Explanation) -> str:
-    """The explanation panel of one step."""
-    err = e.outcome.startswith(("-1 ", "INVALID_SOCKET", "SOCKET_ERROR")) or "PROCESS_" in e.outcome
-    parts = [f'<h2>Step {e.index} <span class="when">t = {e.time:.6g} s'
-             + (f", line {e.line}" if e.line else "") + "</span></h2>"]
-    who = f'<span class="proc">{E(e.proc)}</span> ' if e.proc else ""
-    parts.append(f'<p class="call">{who}<code>{E(e.what)}</code> &rarr; '
-                 f'<b class="outcome{" err" if err else ""}">{E(e.outcome)}</b></p>')
-    if e.via:
-        parts.append(f'<p class="via">called by the slot of a timer: {E(e.via)}</p>')
+def _capped(items: list[str]) -> list[str]:
+    """A long list (a load step's transitions) summarised: its first and last items, and how many between."""
+    if len(items) <= MAX_LISTED:
+        return list(items)
+    head, tail = items[:MAX_LISTED - 10], items[-9:]
+    return head + [f"... {len(items) - len(head) - len(tail)} more"] + tail
+
+
+def explanation_data(e: Explanation, rules: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """One step's explanation as compact data; rule citations and texts go to ``rules``, once per page."""
+    d: dict[str, Any] = {"i": e.index, "t": e.time, "w": e.what, "o": e.outcome}
+    for key, v in (("l", e.line), ("p", e.proc), ("v", e.via), ("n", e.note), ("ef", e.effect)):
+        if v:
+            d[key] = v
     if e.expect is not None:
-        ok = e.expect_ok
-        parts.append(f'<p class="expect {"good" if ok else "bad"}">expected {E(str(e.expect))}: '
-                     f'{"met" if ok else "NOT met"}</p>')
-    if e.note:
-        parts.append(f'<p class="note">{_inline(e.note)}</p>')
-    rule = f'<b class="rule">{E(e.rule)}</b>' if e.rule else f'<b class="rule">{E(e.decided_by)}</b>'
-    parts.append(f'<div class="decision"><div>decided by {rule}</div><div class="cite">{E(e.cite or "")}</div>')
-    more = []
-    if e.doc and len(e.doc.strip().splitlines()) > 1:
-        more.append("<pre class=\"doc\">" + E(e.doc.strip()) + "</pre>")
-    if len(e.trail) > 1:
-        more.append("<p>rules consulted, in order:</p><ul class=\"trail\">" + "".join(
-            f"<li><b>{E(rid)}</b> <span class=\"cite2\">{E(c)}</span></li>" for rid, c in e.trail) + "</ul>")
-    if more:
-        parts.append("<details><summary>the rule's text and every rule consulted</summary>" + "".join(more) + "</details>")
-    parts.append("</div>")
-
-    def ul(title: str, items: list[str], cls: str) -> None:
+        d["x"], d["xo"] = str(e.expect), bool(e.expect_ok)
+    if e.rule:
+        d["r"] = e.rule
+        reg = rules.setdefault(e.rule, {"c": e.cite or ""})
+        if e.doc and "d" not in reg:
+            reg["d"] = e.doc
+        if (e.cite or "") != reg["c"]:
+            d["c"] = e.cite or ""
+        if (e.doc or "") != reg.get("d", ""):
+            d["doc"] = e.doc or ""
+    else:
+        d["db"] = e.decided_by
+        if e.cite:
+            d["c"] = e.cite
+        if e.doc:
+            d["doc"] = e.doc
+    trail: list[Any] = []
+    for rid, c in e.trail:
+        reg = rules.setdefault(rid, {"c": c})
+        trail.append(rid if reg["c"] == c else [rid, c])
+    if trail:
+        d["tr"] = trail
+    for key, items in (("f", e.facts), ("s", e.state), ("du", e.during)):
         if items:
-            parts.append(f"<h3>{title}</h3><ul class=\"{cls}\">" + "".join(f"<li>{_inline(x)}</li>" for x in items) + "</ul>")
-
-    ul("What the rule looked at", e.facts, "facts")
-    ul("The kernel's tables just before the step", e.state, "state")
-    ul("During the step", e.during, "during")
-    if e.effect:
-        parts.append(f'<p class="effect">afterwards: {E(e.effect)}</p>')
-    changed = [w for w in e.whatifs if w.changed]
-    same = [w for w in e.whatifs if not w.changed]
-    if changed:
-        parts.append("<h3>What would have changed the outcome</h3><p class=\"hint\">each variant of the scenario "
-                     "was re-run on the model</p><ul class=\"whatif changed\">" + "".join(
-                         f"<li>{E(w.label)}: <b>{E(w.outcome)}</b></li>" for w in changed) + "</ul>")
-    if same:
-        parts.append("<h3>What would not have changed it</h3><ul class=\"whatif same\">" + "".join(
-            f"<li>{E(w.label)}: still <b>{E(w.outcome)}</b></li>" for w in same) + "</ul>")
-    return "\n".join(parts)
+            d[key] = _capped(items)
+    if e.whatifs:
+        d["wi"] = [[w.label, w.outcome, 1 if w.changed else 0] for w in e.whatifs]
+    return d
 
 
-def _table(head: list[str], rows: list[list[str]], empty: str) -> str:
-    if not rows:
-        return f'<p class="empty">{E(empty)}</p>'
-    return ("<table><thead><tr>" + "".join(f"<th>{E(h)}</th>" for h in head) + "</tr></thead><tbody>"
-            + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows) + "</tbody></table>")
-
-
-def tables_html(g: nx.DiGraph, now: float) -> str:
-    """The kernel's tables after a step, read from its object graph."""
-    out = []
-    # fd tables
-    rows = []
-    for n, d in g.nodes(data=True):
-        if d.get("kind") != "process":
+def graph_delta(before: nx.DiGraph | None, after: nx.DiGraph) -> dict[str, Any]:
+    """What changed from one object graph to the next: nodes added or changed (only the changed
+    attributes; ``null`` deletes one; false and None are left out), nodes removed, edges added and removed, host attributes that
+    moved -- of each, what the page shows (:data:`SHOWN`). A TIME_WAIT entry's remaining time is left
+    out (the page computes it from the step's time)."""
+    out: dict[str, Any] = {}
+    nodes: dict[str, dict[str, Any]] = {}
+    bn = before.nodes if before is not None else {}
+    for n, d in after.nodes(data=True):
+        shown = SHOWN.get(d.get("kind"), ())
+        cur = {k: v for k, v in d.items() if (k == "kind" or k in shown) and v is not None and v is not False}
+        old = bn[n] if n in bn else None
+        if old is None:
+            nodes[n] = cur
             continue
-        fds = [(m, g.nodes[m]) for m in g.successors(n) if g.nodes[m].get("kind") in ("fd", "std")]
-        state = "exited" if not d["alive"] else f"pid {d['pid']}"
-        if not fds:
-            rows.append([E(d["name"]), E(state), "", "<i>no open fds</i>", ""])
-        for m, f in sorted(fds, key=lambda x: (x[1].get("fd", -1) if x[1]["kind"] == "fd" else -1)):
-            if f["kind"] == "std":
-                rows.append([E(d["name"]), E(state), E(", ".join(map(str, f["fds"]))), "stdin/stdout/stderr", ""])
-                continue
-            files = [x for x in g.successors(m) if g.nodes[x].get("kind") == "file"]
-            fdesc, sdesc = "", ""
-            for fl in files:
-                fa = g.nodes[fl]
-                others = [h.replace(":", " fd ") for h in fa.get("holders", []) if h != f"{d['name']}:{f['fd']}"]
-                fdesc = f"open file #{E(fl[4:])}: {fa['refs']} ref" + ("s" if fa["refs"] != 1 else "") + (
-                    f" (shared with {E(', '.join(others))})" if others else "") + (", O_NONBLOCK" if fa.get("nonblock") else "")
-                for t in g.successors(fl):
-                    td = g.nodes[t]
-                    sdesc = E(f"{td['proto'].upper()} {td['state'] if td['proto'] == 'tcp' else ''} "
-                              + (f"{addr_text(td['laddr'], td['lport'])}" if td['lport'] else "unbound"))
-            rows.append([E(d["name"]), E(state), f"{f['fd']}" + (f" ({E(f['name'])})" if f.get("name") else ""), fdesc, sdesc])
-    out.append("<h3>File descriptor tables</h3>" + _table(["process", "", "fd", "open file", "socket"], rows,
-                                                          "no processes"))
-    # sockets
-    rows = []
-    for n, d in g.nodes(data=True):
-        if d.get("kind") != "tcb":
+        if {k: v for k, v in d.items() if k != "remaining"} == {k: v for k, v in old.items() if k != "remaining"}:
             continue
-        flags = ", ".join(f for f, k in (("SO_REUSEADDR", "reuse"), ("SO_REUSEPORT", "reuseport")) if d.get(k)) or "-"
-        owner = ", ".join(h.replace(":", " fd ") for h in G.holders_of(g, n)) or ("orphan" if d.get("orphan") else (
-            "request" if d.get("request") else "-"))
-        rows.append([E(d.get("label") or n), E(d["state"] if d["proto"] == "tcp" else d["proto"].upper()),
-                     E(addr_text(d["laddr"], d["lport"]) if d["lport"] else "-"),
-                     E(addr_text(d["raddr"], d["rport"]) if d["raddr"] else "-"),
-                     f"{d['rcv_q']}", f"{d['snd_q']}", E(flags), E(owner)])
-    out.append("<h3>Sockets (TCBs)</h3>" + _table(
-        ["socket", "state", "local", "remote", "Recv-Q", "Send-Q", "options", "fds"], rows, "no sockets"))
-    # ports
-    rows = []
-    for n, d in g.nodes(data=True):
-        if d.get("kind") != "port":
-            continue
-        owners = []
-        for o in g.predecessors(n):
-            od = g.nodes[o]
-            if od.get("kind") == "timewait":
-                owners.append(f"{od['state']} entry {addr_text(od['raddr'], od['rport'])}")
-            else:
-                owners.append(f"{od.get('label') or o} ({od['state']})")
-        rows.append([f"{d['proto'].upper()} {d['port']}", E("; ".join(owners))])
-    out.append("<h3>Port table (bind buckets)</h3>" + _table(["port", "owners"], rows, "no port is in use"))
-    # TIME_WAIT
-    rows = []
-    for n, d in g.nodes(data=True):
-        if d.get("kind") != "timewait":
-            continue
-        rows.append([E(f"{addr_text(d['laddr'], d['lport'])} → {addr_text(d['raddr'], d['rport'])}"), E(d["state"]),
-                     f"{d['expires']:g}", f"{max(0.0, d['expires'] - now):g}",
-                     "yes" if d.get("reuse") else "no", E(d.get("origin") or "-")
-                     + ("" if d.get("origin_proc") is None or _alive(g, d["origin_proc"]) else E(f" (process {d['origin_proc']} exited)"))])
-    out.append("<h3>TIME_WAIT entries</h3>" + _table(
-        ["4-tuple", "state", "expires at (s)", "remaining (s)", "SO_REUSEADDR", "left by"], rows, "none"))
-    # accept queues
-    rows = []
-    for n, d in g.nodes(data=True):
-        if d.get("kind") != "acceptq":
-            continue
-        lst = next(iter(g.predecessors(n)), None)
-        rows.append([E(g.nodes[lst].get("label") or lst) if lst else "", f"{d['queued']}", f"{d['backlog']}",
-                     f"{d['limit']}", f"{d['overflows']}"])
-    out.append("<h3>Accept queues</h3>" + _table(["listener", "queued", "backlog", "holds at most", "SYNs dropped"],
-                                                 rows, "no listener"))
-    # memory
-    pool = g.nodes.get("pool")
-    ss = g.graph.get("sockstat", {})
-    mem = []
-    if pool and len(pool["tcp_mem"]) == 3:
-        lo, pr, hi = pool["tcp_mem"]
-        mem.append(f"TCP memory in use: <b>{pool['bytes']} B</b> ({pool['pages']} pages; peak {pool['peak']} B). "
-                   f"It is kernel memory that is never paged out; tcp_mem = {lo} / {pr} / {hi} pages "
-                   f"(no pressure / pressure / hard limit)" + (" &mdash; <b>under pressure</b>" if pool["pressure"] else "") + ".")
-    elif pool:
-        mem.append(f"{E(pool.get('name', 'kernel memory'))} in use: <b>{pool['bytes']} B</b> (peak {pool['peak']} B) "
-                   f"of a limit of {pool['tcp_mem'][0]} B; kernel memory that is never paged out.")
-    if ss:
-        mem.append("/proc/net/sockstat TCP: " + E(" ".join(f"{k} {v}" for k, v in ss.items())))
-    if g.graph.get("mib"):
-        mem.append("counters: " + E(" ".join(f"{k} {v}" for k, v in sorted(g.graph["mib"].items()))))
-    out.append("<h3>Memory and counters</h3>" + "".join(f"<p>{m}</p>" for m in mem))
-    return "\n".join(out)
+        old = {k: v for k, v in old.items() if (k == "kind" or k in shown) and v is not None and v is not False}
+        diff = {k: v for k, v in cur.items() if old.get(k, _MISSING) != v}
+        diff.update({k: None for k in old if k not in cur})
+        nodes[n] = diff
+    if nodes:
+        out["n"] = nodes
+    gone = [n for n in bn if n not in after] if before is not None else []
+    if gone:
+        out["nr"] = gone
+    be = set(before.edges()) if before is not None else set()
+    ae = set(after.edges())
+    added = [[a, b, after.edges[a, b].get("rel", "")] for a, b in after.edges() if (a, b) not in be
+             or before.edges[a, b].get("rel") != after.edges[a, b].get("rel")]
+    removed = [[a, b] for a, b in before.edges() if (a, b) not in ae and a in after and b in after] if before is not None else []
+    if added:
+        out["ea"] = added
+    if removed:
+        out["er"] = removed
+    ga = {k: v for k, v in after.graph.items() if k in HOST_SHOWN}
+    gb = {k: v for k, v in before.graph.items() if k in HOST_SHOWN} if before is not None else {}
+    moved = {k: v for k, v in ga.items() if gb.get(k, _MISSING) != v}
+    if moved:
+        out["g"] = moved
+    return out
 
 
-def _alive(g: nx.DiGraph, proc: str) -> bool:
-    n = f"proc:{proc}"
-    return bool(g.nodes[n].get("alive", True)) if n in g else True
+_MISSING = object()
+# what the page's script reads of each kind of node (sim.graph.node_lines, the tables); a change of
+# any other attribute still marks the node as changed by the step (an empty entry)
+SHOWN = {
+    "process": ("name", "pid", "alive", "nofile", "cluster"), "std": ("fds", "cluster"),
+    "fd": ("fd", "name", "cluster"), "file": ("refs", "nonblock", "holders"),
+    "tcb": ("proto", "state", "laddr", "lport", "raddr", "rport", "reuse", "reuseport", "orphan", "request",
+            "backlog", "err", "label", "snd_q", "rcv_q"),
+    "buffer": ("dir", "bytes", "size"), "acceptq": ("queued", "backlog", "limit", "overflows"),
+    "port": ("proto", "port", "owners"),
+    "timewait": ("state", "laddr", "lport", "raddr", "rport", "reuse", "reuseport", "expires", "origin", "origin_proc"),
+    "pool": ("bytes", "pages", "tcp_mem", "peak", "pressure", "name"), "more": ("count", "what"),
+}
+HOST_SHOWN = ("sockstat", "mib")
 
 
 CSS = """
@@ -461,84 +389,4 @@ ul.whatif.changed li b { color: #1b7a36; } ul.whatif.same li { color: var(--mute
 #ladder g.seg.cur text.lbl { font-weight: bold; }
 #path-text { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 12px; margin: 6px 0; }
 footer { color: var(--muted); font-size: 12px; padding: 6px 20px 20px; }
-"""
-
-JS = r"""
-(function () {
-  var D = JSON.parse(document.getElementById('data').textContent);
-  var n = D.steps.length, cur = 0, chosen = null;
-  var slider = document.getElementById('step-slider');
-  var rows = Array.prototype.slice.call(document.querySelectorAll('#timeline tbody tr'));
-  var select = document.getElementById('conn-select');
-  var segs = Array.prototype.slice.call(document.querySelectorAll('#ladder g.seg, #ladder g.state'));
-  function highlight() {
-    var svg = document.querySelector('#states svg');
-    if (!svg) return;
-    Array.prototype.forEach.call(svg.querySelectorAll('.hl, .cur'), function (el) {
-      el.classList.remove('hl'); el.classList.remove('cur');
-    });
-    var tid = select.value, t = D.tracks[tid], text = [], last = null;
-    if (!t) { document.getElementById('path-text').textContent = ''; return; }
-    t.path.forEach(function (p) {
-      if (p.step > cur) return;
-      if (p.edge) { var e = svg.getElementById ? svg.getElementById(p.edge) : document.getElementById(p.edge);
-        if (e) e.classList.add('hl'); }
-      p.nodes.forEach(function (id) { var el = document.getElementById(id); if (el) el.classList.add('hl'); });
-      text.push('step ' + p.step + ': ' + p.text);
-      last = p;
-    });
-    if (last) { var ln = document.getElementById(last.nodes[last.nodes.length - 1]); if (ln) ln.classList.add('cur'); }
-    document.getElementById('path-text').textContent = text.length ? text.join('   ') : 'no transition yet';
-  }
-  function show(i, fromUser) {
-    i = Math.max(0, Math.min(n - 1, i | 0));
-    cur = i;
-    var s = D.steps[i];
-    slider.value = i;
-    document.getElementById('step-label').textContent = s.title;
-    document.getElementById('explanation').innerHTML = s.explain;
-    document.getElementById('tables').innerHTML = s.tables;
-    document.getElementById('graph').innerHTML = D.graphs[s.graph];
-    rows.forEach(function (r, k) {
-      r.classList.toggle('current', k === i);
-      r.classList.toggle('future', k > i);
-    });
-    if (rows[i] && fromUser !== 'row' && rows[i].scrollIntoView) rows[i].scrollIntoView({block: 'nearest'});
-    var firstSeg = null;
-    segs.forEach(function (g) {
-      var k = +g.getAttribute('data-step');
-      g.classList.toggle('cur', k === i);
-      g.classList.toggle('future', k > i);
-      if (k === i && !firstSeg && g.classList.contains('seg')) firstSeg = g;
-    });
-    var lb = document.getElementById('ladder');
-    if (firstSeg && lb && firstSeg.getBBox) {
-      var y = firstSeg.getBBox().y;
-      if (y < lb.scrollTop || y > lb.scrollTop + lb.clientHeight - 40) lb.scrollTop = Math.max(0, y - 60);
-    }
-    if (!chosen && s.track && D.tracks[s.track]) select.value = s.track;
-    highlight();
-    if (history.replaceState) history.replaceState(null, '', '#step=' + i);
-  }
-  slider.addEventListener('input', function () { show(+slider.value, 'slider'); });
-  slider.addEventListener('change', function () { show(+slider.value, 'slider'); });
-  document.getElementById('prev').addEventListener('click', function () { show(cur - 1); });
-  document.getElementById('next').addEventListener('click', function () { show(cur + 1); });
-  rows.forEach(function (r) { r.addEventListener('click', function () { show(+r.getAttribute('data-step'), 'row'); }); });
-  segs.forEach(function (g) {
-    if (g.classList.contains('seg')) g.addEventListener('click', function () { show(+g.getAttribute('data-step'), 'wire'); });
-  });
-  select.addEventListener('change', function () { chosen = select.value; highlight(); });
-  document.getElementById('graph').addEventListener('click', function () { this.classList.toggle('fit'); });
-  document.addEventListener('keydown', function (ev) {
-    if (ev.target && (ev.target.tagName === 'SELECT' || ev.target.tagName === 'INPUT' && ev.target.type !== 'range')) return;
-    if (ev.key === 'ArrowRight' || ev.key === 'j') { show(cur + 1); ev.preventDefault(); }
-    if (ev.key === 'ArrowLeft' || ev.key === 'k') { show(cur - 1); ev.preventDefault(); }
-    if (ev.key === 'Home') { show(0); ev.preventDefault(); }
-    if (ev.key === 'End') { show(n - 1); ev.preventDefault(); }
-  });
-  window.socksimShow = show;
-  var m = /step=(\d+)/.exec(location.hash || '');
-  show(m ? +m[1] : 0);
-})();
 """
