@@ -27,12 +27,14 @@ MAX_SETTLE_EVENTS = 1_000_000
 class FifoTimers:
     """Fixed-duration timers: one deque per duration, one pending SimPy timeout per deque head."""
 
-    def __init__(self, env: simpy.Environment, fire: Callable[[Any], None]):
+    def __init__(self, env: simpy.Environment, fire: Callable[[Any], None],
+                 compact: Callable[[], bool] = lambda: False):
         self.env = env
         self.fire = fire
         self.queues: dict[float, deque[tuple[float, Any]]] = {}
         self.wakeups: dict[float, simpy.Event | None] = {}
         self.pending = 0
+        self.compact = compact
 
     def add(self, delay: float, item: Any, due: float | None = None, lane: Any = None) -> None:
         """Queue ``item`` to fire after ``delay`` (or at ``due``, which must not decrease per
@@ -43,7 +45,18 @@ class FifoTimers:
             q = self.queues[key] = deque()
             self.wakeups[key] = None
             self.env.process(self._run(key, q))
-        q.append((self.env.now + delay if due is None else due, item))
+        when = self.env.now + delay if due is None else due
+        if q and self.compact():
+            last_due, last = q[-1]
+            if last_due == when:
+                when = last_due  # one float for every entry of a timer-wheel bucket
+            if _supersedes(item, last):
+                q.pop()
+                if last_due == when:  # the new entry fires at that very moment: it wakes in its place
+                    self.pending -= 1
+                else:  # keep the wake-up the older entry would have caused, not its socket
+                    q.append((last_due, None))
+        q.append((when, item))
         self.pending += 1
         ev = self.wakeups[key]
         if ev is not None and not ev.triggered:
@@ -66,13 +79,29 @@ class FifoTimers:
                 self.fire(item)
 
 
+def _supersedes(item: Any, last: Any) -> bool:
+    """Whether timer ``item`` re-arms the timer ``last`` of the same object (a newer generation).
+
+    A kernel timer fires as a no-op when its generation is no longer the object's (``Kernel.timer``
+    checks the generation first), so the older entry need not hold its socket (or TIME_WAIT entry)
+    until it falls due: it leaves the queue when the new entry falls due at the same moment, and
+    otherwise stays as a bare wake-up (``None``), since the engine retries blocked calls whenever a
+    timer fires. Nothing observable changes.
+    """
+    return (type(item) is tuple and type(last) is tuple and len(item) == 4 and len(last) == 4
+            and item[0] is last[0] and item[2] is last[2] and item[1] == last[1] and last[3] < item[3])
+
+
 class SimBackend:
     """The simulator behind the :class:`sim.trace.Backend` contract."""
 
     name = "sim"
 
     def __init__(self, seed: int = 0, explain: bool = True, personality: str | None = None,
-                 probes: tuple[Callable[[Any], None], ...] = ()):
+                 probes: tuple[Callable[[Any], None], ...] = (), fast: bool = True):
+        """``fast=False`` keeps the plain engine (a process per connect() deadline, every timer entry
+        kept until it falls due): the differential tests run both and compare."""
+        self.fast = fast
         self.personality = personality
         self.probes = tuple(probes)  # subscribed to the kernel's events as soon as it exists
         self.seed = seed
@@ -130,7 +159,12 @@ class SimBackend:
         if scenario.get("hosts"):
             self.net = Network(self, scenario)
         self.wire = FifoTimers(self.env, self._arrive)
-        self.timers = FifoTimers(self.env, self._timer)
+        self.timers = FifoTimers(self.env, self._timer, compact=self._compact_timers)
+
+    def _compact_timers(self) -> bool:
+        """Superseded timers leave the queue only in the fast engine and only when nothing watches
+        the kernel: a subscriber sees every timer fire, the no-ops included."""
+        return self.fast and not any(k.probes for k in self.kernels.values())
 
     def now(self) -> float:
         return float(self.env.now)
@@ -142,7 +176,10 @@ class SimBackend:
         k.deliver(seg, self.env.now)
         self._flush()
 
-    def _timer(self, item: tuple[Kernel, str, Any, int]) -> None:
+    def _timer(self, item: tuple[Kernel, str, Any, int] | None) -> None:
+        if item is None:  # a superseded timer: only the wake-up it would have caused
+            self._flush()
+            return
         k, kind, obj, gen = item
         k.timer(kind, obj, gen, self.env.now)
         self._flush()

@@ -8,6 +8,7 @@ Every call goes through the same kernel syscalls as a scenario step.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..kernel.stack import Blocked, Outcome
@@ -49,6 +50,7 @@ def run_load(b: SimBackend, spec: dict[str, Any]) -> dict[str, Any]:
                              "first_error_at": None, "accepted": 0}
     state = {"stop": False, "accepting": True}
     samples: list[tuple[float, int, int]] = []
+    deadlines = Deadlines(b)
 
     def sys(proc: str, call: str, then: Callable[[Outcome], None] | None = None,
             timeout_at: float | None = None, **args: Any) -> Outcome:
@@ -66,7 +68,10 @@ def run_load(b: SimBackend, spec: dict[str, Any]) -> dict[str, Any]:
                     return inner.resume(now)
 
                 blk = Blocked(proc, call, resume_or_timeout, inner.reason, inner.key)
-                env.process(_poke(env, timeout_at, b, inner.key))
+                if b.fast:
+                    then = _disarming(then, deadlines.arm(timeout_at, inner.key))
+                else:
+                    env.process(_poke(env, timeout_at, b, inner.key))
             b.add_waiter(Blocked(proc, call, blk.resume, blk.reason, blk.key), then)
             b._flush()
             return out
@@ -175,8 +180,53 @@ def run_load(b: SimBackend, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _poke(env: Any, at: float, b: SimBackend, key: Any) -> Any:
-    """Wake the socket's waiters at a connect() deadline so a timed-out connect is reported."""
+    """The plain engine: a process per connect() deadline that wakes the socket's waiters."""
     yield env.timeout(max(0.0, at - env.now))
     for k in b.kernels.values():
         k.woken.add(key)
     b._wake()
+
+
+class Deadlines:
+    """The connect() deadlines of one load step: one FIFO and one pending SimPy timeout for its head.
+
+    Every deadline is CONNECT_TIMEOUT after its connect(), so they fall due in the order they were
+    armed. At its deadline a connect() still waiting has its socket's waiters woken, so that the
+    timeout is reported; a connect() that finished before disarms its deadline, which then holds
+    no socket and wakes nobody (waking a finished connect's socket would only retry calls that
+    already had their wake-up).
+    """
+
+    def __init__(self, b: SimBackend):
+        self.b = b
+        self.q: deque[list[Any]] = deque()  # [due, socket or None once disarmed]
+        self.running = False
+
+    def arm(self, due: float, key: Any) -> list[Any]:
+        entry = [due, key]
+        self.q.append(entry)
+        if not self.running:
+            self.running = True
+            self.b.env.process(self._run())
+        return entry
+
+    def _run(self) -> Any:
+        env, q = self.b.env, self.q
+        while q:
+            due = q[0][0]
+            if due > env.now:
+                yield env.timeout(due - env.now)
+            while q and q[0][0] <= env.now:
+                key = q.popleft()[1]
+                if key is not None:
+                    for k in self.b.kernels.values():
+                        k.woken.add(key)
+                    self.b._wake()
+        self.running = False
+
+
+def _disarming(then: Callable[[Outcome], None], entry: list[Any]) -> Callable[[Outcome], None]:
+    def done(o: Outcome) -> None:
+        entry[1] = None
+        then(o)
+    return done

@@ -152,7 +152,11 @@ class InetHashtables:
         self.ehash_frees += 1
         lo, top = self._eph
         if lo <= key[1] < top:
-            self.dest_ports[(key[0], key[2], key[3])][key[1] & 1] -= 1
+            d = (key[0], key[2], key[3])
+            c = self.dest_ports[d]
+            c[key[1] & 1] -= 1
+            if not (c[0] or c[1]):
+                del self.dest_ports[d]  # a destination with no entry left counts as never seen
 
     @rule("tcp.lookup_listener", "tcp", "minor")
     def inet_lookup_listener(self, daddr: str, dport: int, seg: Segment) -> Sock | None:

@@ -170,6 +170,7 @@ class Kernel(Tracepoints, FileOps, Select, SocketCalls, AfInet, InetConnectionSo
         self.fib = Fib()  # addresses and routes besides loopback (hosts joined by links)
         self._pid = 100
         self.now = 0.0
+        self._last_expiry = -1.0  # the last timer-wheel expiry handed out (one float per bucket)
         self.probes: list[Any] = []  # subscribers (tracepoints.Tracepoints.subscribe)
         self.trail = Trail(self.probes)  # the rules and facts of the current kernel entry
         self.ret_name: dict[str, Any] | None = None  # the address the current call returns
@@ -183,8 +184,14 @@ class Kernel(Tracepoints, FileOps, Select, SocketCalls, AfInet, InetConnectionSo
         return p
 
     def timer_expiry(self, now: float, delay: float) -> float:
-        """When a kernel timer armed now for ``delay`` fires: on the timer wheel's bucket boundary."""
-        return wheel_expiry(now, delay)
+        """When a kernel timer armed now for ``delay`` fires: on the timer wheel's bucket boundary.
+
+        Timers of one wheel bucket fire at the same moment; they share one float for it."""
+        at = wheel_expiry(now, delay)
+        if at == self._last_expiry:
+            return self._last_expiry
+        self._last_expiry = at
+        return at
 
     def new_file_table(self, nofile: int) -> FileTable:
         return FileTable(nofile)

@@ -24,7 +24,7 @@ class TcpMinisocks:
         admitted = self.tw.admit()
         key = sk.key()
         if admitted:
-            tw = TimeWaitSock(sk, int(substate), self.now, self.timer_expiry(self.now, timeo), sk.used_ts)
+            tw = TimeWaitSock(sk, int(substate), self.now, self.timer_expiry(self.now, timeo), sk.used_ts, key)
             self.inet_unhash(sk)
             self.ehash_put(key, tw)
             self.inet_bind_hash(sk.lport, tw)

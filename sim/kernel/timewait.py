@@ -21,29 +21,43 @@ LOOPBACK_V4 = ipaddress.ip_network("127.0.0.0/8")
 
 
 class TimeWaitSock:
-    """``inet_timewait_sock``: what is left of a connection after the active close."""
+    """``inet_timewait_sock``: what is left of a connection after the active close.
 
-    __slots__ = ("family", "addr6", "saddr4", "ipv6only", "reuse", "reuseport", "uid",
-                 "connect_bind", "laddr", "lport", "raddr", "rport", "substate", "entry",
-                 "expires", "ts_recent", "gen")
+    A busy client holds hundreds of thousands of these, so an entry keeps only what differs from
+    one connection to the next: its 4-tuple (the very tuple that keys the connection table), its
+    substate, entry time, expiry, timestamp flag and timer generation. What the socket was bound
+    with (family, addresses, reuse flags, owner, SOCK_CONNECT_BIND) is one tuple shared by every
+    entry left by alike sockets, read through properties of the same names.
+    """
+
+    __slots__ = ("key", "bind", "substate", "entry", "expires", "ts_recent", "gen")
     is_tw = True
     tcp_state = TIME_WAIT_STATE
+    _binds: dict[tuple, tuple] = {}  # the shared bind-time tuples
 
-    def __init__(self, sk: Any, substate: int, now: float, expires: float, ts: bool):
-        self.family = sk.family
-        self.addr6 = sk.addr6
-        self.saddr4 = sk.saddr4
-        self.ipv6only = sk.ipv6only
-        self.reuse = sk.reuse  # tw_reuse = sk->sk_reuse (inet_twsk_alloc)
-        self.reuseport = sk.reuseport
-        self.uid = sk.uid
-        self.connect_bind = sk.connect_bind
-        self.laddr, self.lport, self.raddr, self.rport = sk.laddr, sk.lport, sk.raddr, sk.rport
+    def __init__(self, sk: Any, substate: int, now: float, expires: float, ts: bool, key: tuple | None = None):
+        bind = (sk.family, sk.addr6, sk.saddr4, sk.ipv6only, sk.reuse,  # tw_reuse = sk->sk_reuse (inet_twsk_alloc)
+                sk.reuseport, sk.uid, sk.connect_bind)
+        self.bind = TimeWaitSock._binds.setdefault(bind, bind)
+        self.key = key if key is not None else (sk.laddr, sk.lport, sk.raddr, sk.rport)
         self.substate = substate
         self.entry = now  # tw_entry_stamp
         self.expires = expires
         self.ts_recent = ts  # tw_ts_recent_stamp != 0: the connection used timestamps
         self.gen = 0
+
+    family = property(lambda self: self.bind[0])
+    addr6 = property(lambda self: self.bind[1])
+    saddr4 = property(lambda self: self.bind[2])
+    ipv6only = property(lambda self: self.bind[3])
+    reuse = property(lambda self: self.bind[4])
+    reuseport = property(lambda self: self.bind[5])
+    uid = property(lambda self: self.bind[6])
+    connect_bind = property(lambda self: self.bind[7])
+    laddr = property(lambda self: self.key[0])
+    lport = property(lambda self: self.key[1])
+    raddr = property(lambda self: self.key[2])
+    rport = property(lambda self: self.key[3])
 
     @property
     def shown_state(self) -> str:

@@ -1,0 +1,109 @@
+"""The engine's fast path against its plain path: random load steps give identical traces and tables.
+
+The fast path (``SimBackend(fast=True)``, the default) keeps one queue for the connect()
+deadlines of a load step instead of a process per deadline, and lets a re-armed kernel timer
+replace its older generation in the timer queue. The plain path (``fast=False``) keeps a process
+per deadline and every timer entry until it falls due. Both must give the same run: the same trace
+(every step's outcome, the load steps' statistics and samples, the end-of-run summary with the
+kernel's tables, counters and the rules consulted), the same kernel tables at the end, the same
+segments on the wire.
+
+The fast engine compacts timers only while nothing subscribes to the kernel's events (a subscriber
+sees every timer fire, the no-ops included), so these tests run without the suite's subscriber
+that checks TCP state writes (the plain runs of the same scenarios elsewhere keep it).
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sim.engine import SimBackend
+from sim.scenario.model import Scenario
+from sim.scenario.runner import run
+
+
+@pytest.fixture(autouse=True)
+def state_writes_are_table_rows() -> None:
+    """No subscriber here: with one, the fast engine would keep every timer entry (see above)."""
+
+
+@st.composite
+def load_scenarios(draw: st.DrawFn) -> dict:
+    ports = draw(st.integers(min_value=4, max_value=60))
+    lo = draw(st.sampled_from([20000, 32768, 40001]))
+    sysctls = {"ip_local_port_range": [lo, lo + ports - 1],
+               "tcp_tw_reuse": draw(st.sampled_from([0, 1, 2])),
+               "tcp_max_tw_buckets": draw(st.sampled_from([5, 50, 131072])),
+               "tcp_timestamps": draw(st.sampled_from([0, 1, 1])),
+               "tcp_fin_timeout": draw(st.sampled_from([60, 60, 3]))}
+    host = {"sysctls": sysctls, "latency": draw(st.sampled_from([0.0, 0.0, 0.0005, 0.01])),
+            "personality": draw(st.sampled_from(["linux", "linux", "windows"]))}
+    rate = draw(st.sampled_from([5.0, 50.0, 400.0, 3000.0]))
+    n = draw(st.integers(min_value=1, max_value=120))
+    backlog = draw(st.sampled_from([0, 1, 4, 128]))
+    served = draw(st.booleans()) or backlog > 4
+    load = {"proc": "client", "addr": "127.0.0.1", "port": draw(st.sampled_from([8080, 8080, 8081])),
+            "rate": rate, "duration": n / rate,
+            "close_first": draw(st.sampled_from(["client", "client", "server"])),
+            "reuseaddr": draw(st.booleans()), "stop_on_error": draw(st.booleans())}
+    if draw(st.booleans()):
+        load["bind_addr"] = "127.0.0.1"
+    if served:
+        load.update(accept_proc="server", listener="srv")
+    steps = [{"proc": "server", "call": "socket", "as": "srv"},
+             {"proc": "server", "call": "bind", "sock": "srv", "addr": "127.0.0.1", "port": 8080},
+             {"proc": "server", "call": "listen", "sock": "srv", "backlog": backlog},
+             {"load": load}]
+    if draw(st.booleans()):
+        steps.append({"load": {**load, "rate": rate / 2, "duration": min(n, 30) / rate}})
+    steps += [{"sleep": draw(st.sampled_from([0.5, 3.0, 65.0]))},
+              {"observe": {"what": "sockstat"}},
+              {"observe": {"what": "tcp_states", "port": 8080}}]
+    return {"name": "fast-vs-plain", "host": host, "seed": draw(st.integers(0, 3)),
+            "processes": {"server": {"nofile": draw(st.sampled_from([8, 4096]))},
+                          "client": {"nofile": draw(st.sampled_from([10, 4096]))}},
+            "steps": steps}
+
+
+def _run(data: dict, fast: bool) -> tuple[dict, SimBackend]:
+    sc = Scenario.model_validate(data)
+    b = SimBackend(seed=sc.seed, fast=fast)
+    trace = run(sc, b, seed=sc.seed).to_dict()
+    trace.pop("meta")  # the wall time of the run
+    return trace, b
+
+
+def _tables(b: SimBackend) -> dict:
+    k = b.kernel
+    return {"tcp": k.tcp_rows(), "sockstat": k.sockstat(), "mib": dict(k.mib), "segments": b.segments,
+            "tw": (k.tw.count, k.tw.peak, k.tw.overflows, k.tw.recycled),
+            "ports": sorted((p, len(bk.owners)) for p, bk in k.bhash.buckets.items()),
+            "fds": {name: k.socket_fds(name) for name in k.procs}, "now": b.now()}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(load_scenarios())
+def test_fast_and_plain_engines_give_the_same_run(data):
+    fast, fb = _run(data, fast=True)
+    plain, pb = _run(data, fast=False)
+    assert not fb.kernel.probes and fb._compact_timers()
+    assert fast == plain
+    assert _tables(fb) == _tables(pb)
+
+
+def test_the_fast_path_holds_fewer_timer_entries():
+    """What the fast path is for: a TIME_WAIT entry re-armed at once (FIN_WAIT2 then TIME_WAIT) is
+    held by one timer entry, not two, and no deadline process outlives its connect()."""
+    data = {"name": "entries", "processes": {"server": {}, "client": {}},
+            "steps": [{"proc": "server", "call": "socket", "as": "srv"},
+                      {"proc": "server", "call": "bind", "sock": "srv", "addr": "127.0.0.1", "port": 8080},
+                      {"proc": "server", "call": "listen", "sock": "srv", "backlog": 128},
+                      {"load": {"proc": "client", "port": 8080, "rate": 100, "duration": 1,
+                                "accept_proc": "server", "listener": "srv"}}]}
+    _, fb = _run(data, fast=True)
+    _, pb = _run(data, fast=False)
+    assert fb.kernel.tw.count == pb.kernel.tw.count == 100
+    tw_entries = lambda b: sum(1 for q in b.timers.queues.values() for _, item in q if item and item[1] == "tw")
+    assert tw_entries(fb) == 100 and tw_entries(pb) == 200
