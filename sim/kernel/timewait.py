@@ -20,6 +20,20 @@ FIN_WAIT2_STATE = 5
 LOOPBACK_V4 = ipaddress.ip_network("127.0.0.0/8")
 
 
+def _bind_field(i: int) -> property:
+    """One bind-time field of a TIME_WAIT entry, kept in the tuple it shares with alike entries;
+    setting it moves the entry to the tuple with the new value."""
+
+    def get(self: TimeWaitSock) -> Any:
+        return self.bind[i]
+
+    def put(self: TimeWaitSock, value: Any) -> None:
+        b = self.bind[:i] + (value,) + self.bind[i + 1:]
+        self.bind = TimeWaitSock._binds.setdefault(b, b)
+
+    return property(get, put)
+
+
 class TimeWaitSock:
     """``inet_timewait_sock``: what is left of a connection after the active close.
 
@@ -46,14 +60,14 @@ class TimeWaitSock:
         self.ts_recent = ts  # tw_ts_recent_stamp != 0: the connection used timestamps
         self.gen = 0
 
-    family = property(lambda self: self.bind[0])
-    addr6 = property(lambda self: self.bind[1])
-    saddr4 = property(lambda self: self.bind[2])
-    ipv6only = property(lambda self: self.bind[3])
-    reuse = property(lambda self: self.bind[4])
-    reuseport = property(lambda self: self.bind[5])
-    uid = property(lambda self: self.bind[6])
-    connect_bind = property(lambda self: self.bind[7])
+    family = _bind_field(0)
+    addr6 = _bind_field(1)
+    saddr4 = _bind_field(2)
+    ipv6only = _bind_field(3)
+    reuse = _bind_field(4)
+    reuseport = _bind_field(5)
+    uid = _bind_field(6)
+    connect_bind = _bind_field(7)
     laddr = property(lambda self: self.key[0])
     lport = property(lambda self: self.key[1])
     raddr = property(lambda self: self.key[2])
