@@ -4,6 +4,7 @@ Per step: the return value, the errno name, whether the call blocked and after w
 returned, and the observation. Nothing is tolerated unless the scenario names a tolerance for
 that step and field, with its reason (the real kernel's random ephemeral port choice, byte counts
 that depend on skb truesize, ...). Times are never compared: simulated and real clocks differ.
+Timer facts (a QTimer's remaining time) get the tolerance of their timer type (sim/timer_compare.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .timer_compare import relax
 from .trace import Trace
 from .wire import WireComparison, compare_wire
 
@@ -96,6 +98,9 @@ def compare_traces(scenario: Any, sim: Trace, real: Trace) -> Comparison:
         tols = [_Tol(**t) for t in (a.tolerate or [])]
         for f in FIELDS:
             va, vb = getattr(a, f), getattr(b, f)
+            vb, why = relax(a, f, va, vb)  # timer facts: a tolerance per timer type
+            if why:
+                d.tolerated.append(why)
             if f == "obs" and a.kind == "load" and isinstance(va, dict):
                 va = {k: v for k, v in va.items() if k != "model"}  # model-only data
             if f == "completed_after" and not (a.blocked or b.blocked):

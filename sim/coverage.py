@@ -27,8 +27,8 @@ from .scenario.loader import ScenarioError, load_file
 from .scenario.model import LoadStep
 from .scenario.runner import run
 
-# Rules that belong to a personality or layer no real Linux kernel can judge.
-NOT_CROSSCHECKABLE_TAGS = ("windows", "qtimer")
+# Rules that belong to a personality no real Linux kernel (or real Qt) here can judge.
+NOT_CROSSCHECKABLE_TAGS = ("windows",)  # QTimer rules are judged by real Qt (docs/qt.md)
 
 Row = tuple[State, str]
 
@@ -78,8 +78,9 @@ def coverage(files: Iterable[Path]) -> Coverage:
             cov.rows.setdefault(row, []).append(label)
         if pers != "linux":
             continue
-        # the QTimer layer sits above the kernel (its rules reach the trace, not the kernel's events)
-        layer = {r for r in trace.summary.get("rules_hit", ()) if "qtimer" in RULES.get(r, _NO_RULE).tags}
+        # the Qt layer sits above the kernel (its rules reach the trace, not the kernel's events)
+        layer = {r for r in trace.summary.get("rules_hit", ())
+                 if {"qtimer", "qt"} & set(RULES.get(r, _NO_RULE).tags)}
         for rid in sorted(seen.rules | layer):
             cov.rules.setdefault(rid, []).append(sc.name)
     return cov

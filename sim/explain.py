@@ -97,12 +97,20 @@ class Explanation:
     during: list[str] = field(default_factory=list)  # transitions and timer events during the step
     whatifs: list[WhatIf] = field(default_factory=list)
     effect: str = ""
+    syscalls: list[str] = field(default_factory=list)  # a Qt call's system calls, each with its rule
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 # =============================================================================== texts
+
+
+def syscall_line(c: dict[str, Any]) -> str:
+    """One system call a Qt call made: ``bind(4, 0.0.0.0, 5000) = -1 EADDRINUSE  [bind.explicit_port]``."""
+    from .report.terminal import syscall_text
+
+    return syscall_text(c) + (f"  [{c['rule']}]" if c.get("rule") else "")
 
 
 def call_text(rec: StepRecord) -> str:
@@ -115,6 +123,10 @@ def call_text(rec: StepRecord) -> str:
         return f"observe {what} " + " ".join(f"{k}={v}" for k, v in a.items() if v is not None)
     if rec.kind == "load":
         return f"load {a.get('rate')}/s for {a.get('duration')} s -> {a.get('addr')}:{a.get('port')}"
+    if rec.kind == "qt":
+        obj, meth = a.pop("object", "?"), (rec.call or "").partition(".")[2]
+        parts = [str(a[k]) for k in ("addr", "port", "value") if a.get(k) is not None]
+        return f"{obj}.{meth}({', '.join(parts)})" + (f" as {a['as']}" if a.get("as") else "")
     if rec.kind == "timer":
         extra = ", ".join(f"{k}={v}" for k, v in a.items() if k not in ("name", "op"))
         return f"{rec.call}({a.get('name')}{', ' + extra if extra else ''})"
@@ -133,6 +145,8 @@ def call_text(rec: StepRecord) -> str:
 
 def outcome_text(rec: StepRecord) -> str:
     """What the step returned, as a program sees it: ``3``, ``ok``, ``-1 EADDRINUSE``, ``0 (end of stream)``."""
+    if rec.kind == "qt":
+        return rec.err or json.dumps(rec.ret)
     if rec.kind == "observe":
         return json.dumps(rec.obs, separators=(", ", ": ")) if not isinstance(rec.obs, str) else str(rec.obs)
     if rec.kind == "load":
@@ -194,6 +208,7 @@ class Explainer:
         gb, ga = self.r.before(i), self.r.after(i)
         ex = Explanation(index=i, line=rec.line, time=rec.time, proc=rec.proc, kind=rec.kind,
                          what=call_text(rec), outcome=outcome_text(rec), via=getattr(rec, "via", None),
+                         syscalls=[syscall_line(c) for c in getattr(rec, "syscalls", [])],
                          expect=rec.expect, expect_ok=rec.expect_ok, effect=self.r.effects.get(i, ""))
         ex.note = self._note(i)
         self._decision(ex, rec)
@@ -1009,6 +1024,10 @@ def render_text(ex: Explanation) -> str:
                 lines.append(f"              {d.strip()}")
     if ex.trail and len(ex.trail) > 1:
         lines.append("  rules consulted: " + ", ".join(r for r, _ in ex.trail))
+    if ex.syscalls:
+        lines.append("")
+        lines.append("  the system calls Qt made:")
+        lines += [f"    - {c}" for c in ex.syscalls]
     if ex.facts:
         lines.append("")
         lines.append("  what the rule looked at:")

@@ -14,6 +14,8 @@ Each becomes two items:
   every ``expect:`` must hold there too, and the simulator's trace must agree with the kernel's
   step by step (tolerances as the scenario names them). Where the host cannot create a namespace
   the item is skipped with the reason -- except when ``CI=true``, where the same condition fails.
+  Scenarios with Qt or QTimer steps also need PySide6 (the ``qt`` extra) for their real run:
+  skipped without it, failed under CI.
 
 A failure is told in the scenario's terms: the step as written, the call, expected and found;
 where the real kernel gives different results on two runs, the tolerance block to paste.
@@ -88,6 +90,13 @@ class ScenarioFile(pytest.File):
             yield item
 
 
+def _uses_qt(sc: Any) -> bool:
+    """Qt steps and QTimer steps run on real Qt (PySide6) in the cross-check."""
+    from .scenario.model import QtStep, TimerStep
+
+    return any(isinstance(st, (QtStep, TimerStep)) for st in sc.steps)
+
+
 class ScenarioItem(pytest.Item):
     def __init__(self, *, scenario: Any, mode: str, error: str | None, **kw: Any):
         super().__init__(**kw)
@@ -127,6 +136,14 @@ class ScenarioItem(pytest.Item):
             if os.environ.get("CI") == "true":
                 pytest.fail(f"CI=true but the real kernel cannot be reached: {why}")
             pytest.skip(f"no private network namespace here: {why}")
+        if _uses_qt(sc):
+            from .real.qt_control import available as qt_available
+
+            ok, why = qt_available()
+            if not ok:
+                if os.environ.get("CI") == "true":
+                    pytest.fail(f"CI=true but this Qt scenario cannot run on real Qt: {why}")
+                pytest.skip(f"a Qt scenario needs real Qt for its cross-check: {why}")
         from .compare import compare_traces
 
         try:

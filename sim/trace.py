@@ -28,7 +28,7 @@ PROCESS_GONE = "PROCESS_GONE"  # the step's process had exited or was killed
 class StepRecord:
     index: int  # position in the scenario's step list (0-based)
     line: int  # line of the step in the scenario file (1-based; 0 if unknown)
-    kind: str  # "call", "sleep", "observe", "load"
+    kind: str  # "call", "sleep", "observe", "load", "timer", "qt"
     proc: str | None = None
     call: str | None = None
     args: dict[str, Any] = field(default_factory=dict)
@@ -47,6 +47,7 @@ class StepRecord:
     facts: list[str] = field(default_factory=list)  # simulator only: facts the rule looked at
     step: int | None = None  # the scenario step this record comes from (a timer's op step for its slot's calls)
     via: str | None = None  # a call made by a timer's slot: which timeout
+    syscalls: list[dict[str, Any]] = field(default_factory=list)  # simulator only: the system calls a Qt call made
     tolerate: list[dict[str, Any]] = field(default_factory=list)  # the step's crosscheck tolerances
     expect: Any = None  # the scenario's expectation, if any
     expect_ok: bool | None = None  # None when the step has no expectation

@@ -209,6 +209,24 @@ CASES = [
         scenario("  - timer:\n      proc: server\n      name: tick\n      op: start\n      interval: 10\n"
                  "      on_timeout:\n        - {call: bind, sock: 3, port: 99999}\n"),
         12, 39, ("steps[0].timer.on_timeout[0].port", "expected a port number from 0 to 65535", "found 99999")),
+    # ---- Qt steps
+    Bad("qt-unknown-method",
+        scenario("  - qt: {proc: server, object: srv, call: QTcpServer.lisen, port: 1}\n"),
+        6, 43, ("steps[0].qt.call", "QTcpServer.listen", "did you mean 'QTcpServer.listen'?")),
+    Bad("qt-listen-needs-port",
+        scenario("  - qt: {proc: server, object: srv, call: QTcpServer.listen}\n"),
+        6, 9, ("steps[0].qt", "expected port: for QTcpServer.listen")),
+    Bad("qt-object-keeps-its-class",
+        scenario("  - qt: {proc: server, object: srv, call: QTcpServer.listen, port: 1}\n"
+                 "  - qt: {proc: server, object: srv, call: QTcpSocket.abort}\n"),
+        7, 43, ("steps[1] (qt)", "expected a QTcpServer call for object 'srv'", "found QTcpSocket.abort")),
+    Bad("qt-slot-call-bad-port",
+        scenario("  - timer:\n      proc: server\n      name: tick\n      op: start\n      interval: 10\n"
+                 "      on_timeout:\n        - {object: srv, call: QTcpServer.listen, port: 99999}\n"),
+        12, 56, ("steps[0].timer.on_timeout[0].port", "expected a port number", "found 99999")),
+    Bad("qt-ipv6-address",
+        scenario("  - qt: {proc: server, object: srv, call: QTcpServer.listen, addr: '::1', port: 1}\n"),
+        6, 68, ("steps[0].qt.addr", "expected an IPv4 literal", "found the text '::1'")),
     # ---- host and top level
     Bad("port-range-reversed",
         "name: t\nhost:\n  sysctls:\n    ip_local_port_range: [61000, 32768]\n"

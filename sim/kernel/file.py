@@ -56,6 +56,13 @@ class FileOps:
         self.fd_install(p, fd, f)
         return fd
 
+    @rule("sys.eventfd", "fd")
+    def do_eventfd(self, p: Process, **_: Any) -> int:
+        """eventfd2(2), do_eventfd() in fs/eventfd.c: a new open file that is not a socket, at the lowest free fd (an event loop's wake-up descriptor)."""
+        fd = p.files.alloc_fd()
+        self.fd_install(p, fd, OpenFile(None))
+        return fd
+
     @rule("sys.dup2", "fd")
     def do_dup2(self, p: Process, sock: int, fd: int) -> int:
         """dup2(2), do_dup2() in fs/file.c: EBADF past RLIMIT_NOFILE; an open target is closed silently."""

@@ -72,6 +72,7 @@ SYSCALLS: dict[str, str] = {
     "send": "tcp_sendmsg", "recv": "tcp_recvmsg", "shutdown": "inet_shutdown",
     "getpeername": "inet_getpeername", "sendto": "sys_sendto", "poll": "do_pollfd",
     "seteuid": "sys_seteuid", "capset": "sys_capset",
+    "eventfd": "do_eventfd",  # made by the Qt layer (an event loop's wake-up fd), not by scenarios
 }
 
 # The named hook points: the functions another personality may override (sim/kernel/winsock.py).

@@ -496,12 +496,52 @@ class RealBackend(ProcessChannels, Observations):
         }
         if self.meta.get("loads"):
             summary["loads"] = self.meta["loads"]
+        if self.meta.get("qt"):
+            summary["qt"] = self.meta["qt"]
         if self.meta.get("warnings"):
             summary["warnings"] = self.meta["warnings"]
         if log:
             summary["driver_log"] = log
         self._summary = summary
         return summary
+
+    # ------------------------------------------------------------------ Qt (sim/real/qt_control.py)
+
+    def qt_layer(self) -> Any:
+        """Real Qt for this scenario's Qt steps and timers (one event loop per process)."""
+        from .qt_control import RealQt
+
+        if getattr(self, "_qt", None) is None:
+            self._qt = RealQt(self)
+        return self._qt
+
+    def qt_exchange(self, msgs: dict[str, dict[str, Any]], timeout: float) -> dict[str, dict[str, Any]]:
+        """Send one Qt command to each named process at once, then collect every reply within
+        ``timeout``. Processes that are gone or still blocked in a call are left out."""
+        sent = []
+        for name, msg in msgs.items():
+            p = self._procs.get(name)
+            if p is None or not self._alive(p):
+                continue
+            if p.pending is not None:
+                self._collect(p)
+                if p.pending is not None:
+                    continue
+            if self._send_to(p, msg):
+                sent.append(p)
+        replies: dict[str, dict[str, Any]] = {}
+        deadline = time.monotonic() + timeout
+        for p in sent:
+            status, msg, fds = self._wait_reply(p, max(0.0, deadline - time.monotonic()))
+            for fd in fds:
+                os.close(fd)
+            if status == "timeout":
+                raise RealBackendError(f"process {p.name!r} did not answer a Qt command within {timeout:.1f} s")
+            if status == "ok":
+                if "qt" in msg:
+                    self.meta["qt"] = {"PySide6": msg["qt"][0], "qVersion": msg["qt"][1]}
+                replies[p.name] = msg
+        return replies
 
     def __enter__(self) -> RealBackend:
         return self

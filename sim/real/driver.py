@@ -208,6 +208,7 @@ class Child:
         self.sendbuf = _Buffer()
         self.recvbuf = _Buffer()
         self.server: _LoadServer | None = None
+        self.qt = None  # the Qt side of this process, once a Qt command arrives
 
     # -- channel
     def send(self, msg: dict, fds: list[int] | None = None) -> None:
@@ -254,6 +255,8 @@ class Child:
                 elif op == "load_server_start":
                     self.server = _LoadServer(int(msg["listener"]), msg["close_first"])
                     reply = {"ok": True}
+                elif op.startswith("qt_"):
+                    reply = self.qt_op(msg)
                 elif op == "load_server_stop":
                     reply = self.server.stop() if self.server else {"accepted": 0, "errors": {}}
                     self.server = None
@@ -264,6 +267,25 @@ class Child:
             self.send(reply, fds)
             for fd in fds:
                 os.close(fd)
+
+    # -- Qt (sim/real/qt_driver.py, loaded on first use with PySide6 from the given paths)
+    def qt_op(self, msg: dict) -> dict:
+        if self.qt is None:
+            import importlib.util
+
+            path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "qt_driver.py")
+            spec = importlib.util.spec_from_file_location("socksim_qt_driver", path)
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+            try:
+                versions = mod.load(msg.get("paths") or [])
+            except ImportError as exc:
+                return {"internal": f"PySide6 cannot be imported: {exc}"}
+            self.qt = mod.QtChild(self.call)
+            self.qt.versions = versions
+        reply = self.qt.handle(msg)
+        reply["qt"] = list(self.qt.versions)
+        return reply
 
     # -- calls
     def call(self, name: str, a: dict) -> tuple[dict, list[int]]:

@@ -36,6 +36,8 @@ def outcome_text(rec: StepRecord) -> Text:
         return Text("")
     if rec.kind == "timer":
         return Text(f"fires in {rec.ret} ms" if rec.ret is not None else (rec.err or "inactive"))
+    if rec.kind == "qt":
+        return Text(rec.err or json.dumps(rec.ret), style="green" if not rec.err else "bold red")
     if rec.blocked:
         if rec.completed_after is not None:
             res = rec.err or (str(rec.ret) if rec.ret not in (None, 0) else "ok")
@@ -46,6 +48,17 @@ def outcome_text(rec: StepRecord) -> Text:
         num = f" ({rec.errno})" if rec.errno is not None and rec.err.startswith("WSA") else ""
         return Text(f"{ret} {rec.err}{num}", style="bold red")
     return Text("ok" if rec.ret in (None, 0) else f"{rec.ret}", style="green")
+
+
+def syscall_text(c: dict[str, Any]) -> str:
+    """``bind(4, 0.0.0.0, 5000) = -1 EADDRINUSE`` (with the loop it came from, if any)."""
+    a = c.get("args") or {}
+    order = ("sock", "family", "type", "addr", "port", "backlog", "opt", "value", "bytes", "on")
+    parts = [str(a[k]) + ("|SOCK_NONBLOCK|SOCK_CLOEXEC" if k == "type" and a.get("nonblock") else "")
+             for k in order if k in a and a[k] not in (None, [])]
+    res = f"{c.get('ret')} {c['err']}" if c.get("err") else str(c.get("ret"))
+    where = f"[{c['loop']}] " if c.get("loop") else ""
+    return f"{where}{c['call']}({', '.join(parts)}) = {res}"
 
 
 def print_timeline(trace: Trace, scenario: Any = None, explain: bool = False) -> None:
@@ -66,6 +79,10 @@ def print_timeline(trace: Trace, scenario: Any = None, explain: bool = False) ->
         facts = rec.facts if explain else (rec.facts[:2] if rec.err or rec.blocked else [])
         for f in facts:
             rule.append(f"\n  {f}", style="italic")
+        for c in rec.syscalls:  # the system calls a Qt call (or a Qt event loop) made
+            rule.append(f"\n  -> {syscall_text(c)}", style="cyan")
+            if c.get("rule"):
+                rule.append(f"  {c['rule']}", style="dim")
         res = outcome_text(rec)
         if rec.expect_ok is False:
             res.append(f"  (expected {rec.expect})", style="bold magenta")

@@ -102,6 +102,8 @@ def call_ok(expect: Any, rec: Any, tolerate: list[dict[str, Any]] | None = None)
     """A call's (or observation's) record against its expectation, under its tolerances."""
     if expect is None:
         return True
+    if rec.kind == "qt":  # a Qt call's value: true/false, an enum name, a number, a list
+        return rec.err is None and rec.ret == expect
     if any(t.get("field") == "all" and t.get("rel") is None and t.get("abs") is None
            for t in (tolerate or [])):
         return True

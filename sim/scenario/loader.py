@@ -37,6 +37,7 @@ def _check_names(sc: Scenario, marked: _Marked, fname: str) -> None:
     """Static checks pydantic cannot do: processes and names used before they exist."""
     procs = set(sc.processes)
     names: dict[str, set[str]] = {p: set() for p in procs}
+    qt_classes: dict[str, dict[str, str]] = {}  # process -> Qt object name -> its class
 
     def proc_problem(p: str) -> str:
         return (f"expected a process declared under processes: (or created by an earlier fork), "
@@ -86,6 +87,19 @@ def _check_names(sc: Scenario, marked: _Marked, fname: str) -> None:
                     fail(("load", k), proc_problem(p))
             if isinstance(ld.listener, str) and ld.listener not in names[ld.accept_proc]:
                 fail(("load", "listener"), name_problem(ld.listener, ld.accept_proc))
+        elif kind == "qt":
+            q = step.qt
+            if q.proc not in procs:
+                fail(("qt", "proc"), proc_problem(q.proc))
+            cls = q.call.split(".")[0]
+            have = qt_classes.setdefault(q.proc, {})
+            if have.setdefault(q.object, cls) != cls:
+                fail(("qt", "call"), f"expected a {have[q.object]} call for object {q.object!r} "
+                                     f"(it is a {have[q.object]}), found {q.call}")
+            names[q.proc].add(q.object)
+            if q.as_:
+                have[q.as_] = "QTcpSocket"
+                names[q.proc].add(q.as_)
         else:  # other kinds (e.g. timer) that name the process they act in
             spec = getattr(step, kind, None)
             p = getattr(spec, "proc", None)

@@ -547,13 +547,78 @@ class LoadStep(_Step):
     load: LoadSpec
 
 
+QT_METHODS = {
+    "QTcpServer": ("listen", "serverError", "errorString", "isListening", "socketDescriptor",
+                   "setListenBacklogSize", "setMaxPendingConnections", "hasPendingConnections",
+                   "nextPendingConnection", "close", "signals"),
+    "QTcpSocket": ("connectToHost", "state", "error", "errorString", "bytesAvailable",
+                   "bytesToWrite", "socketDescriptor", "write", "readAll", "disconnectFromHost",
+                   "abort", "signals"),
+}
+QT_CALLS = tuple(f"{c}.{m}" for c, ms in QT_METHODS.items() for m in ms)
+# which keys each Qt call needs (value: setListenBacklogSize, setMaxPendingConnections, write)
+QT_NEEDS = {"QTcpServer.listen": ("port",), "QTcpSocket.connectToHost": ("addr", "port"),
+            "QTcpServer.setListenBacklogSize": ("value",), "QTcpServer.setMaxPendingConnections": ("value",),
+            "QTcpSocket.write": ("value",), "QTcpServer.nextPendingConnection": ("as",)}
+
+
+class QtCall(_Strict):
+    """One call on a Qt object of process ``proc``: ``call`` is ``Class.method`` (QTcpServer or
+    QTcpSocket); the object named ``object`` is created on first use. ``signals`` is the list of
+    signals the object emitted since the last look."""
+
+    proc: Name
+    object: Name
+    call: Literal[QT_CALLS]  # type: ignore[valid-type]
+    addr: str | None = None
+    port: Port | None = None
+    value: Annotated[int, Field(ge=0, le=1 << 30)] | None = None
+    as_: Name | None = Field(None, alias="as")
+
+    @field_validator("addr")
+    @classmethod
+    def _v4(cls, v: str | None) -> str | None:
+        if v is not None and (_check_addr(v) and ":" in v):
+            raise ValueError("an IPv4 literal such as 127.0.0.1 (Qt steps model IPv4 QHostAddress values only)")
+        return v
+
+    @model_validator(mode="after")
+    def _needs(self) -> QtCall:
+        for key in QT_NEEDS.get(self.call, ()):
+            if getattr(self, "as_" if key == "as" else key) is None:
+                raise ValueError(f"{key}: for {self.call}")
+        return self
+
+
+class QtStep(_Step):
+    qt: QtCall
+
+    @field_validator("expect")
+    @classmethod
+    def _expect_word(cls, v: Any) -> Any:
+        """A Qt call's expectation is its return value: true/false, an enum name, a number, a list."""
+        return v
+
+def _slot_tag(v: Any) -> str:
+    if isinstance(v, dict):
+        return "qt" if "object" in v else "call"
+    return "qt" if isinstance(v, QtCall) else "call"
+
+
+SlotCall = Annotated[
+    Union[Annotated[Call, Tag("call")], Annotated[QtCall, Tag("qt")]],
+    Discriminator(_slot_tag),
+]
+
+
 class TimerOp(_Strict):
     """An application timer with QTimer semantics, in the event loop of process ``proc``.
 
     ``op`` is a QTimer method: ``start`` (restarts a running timer), ``stop``, ``setInterval``,
     ``setSingleShot``, ``setTimerType``, or the static ``singleShot`` (one shot, no object).
-    ``on_timeout`` lists the calls the connected slot makes in ``proc`` at each timeout.
-    ``until_ok`` re-arms a single-shot timer while the slot's last call fails: the usual
+    ``on_timeout`` lists the calls the connected slot makes in ``proc`` at each timeout: system
+    calls, or Qt calls (``object:`` and ``call: QTcpServer.listen`` ...; a Qt call fails when it
+    returns false). ``until_ok`` re-arms a single-shot timer while the slot's last call fails: the usual
     ``QTimer::singleShot`` retry loop.
     """
 
@@ -563,7 +628,7 @@ class TimerOp(_Strict):
     interval: Annotated[int, Field(ge=-(2**31), le=2**31 - 1)] | None = None  # milliseconds
     single_shot: bool | None = None
     type: Literal["PreciseTimer", "CoarseTimer", "VeryCoarseTimer"] | None = None
-    on_timeout: list[Call] = []
+    on_timeout: list[SlotCall] = []  # system calls, or Qt calls (with object:)
     until_ok: bool = False
     # only when the process's previous call failed: `if (bind(...) == SOCKET_ERROR) QTimer::singleShot(...)`
     if_failed: bool = False
@@ -603,7 +668,7 @@ class SysctlStep(_Step):
         return v
 
 
-STEP_KINDS = ("call", "sleep", "observe", "load", "timer", "sysctl")
+STEP_KINDS = ("call", "sleep", "observe", "load", "timer", "sysctl", "qt")
 
 
 def _step_tag(v: Any) -> str | None:
@@ -623,10 +688,11 @@ Step = Annotated[
         Annotated[LoadStep, Tag("load")],
         Annotated[TimerStep, Tag("timer")],
         Annotated[SysctlStep, Tag("sysctl")],
+        Annotated[QtStep, Tag("qt")],
     ],
     Discriminator(_step_tag, custom_error_type="step_kind",
-                  custom_error_message="a step needs one of call:, sleep:, observe:, load:, timer: "
-                                       "or sysctl:"),
+                  custom_error_message="a step needs one of call:, sleep:, observe:, load:, timer:, "
+                                       "sysctl: or qt:"),
 ]
 
 
@@ -763,6 +829,8 @@ def step_kind(step: Any) -> str:
         return "timer"
     if isinstance(step, SysctlStep):
         return "sysctl"
+    if isinstance(step, QtStep):
+        return "qt"
     return "call"
 
 

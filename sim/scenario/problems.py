@@ -274,6 +274,11 @@ def _data_path(data: Any, loc: tuple) -> tuple:
         loc = loc[:2] + (loc[4:] if loc[2] == "call" else loc[3:])
         if len(loc) >= 4 and loc[2] == "observe" and loc[3] in _OBSERVATIONS:
             loc = loc[:3] + loc[4:]
+    for i in range(2, len(loc)):
+        # a timer slot's entry: ('on_timeout', n, 'call'|'qt', [<call name tag>], field...)
+        if loc[i - 2] == "on_timeout" and isinstance(loc[i - 1], int) and loc[i] in ("call", "qt"):
+            loc = loc[:i] + (loc[i + 2:] if loc[i] == "call" else loc[i + 1:])
+            break
     path: list = []
     cur = data
     for k in loc:

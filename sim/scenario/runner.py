@@ -12,13 +12,15 @@ from typing import Any, Callable
 
 from ..personality import get as get_personality
 from ..trace import BLOCKED, Backend, CallResult, StepRecord, Trace, WireNumbering
-from ..engine.qtimer import QtTimers
+from ..engine.qt.qtimer import QtTimers
 from ..kernel.rules import RULES, Trail, activate, decisive
 from .captures import Captures, run_checks
 from .expect import call_ok, canon
 from .model import (
-    ForkCall, LoadStep, ObserveStep, Scenario, SleepStep, SysctlStep, TimerStep, call_args, step_kind,
+    ForkCall, LoadStep, ObserveStep, QtCall, QtStep, Scenario, SleepStep, SysctlStep, TimerStep, call_args,
+    step_kind,
 )
+from .qtsteps import QtSteps
 
 REF_KEYS = ("port", "addr", "value")
 
@@ -69,12 +71,14 @@ class _Run:
         self.numbering = WireNumbering()
         self.caps = Captures(scenario, self.trace.steps)
         self.capture_of: dict[int, str] = {}  # record index -> capture name (blocked calls)
+        self.qt = QtSteps(self)
 
     # ---------------------------------------------------------------- main loop
     def go(self) -> Trace:
         wall = time.monotonic()
         self.backend.start(self.data)
         try:
+            self.qt.start()
             for i, step in enumerate(self.sc.steps):
                 line = self.sc.step_lines[i] if i < len(self.sc.step_lines) else 0
                 self.cur_step = i
@@ -133,13 +137,16 @@ class _Run:
             rec.args = {"seconds": step.sleep}
             self._finish(rec)
             self.sleep(step.sleep)
-            return
         elif isinstance(step, ObserveStep):
             rec = self._record("observe", line, step.expect, step)
             obs = step.observe.model_dump()
             rec.args = dict(obs)
             rec.proc = obs.get("proc")
-            if obs["what"] == "timer":
+            if obs["what"] == "timer" and self.qt.real is not None:
+                rec.obs = self.qt.timer_state(obs["proc"], obs["name"]) or {
+                    "active": False, "interval": 0, "remaining_ms": -1, "single_shot": False,
+                    "type": "CoarseTimer", "timeouts": 0}
+            elif obs["what"] == "timer":
                 t = self.timers.timers.get((obs["proc"], obs["name"]))
                 rec.obs = (self.timers.describe(t, self.backend.now()) if t else
                            {"active": False, "interval": 0, "remaining_ms": -1, "single_shot": False,
@@ -170,6 +177,9 @@ class _Run:
             if problem:
                 rec.err, rec.facts = "SYSCTL_REFUSED", [problem]
             self._finish(rec)
+        elif isinstance(step, QtStep):
+            self.qt.step(step, line)
+        self.qt.after_step()
         self.run_due_timers()
 
     def call(self, step: Any, line: int, via: str | None = None) -> StepRecord:
@@ -242,6 +252,11 @@ class _Run:
     # ---------------------------------------------------------------- time and timers
     def sleep(self, seconds: float) -> None:
         """Let time pass; application timers fire on the way, each in its own process."""
+        if self.qt.real is not None and self.qt.real.procs:
+            self.qt.sleep(seconds)
+            if self.trace.steps:
+                self._collect(len(self.trace.steps) - 1)
+            return
         end = self.backend.now() + seconds
         while True:
             now = self.backend.now()
@@ -271,13 +286,22 @@ class _Run:
                 rec.facts = [f"the previous call of {op.proc} succeeded: the program does not start this timer"]
                 self._finish(rec)
                 return
+        self.timer_lines[(op.proc, op.name)] = line
+        self.timer_steps[(op.proc, op.name)] = self.cur_step
+        if self.qt.real is not None:
+            self.qt.timer_op(op, rec)
+            self._finish(rec)
+            self.qt.record_pending()
+            return
+        m = self.qt.model
+        if m is not None and op.proc not in m.procs:  # the process's first Qt use: QCoreApplication
+            m.proc(op.proc)
+            rec.syscalls = [self.qt._shown(c) for c in m.startup_calls]
         trail = self.qt_trail
         trail.clear()
         prev = activate(trail)
         now = self.backend.now()
         t = self.timers.get(op.proc, op.name)
-        self.timer_lines[(op.proc, op.name)] = line
-        self.timer_steps[(op.proc, op.name)] = self.cur_step
         if op.on_timeout:
             t.slot = list(op.on_timeout)
         if op.type is not None:
@@ -303,6 +327,8 @@ class _Run:
 
     def run_due_timers(self) -> None:
         """Timers whose deadline passed fire now, once each, in processes that are not blocked."""
+        if self.qt.real is not None:
+            return  # real Qt fires them in its own loops (QtSteps.after_step / sleep)
         for _ in range(100000):
             now = self.backend.now()
             due = self.timers.due(now, set(self.blocked))
@@ -321,16 +347,23 @@ class _Run:
                     break
                 saved, self.cur_step = self.cur_step, self.timer_steps.get((t.proc, t.name), self.cur_step)
                 try:
-                    last = self.call(call, line, via=f"timeout of QTimer {t.name} (#{t.shots})")
+                    via = f"timeout of QTimer {t.name} (#{t.shots})"
+                    last = (self.qt.slot_call(call, line, via) if isinstance(call, QtCall)
+                            else self.call(call, line, via=via))
                 finally:
                     self.cur_step = saved
                 if facts:
                     last.facts = facts + last.facts
                     facts = []
-            if t.until_ok and last is not None and (last.err is not None) and t.shots < t.max_shots:
+            if t.until_ok and last is not None and _failed(last) and t.shots < t.max_shots:
                 self.timers.single_shot(t, t.interval, self.backend.now())
             if t.shots >= t.max_shots and t.active:
                 self.timers.stop(t)
+
+
+def _failed(rec: StepRecord) -> bool:
+    """A slot's call failed: an error, or a Qt call that returned false (QTcpServer::listen())."""
+    return rec.err is not None or (rec.kind == "qt" and rec.ret is False)
 
 
 def run(scenario: Scenario, backend: Backend, seed: int | None = None,

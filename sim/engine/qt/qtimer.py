@@ -1,7 +1,7 @@
 """Application timers with Qt's QTimer semantics (pure logic; the runner gives it the time).
 
 Sources: QTimer class documentation (doc.qt.io/qt-6/qtimer.html) and qtbase
-src/corelib/kernel/qtimer.cpp, qtimerinfo_unix.cpp; see /docs/windows.md and the Qt notes.
+src/corelib/kernel/qtimer.cpp, qtimerinfo_unix.cpp, checked against real Qt 6.12 (docs/qt.md).
 Times are in milliseconds of the scenario's clock. A timer only fires while its thread's event
 loop runs: a process blocked in a call delays its timers, which then fire once (no backlog).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..kernel.rules import fact, rule
+from ...kernel.rules import fact, rule
 
 PRECISE, COARSE, VERY_COARSE = "PreciseTimer", "CoarseTimer", "VeryCoarseTimer"
 
@@ -46,6 +46,23 @@ def effective_interval(t: QTimer) -> float:
     return ms / 1000.0
 
 
+def _kind(t: QTimer) -> str:
+    if t.type == COARSE and t.interval >= 20000:
+        return VERY_COARSE  # qtimerinfo_unix.cpp: coarse timers of 20 s and more are demoted
+    return t.type
+
+
+@rule("qt.very_coarse_deadline", "qtimer")
+def deadline_after(t: QTimer, base: float) -> float:
+    """QTimerInfoList::calculateNextTimeout() (qtimerinfo_unix.cpp; Qt 6.12 measured): a VeryCoarseTimer's deadline is rounded to the nearest whole second of the clock."""
+    d = base + effective_interval(t)
+    if _kind(t) == VERY_COARSE:
+        r = float(int(d + 0.5))
+        fact(f"VeryCoarseTimer: deadline {d:.3f} s is rounded to the whole second {r:.0f} s")
+        return r
+    return d
+
+
 class QtTimers:
     """All timers of a scenario: QTimer objects by (process, name), plus static singleShots."""
 
@@ -65,13 +82,13 @@ class QtTimers:
         self.ids += 1
         t.serial, t.timer_id = self.serial, self.ids
         t.active = True
-        t.deadline = now + effective_interval(t)
+        t.deadline = deadline_after(t, now)
 
     @rule("qt.start", "qtimer")
     def start(self, t: QTimer, now: float, interval: int | None = None) -> None:
         """QTimer::start() (qtimer.cpp): starts or restarts the timer; a full interval from now, with a new id."""
         if interval is not None:
-            t.interval = interval
+            t.interval = self.checked_interval(interval, "start")
         if t.active:
             fact(f"timer {t.name} was running: start() restarts it")
         self._arm(t, now)
@@ -86,16 +103,24 @@ class QtTimers:
     @rule("qt.set_interval", "qtimer")
     def set_interval(self, t: QTimer, ms: int, now: float) -> None:
         """QTimer::setInterval(): on a running timer the countdown restarts with the new interval."""
-        t.interval = ms
+        t.interval = self.checked_interval(ms, "setInterval")
         if t.active:
             self._arm(t, now)
 
+    @staticmethod
+    @rule("qt.negative_interval", "qtimer", "minor")
+    def checked_interval(ms: int, where: str) -> int:
+        """QTimer::setInterval()/start(msec)/singleShot() (qtimer.cpp, Qt 6.12 measured): a negative interval warns and becomes 1 ms."""
+        if ms < 0:
+            fact(f"QTimer::{where}: negative intervals aren't allowed; the interval will be set to 1ms "
+                 "(Qt 6.12; earlier 6.x releases refused to schedule)")
+            return 1
+        return ms
+
     @rule("qt.single_shot_static", "qtimer")
     def single_shot(self, t: QTimer, ms: int, now: float) -> bool:
-        """QTimer::singleShot(msec, context, functor): one timeout after msec; a negative interval schedules nothing."""
-        if ms < 0:
-            fact("QTimer::singleShot: negative intervals are not allowed; nothing is scheduled")
-            return False
+        """QTimer::singleShot(msec, receiver, member) (qtimer.cpp, qtimer.h defaultTypeFor()): one timeout after msec; PreciseTimer under 2 s, else CoarseTimer."""
+        ms = self.checked_interval(ms, "singleShot")
         t.single_shot = True
         t.interval = ms
         if t.type == COARSE and ms < 2000:
@@ -137,7 +162,7 @@ class QtTimers:
             skipped = int((now - t.deadline) // step) if step > 0 else 0
             if skipped:
                 fact(f"{skipped} timeout(s) coalesced: Qt emits timeout() only once and resumes the interval")
-            nxt = now + step
+            nxt = deadline_after(t, now)
         t.deadline = nxt
 
     def describe(self, t: QTimer, now: float) -> dict[str, Any]:
