@@ -207,7 +207,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
     console.print(f"{len(cov.rows)} rows; {idle} exercised by no bundled scenario")
     for b in cov.bad:
         print(f"warning: {b}", file=sys.stderr)
-    return EXIT_DIFF if missing else EXIT_OK
+    return EXIT_DIFF if missing or idle else EXIT_OK
 
 
 def _first(names: list[str]) -> str:
