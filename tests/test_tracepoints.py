@@ -75,8 +75,21 @@ def test_every_state_write_of_a_run_arrives_as_an_event_and_is_a_row():
     assert ("ESTABLISHED", "close", "FIN_WAIT1") in rows
     kinds = {type(e) for e in seen}
     for k in (tp.SegmentSent, tp.SegmentDelivered, tp.FdInstall, tp.CloseFd, tp.PortBound,
-              tp.InetTwskEntered, tp.RequestQueued, tp.RuleConsulted, tp.FactNoted, tp.SyscallExit):
+              tp.PortReleased, tp.InetTwskEntered, tp.RequestQueued, tp.RuleConsulted, tp.FactNoted,
+              tp.SyscallExit, tp.TimerArmed, tp.TimerCancelled, tp.KernelEntered, tp.InetSockSetState):
         assert k in kinds, k.__name__
+
+
+def test_every_kind_of_event_is_emitted_by_the_bundled_scenarios():
+    kinds: set[type] = set()
+    for name in ("time-wait-active-closer", "time-wait-expiry", "rst-close-unread-data", "buffers-recv-queues"):
+        sc = load_file(ROOT / "scenarios" / f"{name}.yaml")
+        seen: list[Any] = []
+        run(sc, SimBackend(seed=sc.seed, probes=(seen.append,)), seed=sc.seed)
+        kinds |= {type(e) for e in seen}
+    declared = {c for c in vars(tp).values()
+                if isinstance(c, type) and c.__module__ == tp.__name__ and c is not tp.Tracepoints}
+    assert declared - kinds == set(), sorted(c.__name__ for c in declared - kinds)
 
 
 def test_unsubscribed_observer_gets_nothing_and_events_are_slotted():

@@ -9,6 +9,13 @@ from .drawing import DEdge, DNode, Drawing
 
 
 CHAR_W, LINE_H, PAD = 6.4, 14.0, 8.0
+LABEL_FONT = 9.0  # edge labels; node text is 10
+Box = tuple[float, float, float, float]
+
+
+def _label_size(label: str) -> tuple[float, float]:
+    lines = label.split("\n")
+    return max(len(s) for s in lines) * LABEL_FONT * 0.56 + 6, len(lines) * (LABEL_FONT + 2) + 3
 
 
 def _size(n: DNode) -> tuple[float, float]:
@@ -49,9 +56,10 @@ def layout_svg(dr: Drawing) -> str:
     W = max(x + w for x, y, w, h in box.values()) + 40
     H = max(y + h for x, y, w, h in box.values()) + 40
     parts = _svg_clusters(dr, box)
+    taken = list(box.values())  # label boxes must not cover a node or another label
     for e in dr.edges:
         if e.src in box and e.dst in box:
-            parts.append(_svg_edge(e, box[e.src], box[e.dst], lr))
+            parts.append(_svg_edge(e, box[e.src], box[e.dst], lr, taken))
     parts.extend(_svg_node(n, box[n.id]) for n in dr.nodes)
     title = (f'<text x="{W / 2:.1f}" y="16" text-anchor="middle" font-size="12" font-weight="bold">'
              f'{html.escape(dr.title)}</text>') if dr.title else ""
@@ -67,6 +75,10 @@ def place(dr: Drawing) -> dict[str, tuple[float, float, float, float]]:
     size = {n.id: _size(n) for n in dr.nodes}
     lr = dr.rankdir == "LR"
     gap_rank, gap_node = (70.0, 16.0) if lr else (58.0, 30.0)
+    # room between ranks for the widest (LR) or tallest (TB) edge label, so labels sit between nodes
+    sizes = [_label_size(e.label) for e in dr.edges if e.label and e.src != e.dst]
+    if sizes:
+        gap_rank = max(gap_rank, max(w if lr else h for w, h in sizes) + 16)
     keys = sorted(ranks)
     # extent of every rank along the rank axis
     thick = {r: max((size[n.id][0] if lr else size[n.id][1]) for n in ranks[r]) for r in keys}
@@ -156,7 +168,7 @@ def _svg_node(n: DNode, b: tuple[float, float, float, float]) -> str:
             + shape + "".join(texts) + "</g>")
 
 
-def _svg_edge(e: DEdge, a: tuple[float, float, float, float], b: tuple[float, float, float, float], lr: bool) -> str:
+def _svg_edge(e: DEdge, a: Box, b: Box, lr: bool, taken: list[Box]) -> str:
     ax, ay, aw, ah = a
     bx, by, bw, bh = b
     dash = ' stroke-dasharray="5 3"' if e.style == "dashed" else ""
@@ -202,19 +214,55 @@ def _svg_edge(e: DEdge, a: tuple[float, float, float, float], b: tuple[float, fl
     p2 = (tx - ux * size + uy * size * 0.45, ty - uy * size - ux * size * 0.45)
     head = (f'<polygon points="{tx:.1f},{ty:.1f} {p1[0]:.1f},{p1[1]:.1f} {p2[0]:.1f},{p2[1]:.1f}" '
             f'fill="{e.color}" stroke="{e.color}"/>')
-    label = ""
-    if e.label:
-        t = 0.5
-        mx = (1 - t) ** 3 * sx + 3 * (1 - t) ** 2 * t * c1[0] + 3 * (1 - t) * t ** 2 * c2[0] + t ** 3 * tx
-        my = (1 - t) ** 3 * sy + 3 * (1 - t) ** 2 * t * c1[1] + 3 * (1 - t) * t ** 2 * c2[1] + t ** 3 * ty
-        lines = e.label.split("\n")
-        lw = max(len(s) for s in lines) * 5.2 + 4
-        lh = len(lines) * 10 + 2
-        label = (f'<rect x="{mx - lw / 2:.1f}" y="{my - lh / 2:.1f}" width="{lw:.1f}" height="{lh:.1f}" '
-                 f'fill="white" fill-opacity="0.85"/>')
-        for i, s in enumerate(lines):
-            label += (f'<text x="{mx:.1f}" y="{my - lh / 2 + 9 + i * 10:.1f}" text-anchor="middle" '
-                      f'font-size="8" fill="{e.color}">{html.escape(s)}</text>')
+    label = _svg_edge_label(e, (sx, sy), c1, c2, (tx, ty), taken) if e.label else ""
     eid = f' id="{html.escape(e.id)}"' if e.id else ""
     return (f'<g{eid} class="edge {html.escape(e.cls)}"><path d="{path}" fill="none" stroke="{e.color}" '
             f'stroke-width="{e.penwidth:g}"{dash}/>' + head + label + "</g>")
+
+
+def _bezier(p0: tuple[float, float], c1: tuple[float, float], c2: tuple[float, float],
+            p3: tuple[float, float], t: float) -> tuple[float, float]:
+    u = 1 - t
+    return (u ** 3 * p0[0] + 3 * u * u * t * c1[0] + 3 * u * t * t * c2[0] + t ** 3 * p3[0],
+            u ** 3 * p0[1] + 3 * u * u * t * c1[1] + 3 * u * t * t * c2[1] + t ** 3 * p3[1])
+
+
+def _overlaps(r: Box, others: list[Box]) -> int:
+    x, y, w, h = r
+    return sum(1 for ox, oy, ow, oh in others if x < ox + ow and ox < x + w and y < oy + oh and oy < y + h)
+
+
+def _label_spots(lw: float, lh: float) -> list[tuple[float, float, float]]:
+    """Where to try a label: points of the curve from the middle outwards, then ever farther
+    beside them (a spiral of eight directions)."""
+    ts = (0.5, 0.4, 0.6, 0.3, 0.7, 0.2, 0.8)
+    spots = [(t, 0.0, 0.0) for t in ts]
+    for k in range(1, 7):
+        for ux, uy in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, 1), (1, -1), (-1, -1)):
+            spots += [(t, ux * k * (lw / 2 + 4), uy * k * lh) for t in ts[:3]]
+    return spots
+
+
+def _svg_edge_label(e: DEdge, p0: tuple[float, float], c1: tuple[float, float], c2: tuple[float, float],
+                    p3: tuple[float, float], taken: list[Box]) -> str:
+    """The edge's label on a white box, at the point of the curve where it covers no node and no
+    other label (tried from the middle outwards, then beside the curve); the box is then taken."""
+    lines = e.label.split("\n")
+    lw, lh = _label_size(e.label)
+    best: tuple[int, Box] | None = None
+    for t, dx, dy in _label_spots(lw, lh):
+        mx, my = _bezier(p0, c1, c2, p3, t)
+        r = (mx + dx - lw / 2, my + dy - lh / 2, lw, lh)
+        n = _overlaps(r, taken)
+        if best is None or n < best[0]:
+            best = (n, r)
+        if n == 0:
+            break
+    x, y, w, h = best[1]
+    taken.append(best[1])
+    out = (f'<rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{h:.1f}" '
+           f'fill="white" fill-opacity="0.9"/>')
+    for i, s in enumerate(lines):
+        out += (f'<text x="{x + w / 2:.1f}" y="{y + LABEL_FONT + 1 + i * (LABEL_FONT + 2):.1f}" '
+                f'text-anchor="middle" font-size="{LABEL_FONT:g}" fill="{e.color}">{html.escape(s)}</text>')
+    return out

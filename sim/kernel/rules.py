@@ -61,10 +61,11 @@ class _Current:
     """Which trail the running code records into: the trail of the kernel the engine entered last
     (as Linux's ``current`` names the running task). Set only through :func:`activate`."""
 
-    __slots__ = ("trail",)
+    __slots__ = ("trail", "rules", "probes")  # rules and probes: the trail's, read by every rule call
 
     def __init__(self) -> None:
         self.trail = Trail()
+        self.rules, self.probes = self.trail.rules, self.trail.probes
 
 
 _CURRENT = _Current()
@@ -72,7 +73,9 @@ _CURRENT = _Current()
 
 def activate(trail: Trail) -> Trail:
     """Make ``trail`` the one rules and facts record into; returns the previous one."""
-    prev, _CURRENT.trail = _CURRENT.trail, trail
+    cur = _CURRENT
+    prev, cur.trail = cur.trail, trail
+    cur.rules, cur.probes = trail.rules, trail.probes  # a trail's lists are cleared in place, never replaced
     return prev
 
 
@@ -91,10 +94,9 @@ def rule(rule_id: str, *tags: str) -> Callable[[F], F]:
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            t = cur.trail
-            t.rules.append(rule_id)
-            if t.probes:
-                _emit(t.probes, RuleConsulted(rule_id))
+            cur.rules.append(rule_id)
+            if cur.probes:
+                _emit(cur.probes, RuleConsulted(rule_id))
             return func(*args, **kwargs)
 
         wrapper.rule_id = rule_id  # type: ignore[attr-defined]

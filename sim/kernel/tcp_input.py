@@ -20,7 +20,7 @@ class TcpInput:
             sk.snd_edge = seg.wnd
             sk.syn_unacked = False
             sk.used_ts = seg.ts and bool(self.sysctls["tcp_timestamps"])
-            sk.syn_gen += 1
+            self.inet_csk_clear_xmit_timer("syn", sk)  # the SYN is answered: no retransmission
             self.tcp_transition(sk, "rcv_synack")
             if not sk.snd_lock:
                 sk.sndbuf = buffers.expand_sndbuf(sk.sndbuf, self.sysctls["tcp_wmem"][2])

@@ -59,7 +59,7 @@ class TcpMinisocks:
         if self.ehash.get(key) is tw:
             self.ehash_pop(key)
         self.inet_put_port(tw.lport, tw)
-        tw.gen += 1
+        self.inet_csk_clear_xmit_timer("tw", tw)
         self.tw.release()
 
     def tcp_timewait_state_process(self, tw: TimeWaitSock, seg: Segment) -> None:
@@ -92,7 +92,7 @@ class TcpMinisocks:
 
     def inet_twsk_reschedule(self, tw: TimeWaitSock) -> None:
         """inet_twsk_reschedule(): back to a full TCP_TIMEWAIT_LEN."""
-        tw.gen += 1
+        self.inet_csk_clear_xmit_timer("tw", tw)
         tw.expires = self.timer_expiry(self.now, self.TIME_WAIT_LEN)
         self.inet_csk_reset_xmit_timer("tw", self.TIME_WAIT_LEN, tw, tw.gen)
 

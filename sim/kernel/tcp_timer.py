@@ -6,7 +6,7 @@ from typing import Any
 
 from .skbuff import SYN
 from .tcp_states import State
-from .tracepoints import TimerArmed, TimerFired
+from .tracepoints import TimerArmed, TimerCancelled, TimerFired
 
 
 class TcpTimer:
@@ -17,6 +17,16 @@ class TcpTimer:
         self.timer_requests.append((kind, delay, obj, gen))
         if self.probes:
             self.emit(TimerArmed(kind, obj, delay, gen))
+
+    def inet_csk_clear_xmit_timer(self, kind: str, obj: Any) -> None:
+        """inet_csk_clear_xmit_timer() / inet_twsk_deschedule(): a pending timer of ``obj`` no longer
+        fires (its generation moves on, so the engine's entry is skipped)."""
+        if kind == "tw":
+            obj.gen += 1
+        else:
+            obj.syn_gen += 1
+        if self.probes:
+            self.emit(TimerCancelled(kind, obj))
 
     def tw_timer_handler(self, tw: Any, gen: int) -> None:
         """tw_timer_handler(): the TIME_WAIT (or orphaned FIN_WAIT2) minisock's time is up."""

@@ -4,7 +4,7 @@ the rules overridden where Winsock and the Windows TCP/IP stack differ.
 Nobody ran these rules against a Windows kernel: each one cites the Microsoft Learn page (or KB
 article) it implements in the first line of its docstring, and says so where a choice had to be
 made without a source (``inferred``). docs/windows.md lists the decisions and the evidence; the
-bracketed tags ([W20] ...) refer to the reference list in /work/shared/semantics/windows.md.
+bracketed tags ([W20] ...) refer to the reference list at the end of docs/windows.md.
 
 What changes on a Windows host, at a glance:
 
@@ -479,7 +479,7 @@ class WinsockKernel(WinsockPorts, WinsockIO, Kernel):
             fact(f"RST after {tries} retransmission(s) of the SYN: the connection is refused")
             return False
         sk.win_rst_tries = tries + 1
-        sk.syn_gen += 1  # the retry replaces the pending SYN retransmission timer
+        self.inet_csk_clear_xmit_timer("syn", sk)  # the retry replaces the pending SYN retransmission timer
         self.inet_csk_reset_xmit_timer("win_syn_retry", self.SYN_RST_RETRY_INTERVAL, sk, sk.syn_gen)
         fact(f"RST in answer to the SYN: retry {tries + 1} of {limit} in {self.SYN_RST_RETRY_INTERVAL:g} s")
         return True
