@@ -217,7 +217,7 @@ class WinsockKernel(WinsockPorts, WinsockIO, Kernel):
                      "not yet acknowledged: the close cannot complete at once; the handle stays valid")
                 raise SysError("EAGAIN", "win.closesocket")
             deadline = self.now + secs
-            self.timer_requests.append(("win_linger", float(secs), sk, 0))
+            self.inet_csk_reset_xmit_timer("win_linger", float(secs), sk, 0)
             fact(f"SO_LINGER {{1, {secs}}}: closesocket blocks until {sk.snd_q} byte(s) are "
                  f"acknowledged or {secs} s pass")
             raise Block(lambda now: self._linger_wait(p, sock, f, sk, deadline),
