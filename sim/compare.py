@@ -17,7 +17,7 @@ from .trace import Trace
 from .wire import WireComparison, compare_wire
 
 # Whether a divergence on the wire makes the traces disagree (False: reported only).
-WIRE_ENFORCED = False
+WIRE_ENFORCED = True
 
 FIELDS = ("ret", "err", "blocked", "completed_after", "obs", "name")
 

@@ -26,6 +26,7 @@ class WireComparison:
     disagree: list[str] = field(default_factory=list)  # human-readable diff lines that count
     tolerated: list[str] = field(default_factory=list)
     connections: int = 0  # connections compared
+    first: tuple[int, str] | None = None  # (record, signature) of the earliest divergence
 
     @property
     def agree(self) -> bool:
@@ -46,11 +47,16 @@ def _tolerances(rec: StepRecord | None, scenario_wide: Iterable[Any]) -> dict[st
 
 def _groups(steps: list[StepRecord]) -> list[int]:
     """Record index -> comparison group: a step tolerating ``wire.step`` shares its group with
-    the next record."""
-    group, out = 0, []
+    the records that follow it up to the next step that can put segments on the wire (an
+    observation cannot)."""
+    group, out, carry = 0, [], False
     for i, rec in enumerate(steps):
-        if i == 0 or not any(t.get("field") == "wire.step" for t in steps[i - 1].tolerate):
+        if not carry:
             group = i
+        if any(t.get("field") == "wire.step" for t in rec.tolerate):
+            carry = True
+        elif rec.kind != "observe" and i != group:
+            carry = False
         out.append(group)
     return out
 
@@ -79,7 +85,7 @@ def compare_wire(scenario: Any, sim: Trace, real: Trace) -> WireComparison:
     if not wire_note.startswith("captured"):
         return WireComparison(checked=False, why=f"the real kernel's wire was {wire_note or 'not captured'}")
     scenario_wide = list(getattr(scenario, "tolerate", None) or [])
-    steps = real.steps if len(real.steps) >= len(sim.steps) else sim.steps
+    steps = sim.steps if len(sim.steps) >= len(real.steps) else real.steps
     groups = _groups(steps)
     out = WireComparison()
     conns = sorted({s.conn for s in sim.wire} | {s.conn for s in real.wire})
@@ -110,6 +116,9 @@ def _compare_connection(c: int, want: list[WireSegment], got: list[WireSegment],
     if lines:
         out.disagree.append(head)
         out.disagree.extend(lines)
+        sig = _first_divergence(keys(want_strict), keys(got_strict), want_strict, got_strict)
+        if sig and (out.first is None or sig[0] < out.first[0]):
+            out.first = sig
     loose = _diff(keys(want_loose), keys(got_loose), want_loose, got_loose, steps)
     if loose:
         reasons = {_tolerances(_at(steps, s.rec), ())["wire"] for s in want_loose + got_loose}
@@ -121,6 +130,20 @@ def _compare_connection(c: int, want: list[WireSegment], got: list[WireSegment],
             if name in tol and getattr(w, f) != getattr(g, f):
                 out.tolerated.append(f"{head} {segment_text(w, steps)}: {f} real {getattr(w, f)}, "
                                      f"simulator {getattr(g, f)} ({tol[name]})")
+
+
+def _first_divergence(a: list[tuple], b: list[tuple], want: list[WireSegment],
+                      got: list[WireSegment]) -> tuple[int, str] | None:
+    """(record, "wire: expected FLAGS, found FLAGS") of the first segment that differs."""
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if op == "equal":
+            continue
+        w = want[i1] if i1 < i2 else None
+        g = got[j1] if j1 < j2 else None
+        rec = min(x.rec for x in (w, g) if x is not None)
+        return rec, (f"wire: expected {w.dir}{w.flags}" if w else "wire: expected nothing") + (
+            f", found {g.dir}{g.flags}" if g else ", found nothing")
+    return None
 
 
 def _at(steps: list[StepRecord], rec: int) -> StepRecord | None:

@@ -39,7 +39,10 @@ class K:
         k = self.k
         for _ in range(100000):
             if not k.outbox:
-                break
+                # between two calls the delayed-ACK timers fire, as the engine has them do
+                if not k.tcp_delack_timer(self.now):
+                    break
+                continue
             seg = k.outbox.pop(0)
             k.deliver(seg, self.now)
         for kind, delay, obj, gen in k.timer_requests:

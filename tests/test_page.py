@@ -367,3 +367,68 @@ def test_page_in_headless_chromium(tmp_path):
         assert urls and all(u.startswith(("file:", "data:", "about:")) for u in urls), urls
     finally:
         cdp.close()
+
+
+def test_wire_ladder_in_headless_chromium_at_two_sizes(tmp_path):
+    """The ladder of segments beside the timeline: one arrow per segment of the trace, each
+    linked to its step (a click moves the page there; the current step's segments are marked,
+    later ones dimmed), the TCP states on the lifelines, labels that do not overlap and stay
+    legible, at a desktop and at a narrow window size."""
+    binary = _chromium()
+    if binary is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but Chromium is not installed (apt-get install -y chromium)")
+        pytest.skip("Chromium is not installed (apt-get install -y chromium)")
+    sc = load_text(SMALL, "page-small.yaml")
+    trace = run(sc, SimBackend(seed=0), seed=0)
+    page = tmp_path / "wire.html"
+    write_page(sc, trace, str(page), seed=0)
+    wire = [(w.rec, w.flags) for w in trace.wire]
+    assert wire[:3] == [(4, "SYN"), (4, "SYN|ACK"), (4, "ACK")]  # the handshake, under connect
+    cdp = DevTools(binary, tmp_path / "profile")
+    try:
+        tid = next(t["targetId"] for t in cdp.send("Target.getTargets")["targetInfos"] if t["type"] == "page")
+        sess = cdp.send("Target.attachToTarget", {"targetId": tid, "flatten": True})["sessionId"]
+        cdp.send("Page.enable", session=sess)
+
+        def js(expr: str):
+            res = cdp.send("Runtime.evaluate", {"expression": expr, "returnByValue": True}, session=sess)
+            if "exceptionDetails" in res:
+                raise AssertionError(f"page script failed: {res['exceptionDetails']}")
+            return res["result"].get("value")
+
+        for width, height in ((1400, 900), (800, 1000)):
+            cdp.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": height,
+                     "deviceScaleFactor": 1, "mobile": False}, session=sess)
+            cdp.send("Page.navigate", {"url": page.resolve().as_uri()}, session=sess)
+            deadline = time.monotonic() + 30
+            while not js("document.readyState === 'complete' && typeof window.socksimShow === 'function'"):
+                assert time.monotonic() < deadline, "the page did not load"
+                time.sleep(0.05)
+            segs = js("Array.prototype.map.call(document.querySelectorAll('#ladder g.seg'),"
+                      " function (g) { return [+g.getAttribute('data-step'), g.querySelector('text.lbl').textContent]; })")
+            assert [(s, t.split(" ")[0]) for s, t in segs] == wire
+            # a click on a segment goes to its step; that step's segments are marked, later ones dimmed
+            fin = next(i for i, (_, f) in enumerate(wire) if "FIN" in f)
+            js(f"document.querySelectorAll('#ladder g.seg')[{fin}].dispatchEvent(new MouseEvent('click', {{bubbles: true}}))")
+            step = wire[fin][0]
+            assert js("+document.getElementById('step-slider').value") == step
+            marks = js("Array.prototype.map.call(document.querySelectorAll('#ladder g.seg'), function (g) {"
+                       " return (g.classList.contains('cur') ? 'c' : '') + (g.classList.contains('future') ? 'f' : ''); })")
+            assert marks == ["c" if s == step else ("f" if s > step else "") for s, _ in wire]
+            states = js("Array.prototype.map.call(document.querySelectorAll('#ladder g.state text'),"
+                        " function (t) { return t.textContent; })")
+            assert {"ESTABLISHED", "FIN_WAIT2", "CLOSE_WAIT", "TIME_WAIT"} <= set(states), states
+            boxes = js("""Array.prototype.map.call(document.querySelectorAll('#ladder text'), function (t) {
+                var r = t.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom,
+                parseFloat(getComputedStyle(t).fontSize)]; })""")
+            assert min(b[4] for b in boxes) >= 9, "ladder text is legible at the page's default size"
+            for i, a in enumerate(boxes):
+                for b in boxes[i + 1:]:
+                    overlap = min(a[2], b[2]) - max(a[0], b[0]) > 1 and min(a[3], b[3]) - max(a[1], b[1]) > 1
+                    assert not overlap, ("ladder labels overlap", a, b)
+            # the drawing scrolls inside its panel instead of widening the page
+            assert js("document.documentElement.scrollWidth") <= width + 1
+            assert js("window.__errors === undefined || window.__errors.length === 0")
+    finally:
+        cdp.close()

@@ -20,6 +20,7 @@ from ..kernel.rules import RULES
 from ..kernel.stack import Blocked, Kernel, Outcome  # noqa: F401
 from ..trace import CallResult, Completion, endpoint_text
 from .net import Network
+from .wire import WireRecorder
 
 MAX_SETTLE_EVENTS = 1_000_000
 
@@ -148,6 +149,7 @@ class SimBackend:
             self.latencies[id(k)] = float(host.get("latency", 0.0))
         first = next(iter(self.kernels))
         self.kernel = self.kernels[first]
+        self.wire_recorder = WireRecorder()
         self.latency = self.latencies[id(self.kernel)]
         for name, p in scenario["processes"].items():
             k = self.kernels[p.get("host") or first]
@@ -173,8 +175,15 @@ class SimBackend:
     def _arrive(self, item: tuple[Kernel, Any]) -> None:
         k, seg = item
         self.segments += 1
-        k.deliver(seg, self.env.now)
+        self._deliver(k, seg, self.env.now)
         self._flush()
+
+    def _deliver(self, k: Kernel, seg: Any, now: float) -> None:
+        self.wire_recorder.sent(seg)  # a call's or a timer's segment, if not known as an answer
+        n0 = len(k.outbox)
+        k.deliver(seg, now)
+        for answer in k.outbox[n0:]:
+            self.wire_recorder.sent(answer, seg)
 
     def _timer(self, item: tuple[Kernel, str, Any, int] | None) -> None:
         if item is None:  # a superseded timer: only the wake-up it would have caused
@@ -213,7 +222,7 @@ class SimBackend:
                     continue  # it left by a link
                 if latency == 0.0:
                     self.segments += 1
-                    k.deliver(seg, now)
+                    self._deliver(k, seg, now)
                 else:
                     self.wire.add(latency, (k, seg))
             if k.timer_requests:
@@ -332,18 +341,34 @@ class SimBackend:
             for i, c in enumerate(self.done):
                 if c.index == index and index >= 0:
                     self.done.pop(i)
+                    self._step_end()
                     return c.result
             r = CallResult(ret=None, err="BLOCKED", blocked=True)
             r.facts = list(out.facts) + [out.blocked.reason]
             r.trail = list(out.trail)
+            self._step_end()
             return r
         self.settle()
+        self._step_end()
         return self._result(out)
+
+    def _step_end(self) -> None:
+        """Between two steps: pending delayed ACKs fire (the steps of a scenario are further
+        apart than the delayed-ACK timeout; the real backend waits for outstanding ACKs too)."""
+        fired = [k.tcp_delack_timer(self.env.now) for k in self.kernels.values()]
+        if any(fired):
+            self._flush()
+            self.settle()
 
     def sleep(self, seconds: float) -> None:
         if seconds > 0:  # SimPy refuses to run until the present moment
             self.env.run(until=self.env.now + seconds)
         self.settle()
+        self._step_end()
+
+    def wire_segments(self) -> list[Any]:
+        """Segments sent since the last call, in loopback's transmission order (engine/wire.py)."""
+        return self.wire_recorder.take()
 
     def observe(self, obs: dict[str, Any]) -> Any:
         what = obs["what"]

@@ -144,6 +144,11 @@ def evaluate(sc: Any) -> Verdict:
             lines.append(f"  simulator's rule: {a.rule}: {a.cite}")
         v.details[d.index] = lines
         v.real_outcomes[d.index] = _real_value(b)
+    if result.wire_enforced and result.wire.first is not None:  # the wire differs too
+        rec, sig = result.wire.first
+        v.signatures.setdefault(rec, sig)
+        v.details.setdefault(rec, [f"step {rec}: the segments on the wire differ"]
+                             + [f"  {t}" for t in result.wire.disagree])
     return v
 
 

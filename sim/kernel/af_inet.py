@@ -200,6 +200,8 @@ class AfInet:
                      "IPv4 ops, and its SYNs to an IPv6 address go nowhere")
                 sk.blackhole = True
         saddr = self.ip_route_connect(sk, daddr)
+        if sk.family == 6 and dip.version == 4:
+            sk.v4_addrs = (norm_addr(saddr), norm_addr(daddr))  # inet_saddr, inet_daddr
         self.inet_hash_connect(sk, saddr, daddr, port)
         sk.sock_state = SS_CONNECTING
         self.tcp_transition(sk, "connect")

@@ -112,6 +112,7 @@ class InetHashtables:
             s = self.sysctls
             if twsk_unique(other, explicitly_bound, s["tcp_tw_reuse"], s["tcp_tw_reuse_delay"], self.now):
                 if not probe:
+                    sk.ts_recent = other.ts_recent  # tcp_twsk_unique(): ts_recent carried over
                     self._mib("TWRecycled")
                     self.tw.recycled += 1
                     self.inet_twsk_kill(other, "tw_recycle")

@@ -23,6 +23,14 @@ class Segment:
     wnd: int = 0  # receive window (payload bytes) advertised
     acks_fin: bool = False
     ts: bool = True
+    # the TCP header as it goes on the wire (tcp_transmit_skb(), tcp_v4_send_reset()): sequence
+    # numbers relative to the sender's initial sequence number (the SYN is 0, the first data byte 1),
+    # the 16-bit window field (scaled down, except on a SYN), the options, and PSH
+    seq: int = 0
+    ack_seq: int = 0
+    win: int = 0
+    opts: dict | None = None
+    push: bool = False
 
     def describe(self) -> str:
         names = [n for b, n in ((SYN, "SYN"), (ACK, "ACK"), (FIN, "FIN"), (RST, "RST")) if self.flags & b]

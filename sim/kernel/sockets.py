@@ -93,6 +93,27 @@ class Sock:
         self.syn_tries = 0
         self.used_ts = False
         self.established_at: float | None = None
+        self.tcp_init_sock()
+
+    def tcp_init_sock(self) -> None:
+        """tcp_init_sock() (net/ipv4/tcp.c): the fields that shape the connection's segments."""
+        # receive window (tcp_select_window(); the wire's numbers: the SYN takes number 0)
+        self.rcv_wnd = 0  # tp->rcv_wnd: the window last offered
+        self.rcv_wup = 1  # tp->rcv_wup: rcv_nxt when it was offered
+        self.rcv_wscale = 0  # tp->rx_opt.rcv_wscale
+        self.rcv_ssthresh = 0  # tp->rcv_ssthresh
+        self.window_clamp = 0  # tp->window_clamp
+        self.rcv_mss = 536  # icsk_ack.rcv_mss: tcp_initialize_rcv_mss() starts at TCP_MSS_DEFAULT
+        self.pushed_seq = 0  # tp->pushed_seq: the last byte marked PSH
+        self.peer_max_window = 0  # tp->max_window, from the window fields the peer sent
+        self.snd_wscale = 0  # tp->rx_opt.snd_wscale: the peer's window scale
+        self.dsack = False  # the next pure ACK reports a duplicate segment (D-SACK, RFC 2883)
+        self.syn_start = 0.0  # tp->retrans_stamp: when the first SYN went out
+        self.ts_recent = False  # tp->rx_opt.ts_recent_stamp: inherited from a reused TIME_WAIT
+        self.v4_addrs: tuple[str, str] | None = None  # inet_saddr, inet_daddr of a v4-mapped connect
+        self.isn: int | None = None  # our initial sequence number (a new one per connect attempt)
+        self.peer_isn = 0  # the peer's, from its SYN
+        self.psh_marks: set[int] = set()  # ends of writes (tcp_push() marks the tail skb PSH)
 
     @property
     def snd_q(self) -> int:

@@ -164,6 +164,9 @@ class Kernel(Tracepoints, FileOps, Select, SocketCalls, AfInet, InetConnectionSo
         self.exhausted: dict[tuple, tuple[int, int]] = {}  # destination -> generations of a failed search
         self.woken: set[Any] = set()  # sockets whose wait queue was woken (sk_state_change, sk_data_ready)
         self.outbox: list[Segment] = []
+        self.isn_next = 0  # secure_tcp_seq()
+        self.rx_seg: Segment | None = None  # the segment being processed (tcp_v4_rcv())
+        self.delack: dict[int, Sock] = {}  # sockets with a delayed ACK pending (ICSK_ACK_TIMER)
         self.timer_requests: list[tuple[str, float, Any, int]] = []
         self.perturb = [0] * 256  # table_perturb[] of __inet_hash_connect
         self.secret = self.rng.getrandbits(64)
@@ -268,6 +271,13 @@ class Kernel(Tracepoints, FileOps, Select, SocketCalls, AfInet, InetConnectionSo
         self.now = now
         activate(self.trail)
         self.tcp_v4_rcv(seg)
+
+    def tcp_delack_timer(self, now: float) -> bool:
+        """Between two steps the delayed-ACK timers fire (tcp_delack_timer()): True if any ACK went out."""
+        if not self.delack:
+            return False
+        self.enter(now, "timer", "", "delack")
+        return self.tcp_delack_timer_handler()
 
     def timer(self, kind: str, obj: Any, gen: int, now: float) -> None:
         """A timer the engine armed (from ``timer_requests``) expired."""

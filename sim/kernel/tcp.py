@@ -39,6 +39,8 @@ class Tcp:
         if self.probes:
             self.emit(InetSockSetState(sk, old, int(new), event))
         self.woken.add(sk)
+        if new == State.ESTABLISHED and old != State.ESTABLISHED:
+            self.tcp_init_buffer_space(sk)
         if new == State.CLOSE and unhash:
             self.inet_unhash(sk)
             if sk.lport in self.listeners and sk in self.listeners[sk.lport]:
@@ -74,15 +76,26 @@ class Tcp:
             if a == "send_syn":
                 sk.syn_unacked = True
                 sk.seq_gap = 0  # tcp_connect_init(): snd_una = write_seq for the new attempt
+                sk.isn = self.secure_tcp_seq()
                 self.tcp_transmit_skb(sk, SYN)
             elif a == "arm_syn_timer":
                 sk.syn_gen += 1
                 sk.syn_tries = 0
+                sk.syn_start = self.now
                 self.inet_csk_reset_xmit_timer("syn", 1.0, sk, sk.syn_gen)
             elif a == "send_synack":
                 self.tcp_transmit_skb(sk, SYN | ACK)
             elif a == "send_ack":
-                self.tcp_transmit_skb(sk, ACK)
+                if event == "rcv_fin" and old in (State.ESTABLISHED, State.SYN_RECV):
+                    self.tcp_send_delayed_ack(sk)
+                elif event == "rcv_synack" and old == State.SYN_RECV:
+                    # simultaneous open: the SYN-ACK repeats the SYN already taken, so the ACK
+                    # reports it as a duplicate (tcp_send_dupack() -> D-SACK); a FIN going out
+                    # at once carries the acknowledgement instead
+                    sk.dsack = True
+                    self.tcp_send_delayed_ack(sk)
+                else:
+                    self.tcp_transmit_skb(sk, ACK)
             elif a == "send_fin":
                 sk.fin_pending = True
                 self.tcp_push(sk)
@@ -232,6 +245,8 @@ class Tcp:
             copied += n
         # ACKs for what is pushed now are processed when the call releases the socket lock
         # (release_sock() runs the backlog), so they free room only for a later call.
+        if copied:
+            sk.psh_marks.add(sk.write_seq)  # tcp_push(): the tail skb of a write is marked PSH
         self.tcp_push(sk)
         if copied >= total or total == 0:
             return copied
@@ -303,8 +318,17 @@ class Tcp:
         raise Block(lambda now: self.tcp_recvmsg_locked(sk, want, nonblock, peek), "recv: the receive queue is empty", sk)
 
     def tcp_cleanup_rbuf(self, sk: Sock) -> None:
-        if sk.raddr is not None and sk.tcp_state in (State.ESTABLISHED, State.FIN_WAIT1, State.FIN_WAIT2):
-            self.tcp_transmit_skb(sk, ACK)
+        """tcp_cleanup_rbuf() in net/ipv4/tcp.c: after a read, a window update goes out only if
+        the window offered had shrunk to half the clamp or less and the read at least doubles it
+        ("lots of space freed")."""
+        if sk.raddr is None or sk.shutdown & RCV_SHUTDOWN or sk.tcp_state not in (
+                State.ESTABLISHED, State.FIN_WAIT1, State.FIN_WAIT2):
+            return
+        now = max(0, sk.rcv_wup + sk.rcv_wnd - (1 + sk.rcv_nxt))  # tcp_receive_window()
+        if 2 * now <= sk.window_clamp:
+            new = self._tcp_select_window(sk)
+            if new and new >= 2 * now:
+                self.tcp_transmit_skb(sk, ACK)
 
     @rule("ioctl.siocq", "buffers", "minor")
     def tcp_ioctl(self, sk: Sock) -> Any:

@@ -26,6 +26,7 @@ class TcpInput:
                 sk.sndbuf = buffers.expand_sndbuf(sk.sndbuf, self.sysctls["tcp_wmem"][2])
         elif st == State.SYN_SENT:
             sk.snd_edge = seg.wnd
+            sk.used_ts = seg.ts and bool(self.sysctls["tcp_timestamps"])
             self.tcp_transition(sk, "rcv_syn")
         elif st == State.SYN_RECV and seg.flags & ACK and not sk.is_request:
             sk.snd_edge = seg.wnd
@@ -69,7 +70,11 @@ class TcpInput:
                 sk.rcv_nxt += seg.length
                 sk.rcv_ratio = buffers.scaling_ratio(seg.length, sk.rcv_ratio)
                 self.sk_mem_charge(seg.length)
-                self.tcp_transmit_skb(sk, ACK)
+                self.tcp_event_data_recv(sk, seg.length)
+                # quick-ACK mode (tcp_event_data_recv() -> tcp_incr_quickack()): data is
+                # acknowledged at once; with a FIN, once, after the FIN is taken (below)
+                if not seg.flags & FIN:
+                    self.tcp_transmit_skb(sk, ACK)
         # acknowledgement / window
         if seg.flags & ACK:
             acked = min(seg.ack, sk.snd_nxt) - sk.snd_una
@@ -99,6 +104,8 @@ class TcpInput:
                 self.tcp_transition(sk, "rcv_finack")
             elif has_transition(st, "rcv_fin"):
                 self.tcp_transition(sk, "rcv_fin")
+            if seg.flags & DATA and seg.length and self.delack.pop(sk.id, None) is not None:
+                self.tcp_transmit_skb(sk, ACK)  # data and FIN together: acknowledged at once
 
     def tcp_conn_request(self, lsk: Sock, seg: Segment) -> None:
         if self.sk_acceptq_is_full(lsk):
@@ -121,6 +128,7 @@ class TcpInput:
             self.emit(RequestQueued(lsk, req, "request"))
         req.snd_edge = seg.wnd
         req.used_ts = seg.ts and bool(self.sysctls["tcp_timestamps"])
+        self.tcp_rcv_window(req, seg)
         self.inet_ehash_insert(req)
         self.socks.add(req)
         self.tcp_transmit_skb(req, SYN | ACK)

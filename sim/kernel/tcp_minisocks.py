@@ -25,6 +25,10 @@ class TcpMinisocks:
         key = sk.key()
         if admitted:
             tw = TimeWaitSock(sk, int(substate), self.now, self.timer_expiry(self.now, timeo), sk.used_ts, key)
+            # tcp_time_wait(): tw_snd_nxt, tw_rcv_nxt, tw_rcv_wnd = tcp_receive_window(), wscale
+            tw.wire = [(sk.isn or 0) + 1 + sk.snd_nxt + (1 if sk.fin_sent else 0),
+                       sk.peer_isn + 1 + sk.rcv_nxt + (1 if sk.done else 0),
+                       max(0, sk.rcv_wup + sk.rcv_wnd - (1 + sk.rcv_nxt)), sk.rcv_wscale]
             self.inet_unhash(sk)
             self.ehash_put(key, tw)
             self.inet_bind_hash(sk.lport, tw)
@@ -83,12 +87,22 @@ class TcpMinisocks:
             if seg.flags & FIN:
                 self.tcp_set_state(tw, State.TIME_WAIT, "rcv_fin")
                 self.inet_twsk_reschedule(tw)
-                self.ip_queue_xmit(Segment(seg.dst, seg.src, ACK, acks_fin=True), tw)
+                tw.wire[1] += 1  # tw_rcv_nxt: the FIN is acknowledged
+                self.tcp_v4_timewait_ack(tw, seg)
             return
         if seg.flags & FIN:
             self.tcp_set_state(tw, State.TIME_WAIT, "rcv_fin")  # TIME_WAIT -> TIME_WAIT: the timer restarts
             self.inet_twsk_reschedule(tw)
-            self.ip_queue_xmit(Segment(seg.dst, seg.src, ACK, acks_fin=True), tw)
+            self.tcp_v4_timewait_ack(tw, seg)
+
+    def tcp_v4_timewait_ack(self, tw: TimeWaitSock, seg: Segment) -> None:
+        """tcp_v4_timewait_ack() in net/ipv4/tcp_ipv4.c: the minisock acknowledges from what it
+        kept of the connection: tw_snd_nxt, tw_rcv_nxt, tw_rcv_wnd scaled down, timestamps."""
+        snd_nxt, rcv_nxt, wnd, wscale = tw.wire
+        self.ip_queue_xmit(Segment(seg.dst, seg.src, ACK, acks_fin=True, seq=snd_nxt & 0xFFFFFFFF,
+                                   ack_seq=rcv_nxt & 0xFFFFFFFF,
+                                   win=min(wnd, 65535 << wscale) >> wscale,
+                                   opts={"ts": True} if tw.ts_recent else {}), tw)
 
     def inet_twsk_reschedule(self, tw: TimeWaitSock) -> None:
         """inet_twsk_reschedule(): back to a full TCP_TIMEWAIT_LEN."""

@@ -44,7 +44,7 @@ class TimeWaitSock:
     entry left by alike sockets, read through properties of the same names.
     """
 
-    __slots__ = ("key", "bind", "substate", "entry", "expires", "ts_recent", "gen")
+    __slots__ = ("key", "bind", "substate", "entry", "expires", "ts_recent", "gen", "wire")
     is_tw = True
     tcp_state = TIME_WAIT_STATE
     _binds: dict[tuple, tuple] = {}  # the shared bind-time tuples
@@ -59,6 +59,7 @@ class TimeWaitSock:
         self.expires = expires
         self.ts_recent = ts  # tw_ts_recent_stamp != 0: the connection used timestamps
         self.gen = 0
+        self.wire = [0, 0, 0, 0]  # tw_snd_nxt, tw_rcv_nxt, tw_rcv_wnd, tw_rcv_wscale (the wire's numbers)
 
     family = _bind_field(0)
     addr6 = _bind_field(1)
