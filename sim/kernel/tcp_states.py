@@ -67,6 +67,7 @@ TRANSITIONS: dict[tuple[State, str], tuple[State, tuple[str, ...]]] = {
     # active close
     (S.FIN_WAIT1, "rcv_ack"): (S.FIN_WAIT2, ("fin_wait2",)),
     (S.FIN_WAIT1, "rcv_fin"): (S.CLOSING, ("send_ack",)),  # simultaneous close
+    (S.FIN_WAIT1, "rcv_finack"): (S.TIME_WAIT, ("send_ack", "time_wait")),  # a FIN that acknowledges ours (delayed ACK piggybacked)
     (S.FIN_WAIT1, "rcv_rst"): (S.CLOSE, ("set_err", "wake")),
     (S.FIN_WAIT1, "abort"): (S.CLOSE, ("send_rst",)),
     (S.FIN_WAIT1, "rcv_data_after_close"): (S.CLOSE, ("set_err", "send_rst")),  # tcp_reset() on itself
