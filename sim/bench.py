@@ -533,9 +533,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"error: {scenario}: no such scenario file (the what-if question for figure c)", file=sys.stderr)
         return EXIT_BAD_INPUT
     if args.json:
-        jp = Path(args.json)
-        if jp.is_dir() or not jp.parent.exists():
-            print(f"error: {args.json}: expected a file path in an existing folder", file=sys.stderr)
+        from .outfile import OutputError, check_file
+
+        try:
+            check_file(args.json, "the benchmark figures", args.force)
+        except OutputError as e:
+            print(f"error: {e}", file=sys.stderr)
             return EXIT_BAD_INPUT
     cpu = args.cpu
     if cpu is None and hasattr(os, "sched_getaffinity"):
@@ -543,7 +546,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     res = run_bench(only, sizes, args.bare, args.budget, cpu, scenario, quiet=args.quiet)
     res["quick"] = bool(args.quick)
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+        from .outfile import write_file
+
+        write_file(args.json, json.dumps(res, indent=2) + "\n", "the benchmark figures", args.force)
     missed = [k for k, v in res["figures"].items() if not v.get("met")]
     return EXIT_MISSED if missed and args.strict else EXIT_OK
 
@@ -566,6 +571,7 @@ def register(sub: Any) -> None:
     p.add_argument("--budget", type=float, default=900.0, metavar="S", help="seconds allowed to one child (default 900)")
     p.add_argument("--cpu", type=int, help="the CPU to pin children to (default: the last one available)")
     p.add_argument("--json", metavar="PATH", help="also write the figures and the machine as JSON")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file")
     p.add_argument("--strict", action="store_true", help="exit 1 when a figure misses its target")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing (use with --json)")
     p.set_defaults(func=cmd_bench)

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from . import __version__
 
-EXIT_OK, EXIT_DIFF, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_DIFF, EXIT_BAD_INPUT, EXIT_FAULT = 0, 1, 2, 3  # 128+N: stopped by signal N
 
 
 def scenarios_dir() -> Path:
@@ -29,36 +29,72 @@ def _bad(msg: str) -> int:
     return EXIT_BAD_INPUT
 
 
-def _write_json(path: str, data: Any, force: bool = True) -> str | None:
-    p = Path(path)
-    if p.is_dir():
-        return f"{path}: is a directory, expected a file path for the JSON output"
-    if not p.parent.exists():
-        return f"{path}: the folder {p.parent} does not exist"
-    tmp = p.with_name(p.name + ".tmp")
+def _write_json(path: str, data: Any, force: bool = False) -> str | None:
+    """Write ``data`` as JSON to ``path`` atomically; the one-line problem, or None."""
+    from .outfile import OutputError, write_file
+
     try:
-        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-        os.replace(tmp, p)
-    except OSError as e:
-        return f"{path}: cannot write: {e.strerror}"
+        write_file(path, json.dumps(data, indent=2, default=str) + "\n", "the JSON output", force)
+    except OutputError as e:
+        return str(e)
     return None
 
 
-def _load(path: str):
+def _check_outputs(args: argparse.Namespace, *outs: tuple[str, str]) -> str | None:
+    """Before any work: every output named on the command line can be written (see sim.outfile)."""
+    from .outfile import OutputError, check_file
+
+    try:
+        for attr, what in outs:
+            if getattr(args, attr, None):
+                check_file(getattr(args, attr), what, getattr(args, "force", False))
+    except OutputError as e:
+        return str(e)
+    return None
+
+
+def _load(path: str, args: argparse.Namespace | None = None, real: bool = False):
+    """The scenario, or the one-line problem: bad input, or a projected cost above the ceiling
+    (see sim.scenario.cost; a large but allowed cost is announced on stderr)."""
+    from .scenario import cost
     from .scenario.loader import ScenarioError, load_file
 
     try:
-        return load_file(path), None
+        sc = load_file(path)
     except ScenarioError as e:
         return None, str(e)
+    if args is not None:
+        try:
+            note = cost.check(sc, getattr(args, "max_connections", None), real)
+        except cost.TooCostly as e:
+            return None, str(e)
+        if note and not getattr(args, "quiet", False):
+            print(f"note: {note}", file=sys.stderr)
+    return sc, None
+
+
+def _max_connections(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of connections, found {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more connections, found {n}")
+    return n
+
+
+def add_cost_flag(p: argparse.ArgumentParser) -> None:
+    from .scenario.cost import MAX_CONNECTIONS
+
+    p.add_argument("--max-connections", type=_max_connections, metavar="N",
+                   help=f"run a scenario whose load steps project more than {MAX_CONNECTIONS:,} "
+                        "connections (the default ceiling)")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .engine import SimBackend
     from .report.terminal import print_summary, print_timeline
-    from .scenario.runner import run
 
-    sc, err = _load(args.file)
+    sc, err = _load(args.file, args)
     if err:
         return _bad(err)
     seed = args.seed if args.seed is not None else sc.seed
@@ -71,24 +107,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         from .report.personalities import compare_personalities
 
         return compare_personalities(sc, seed, quiet=args.quiet)
+    if args.html and importlib.util.find_spec("sim.report.page") is None:
+        return _bad("--html needs sim.report.page, which this installation lacks")
+    e = _check_outputs(args, ("json", "the JSON trace"), ("html", "the HTML page"))
+    if e:
+        return _bad(e)
     from .scenario.loader import ScenarioError
 
     try:
-        trace = run(sc, SimBackend(seed=seed), seed=seed, personality=args.personality)
+        trace = _run_with_progress(sc, seed, args)
     except ScenarioError as e:
         return _bad(str(e))
     if args.json:
-        e = _write_json(args.json, trace.to_dict())
+        e = _write_json(args.json, trace.to_dict(), args.force)
         if e:
             return _bad(e)
     if args.html:
-        if Path(args.html).is_dir():
-            return _bad(f"{args.html}: is a directory, expected a file path for the HTML page")
-        if importlib.util.find_spec("sim.report.page") is None:
-            return _bad("--html needs sim.report.page, which this installation lacks")
         from .report.page import write_page
 
-        write_page(sc, trace, args.html, seed=seed)
+        write_page(sc, trace, args.html, seed=seed, force=args.force)
     if not args.quiet:
         print_timeline(trace, sc, explain=args.explain)
         if args.wire:
@@ -108,6 +145,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+RUN_PROGRESS_CONNECTIONS = 20_000  # a run projected above this shows a progress bar on a terminal
+
+
+def _run_with_progress(sc: Any, seed: int, args: argparse.Namespace) -> Any:
+    """Run on the simulator; a large run (many connections) shows a progress bar, on a terminal
+    only (nothing when stderr is piped, nothing with -q)."""
+    from .engine import SimBackend
+    from .scenario import cost
+    from .scenario.runner import run
+
+    work = cost.projected_connections(sc)
+    if args.quiet or work < RUN_PROGRESS_CONNECTIONS or not sys.stderr.isatty():
+        return run(sc, SimBackend(seed=seed), seed=seed, personality=args.personality)
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .sweep.command import whole_run_eta
+    from .sweep.point import _progress_backend
+
+    with Progress(TextColumn(f"[bold]run[/bold] {sc.name}"), BarColumn(),
+                  TextColumn("{task.percentage:>3.0f}% of {task.total:,.0f} connections"),
+                  TimeElapsedColumn(), TextColumn("eta"), whole_run_eta(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("run", total=work)
+        backend = _progress_backend(seed, lambda d: bar.advance(task, d))
+        return run(sc, backend, seed=seed, personality=args.personality)
+
+
 def cmd_crosscheck(args: argparse.Namespace) -> int:
     from .compare import compare_traces
     from .engine import SimBackend
@@ -115,18 +180,25 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
     from .report.terminal import print_side_by_side
     from .scenario.runner import run
 
-    sc, err = _load(args.file)
+    sc, err = _load(args.file, args, real=True)
     if err:
         return _bad(err)
     pers = {h.personality for h in ([sc.host] if not sc.hosts else sc.hosts.values())} - {"linux"}
     if pers:
         return _bad(f"{args.file}: the {pers.pop()} personality cannot be cross-checked: "
                     "the real kernel here is Linux")
+    e = _check_outputs(args, ("json", "the JSON traces and verdict"))
+    if e:
+        return _bad(e)
     real_backend = real_backend_for(sc)
     ok, why = type(real_backend).available()
     if not ok:
-        return _bad(f"cannot run on the real kernel here: {why}")
+        print(f"fault: cannot run on the real kernel here (no private network namespace): {why}",
+              file=sys.stderr)
+        return EXIT_FAULT
     seed = args.seed if args.seed is not None else sc.seed
+    from . import interrupt
+    from .real.backend import RealBackendError
     from .scenario.loader import ScenarioError
 
     try:
@@ -134,13 +206,17 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
         real_trace = run(sc, real_backend)
     except ScenarioError as e:
         return _bad(str(e))
-    except KeyboardInterrupt:
-        print("interrupted: the namespace and its processes were cleaned up", file=sys.stderr)
-        return 130
+    except RealBackendError as e:  # a process died unasked, a step timed out: no verdict
+        print(f"fault: {e}".splitlines()[0], file=sys.stderr)
+        return EXIT_FAULT
+    except KeyboardInterrupt as e:
+        print(f"interrupted ({interrupt.name_of(e)}): the namespace and its processes were cleaned up",
+              file=sys.stderr)
+        return interrupt.exit_code(e)
     result = compare_traces(sc, sim_trace, real_trace)
     if args.json:
         e = _write_json(args.json, {"verdict": result.to_dict(), "sim": sim_trace.to_dict(),
-                                    "real": real_trace.to_dict()})
+                                    "real": real_trace.to_dict()}, args.force)
         if e:
             return _bad(e)
     if not args.quiet:
@@ -150,6 +226,7 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from .scenario.loader import ScenarioError, load_file
+    from .text import printable
 
     root = scenarios_dir()
     files = sorted(p for p in root.rglob("*.yaml"))
@@ -160,11 +237,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         rel = f.relative_to(root)
         try:
             sc = load_file(f)
-            desc = (sc.description.strip().splitlines() or [""])[0]
+            desc = printable((sc.description.strip().splitlines() or [""])[0])
             slow = " [slow]" if sc.slow else ""
-            print(f"{str(rel):48s} {desc}{slow}")
+            print(f"{printable(rel):48s} {desc}{slow}")
         except ScenarioError as e:
-            print(f"{str(rel):48s} (invalid: {e.message})")
+            print(f"{printable(rel):48s} (invalid: {e.message})")
     return EXIT_OK
 
 
@@ -241,16 +318,23 @@ def build_parser() -> argparse.ArgumentParser:
                    "object graph and explanation at every step")
     r.add_argument("--wire", action="store_true", help="also draw the segments on the wire as a "
                    "ladder (sequence) diagram, each under the step that caused it")
+    r.add_argument("--force", action="store_true", help="replace existing output files")
+    add_cost_flag(r)
     r.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     r.set_defaults(func=cmd_run)
 
     c = sub.add_parser("crosscheck", help="run a scenario on the simulator and on the real kernel, compare",
                        description="Run the scenario on the simulator and on this host's kernel (inside a "
                                    "private network namespace) and compare the traces step by step. "
-                                   "Exit 0 when they agree, 1 when a step disagrees, 2 for bad input.")
+                                   "Exit 0 when they agree, 1 when a step disagrees, 2 for bad input, "
+                                   "3 for a fault of the real run (no namespace, a scenario process "
+                                   "that died unasked, a step that timed out: no verdict), 128+N when "
+                                   "stopped by signal N.")
     c.add_argument("file", help="scenario .yaml file")
     c.add_argument("--json", metavar="PATH", help="write both traces and the verdict as JSON to PATH")
     c.add_argument("--seed", type=int, help="seed for the simulator")
+    c.add_argument("--force", action="store_true", help="replace an existing output file")
+    add_cost_flag(c)
     c.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     c.set_defaults(func=cmd_crosscheck)
 
@@ -268,15 +352,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = build_parser()
-    args = ap.parse_args(argv)
-    if not getattr(args, "func", None):
-        ap.print_help()
-        return EXIT_BAD_INPUT
+    from . import interrupt
+    from .outfile import OutputError
+
+    previous = interrupt.install()  # before anything slow: a signal while starting is handled too
     try:
+        ap = build_parser()
+        args = ap.parse_args(argv)
+        if not getattr(args, "func", None):
+            ap.print_help()
+            return EXIT_BAD_INPUT
         return args.func(args)
     except BrokenPipeError:
         return EXIT_OK
+    except OutputError as e:
+        return _bad(str(e))
+    except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM, SIGHUP: cleaned up on the way out
+        print(f"interrupted ({interrupt.name_of(e)}): stopped; nothing was left running",
+              file=sys.stderr)
+        return interrupt.exit_code(e)
+    except Exception as e:
+        if interrupt.received() is None:
+            raise
+        # the interrupt surfaced wrapped in another exception (pydantic builds its validators
+        # in native code, which reports a KeyboardInterrupt as a SchemaError)
+        print(f"interrupted ({interrupt.name_of(e)}): stopped; nothing was left running",
+              file=sys.stderr)
+        return interrupt.exit_code(e)
+    finally:
+        interrupt.restore(previous)
 
 
 if __name__ == "__main__":

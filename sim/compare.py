@@ -39,6 +39,8 @@ class Comparison:
     unchecked: list[str] = field(default_factory=list)
     wire: WireComparison = field(default_factory=WireComparison)
     wire_enforced: bool = WIRE_ENFORCED
+    # the real run did not run the scenario as written (a namespace sysctl not applied): no verdict
+    faults: list[str] = field(default_factory=list)
 
     @property
     def disagreeing(self) -> list[int]:
@@ -46,7 +48,7 @@ class Comparison:
 
     @property
     def agree(self) -> bool:
-        return not self.disagreeing and (self.wire.agree or not self.wire_enforced)
+        return not self.disagreeing and not self.faults and (self.wire.agree or not self.wire_enforced)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -85,8 +87,20 @@ def values_match(a: Any, b: Any, rel: float | None = None, abs_: float | None = 
 
 
 def compare_traces(scenario: Any, sim: Trace, real: Trace) -> Comparison:
+    from .scenario.model import HOST_GLOBAL_SYSCTLS
+
     result = Comparison(scenario=sim.scenario)
-    unapplied = (real.summary or {}).get("unapplied") or {}
+    everything = (real.summary or {}).get("unapplied") or {}
+    # Only host-global sysctls (which no namespace can set) earn a tolerance; a per-namespace
+    # sysctl the real kernel did not take means the real run is not the scenario: a fault.
+    unapplied = {k: v for k, v in everything.items() if k in HOST_GLOBAL_SYSCTLS}
+    for k, v in everything.items():
+        if k not in unapplied:
+            result.faults.append(f"the real kernel did not apply the sysctl {k} = "
+                                 f"{v.get('scenario') if isinstance(v, dict) else v} "
+                                 f"(namespace: {v.get('netns') if isinstance(v, dict) else '?'}"
+                                 f"{', ' + str(v.get('error')) if isinstance(v, dict) and v.get('error') else ''})")
+    result.unchecked.extend(result.faults)
     if unapplied:
         result.unchecked.append(
             "host-global settings differ from the scenario and cannot be set inside a namespace: "

@@ -270,7 +270,11 @@ def test_load_exhausts_a_small_port_range(real):
     assert r.b.observe({"what": "sockstat"})["tw"] == 10
 
 
-def test_a_killed_process_reports_process_gone(real):
+def test_a_killed_process_is_a_fault_naming_it(real):
+    """A process that dies without an exit step is no outcome of the scenario: the next step
+    raises a fault naming the process and the signal (crosscheck: exit 3, no verdict)."""
+    from sim.real.faults import RealFault
+
     r = real({"srv": {}})
     lfd = r.listener("srv")
     assert r.call("srv", "accept", sock=lfd).blocked
@@ -278,7 +282,8 @@ def test_a_killed_process_reports_process_gone(real):
     time.sleep(0.05)
     done = {c.index: c.result for c in r.b.completions()}
     assert done[r.i - 1].err == PROCESS_GONE
-    assert r.c("srv", "socket") == (None, PROCESS_GONE)
+    with pytest.raises(RealFault, match="'srv'.*killed by SIGKILL"):
+        r.c("srv", "socket")
 
 
 def _gone(pid: int) -> bool:

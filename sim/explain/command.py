@@ -52,11 +52,20 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"error: {msg}", file=sys.stderr)
         return 2
 
+    from ..outfile import OutputError, check_file
+
+    try:  # every output can be written: found now, before the work
+        for path, what in ((args.json, "the explanations"), (args.graph, "the object graph"),
+                           (args.states, "the state diagram")):
+            if path:
+                check_file(path, what, args.force)
+    except OutputError as e:
+        return bad(str(e))
     if not args.file:
         if not args.states:
             return bad("give a scenario FILE (or --states OUT to write the plain state diagram)")
         G.write_graph(G.state_drawing(title="TCP states (generated from sim/kernel/tcp_states.py TRANSITIONS)"),
-                      args.states)
+                      args.states, force=args.force)
         print(f"wrote {args.states}")
         return 0
     from ..scenario.loader import ScenarioError, load_file
@@ -80,17 +89,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
             return bad(f"--step {s}: the trace has steps 0..{n - 1}")
     exps = [ex.explain(s) for s in steps]
     if args.json:
-        from pathlib import Path
+        from ..outfile import write_file
 
-        p = Path(args.json)
-        if p.is_dir() or not p.parent.exists():
-            return bad(f"{args.json}: not a writable file path")
-        p.write_text(json.dumps([e.to_dict() for e in exps], indent=2, default=str) + "\n")
+        write_file(args.json, json.dumps([e.to_dict() for e in exps], indent=2, default=str) + "\n",
+                   "the explanations", args.force)
     at = steps[-1]
     if args.graph:
         g = ex.r.after(at)
         dr = G.object_drawing(g, G.changed_nodes(ex.r.before(at), g), title=f"after step {at}: {exps[-1].what}")
-        G.write_graph(dr, args.graph)
+        G.write_graph(dr, args.graph, force=args.force)
     if args.states:
         tid = _find_track(ex.r, args.conn) if args.conn else ex.r.step_sock.get(at)
         if args.conn and tid is None:
@@ -98,7 +105,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             return bad(f"--conn {args.conn}: no such connection (known: {labels})")
         path = ex.r.path(tid, upto=at) if tid else []
         title = f"path of the {ex.r.tracks.get(tid, {}).get('label', tid)} up to step {at}" if tid else ""
-        G.write_graph(G.state_drawing(path, title=title), args.states)
+        G.write_graph(G.state_drawing(path, title=title), args.states, force=args.force)
     if not args.quiet:
         for e in exps:
             print(render_text(e))
@@ -125,5 +132,6 @@ def register(sub: Any) -> None:
     p.add_argument("--conn", metavar="PROC:NAME", help="the connection whose path --states highlights "
                    "(default: the step's socket)")
     p.add_argument("--no-whatif", action="store_true", help="skip the what-if re-runs")
+    p.add_argument("--force", action="store_true", help="replace existing output files")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     p.set_defaults(func=cmd_explain)

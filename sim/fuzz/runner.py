@@ -49,6 +49,7 @@ class CampaignResult:
     divergences: dict[str, Divergence] = field(default_factory=dict)
     seconds: float = 0.0
     interrupted: bool = False
+    exit_code: int = 130  # 128 + the stop signal's number, when interrupted
 
 
 def _slug(text: str, limit: int = 60) -> str:
@@ -81,13 +82,22 @@ def write_scenario(doc: dict[str, Any], path: Path, verdict: Verdict | None = No
             if i < len(doc["steps"]) and value is not None and not (
                     isinstance(value, str) and value.startswith("PROCESS_")):
                 doc["steps"][i]["expect"] = value
+    from ..outfile import OutputError, write_file
+
     text = to_yaml(doc)
     load_text(text, str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    for n in range(1, 1000):  # an existing file is never replaced: the next free name is taken
+        target = path if n == 1 else path.with_name(f"{path.stem}-{n}{path.suffix}")
+        if target.exists() or target.is_symlink():
+            continue
+        try:
+            write_file(target, text, "the divergent scenario")
+            return target
+        except OutputError:
+            if not target.exists():
+                raise
+    raise OutputError(f"{path}: already exists, and so do 998 numbered variants")
 
 
 def campaign(examples: int, seed: int, out: Path | None, *, shrink_seconds: float = 240.0,
@@ -192,8 +202,10 @@ def campaign(examples: int, seed: int, out: Path | None, *, shrink_seconds: floa
                 _finish(state, res, out, seed, evaluator, reproduces, confirm, say)
             elif state["generated"] == 0:
                 break  # hypothesis generated nothing more (should not happen)
-        except KeyboardInterrupt:
-            res.interrupted = True
+        except KeyboardInterrupt as e:
+            from .. import interrupt
+
+            res.interrupted, res.exit_code = True, interrupt.exit_code(e)
             break
     res.seconds = time.monotonic() - t0
     return res
@@ -236,11 +248,17 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         return bad(f"--examples must be at least 1, got {args.examples}")
     if args.shrink_seconds < 0:
         return bad(f"--shrink-seconds must not be negative, got {args.shrink_seconds}")
+    from ..outfile import OutputError, check_folder
+
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         return bad(f"--out {args.out}: exists and is not a directory")
     if not out.exists() and not out.parent.exists():
         return bad(f"--out {args.out}: the folder {out.parent} does not exist")
+    try:
+        check_folder(out, "the divergent scenarios")
+    except OutputError as e:
+        return bad(f"--out {e}")
     from ..real.backend import RealBackend, RealBackendError
 
     ok, why = RealBackend.available()
@@ -261,6 +279,8 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         return bad(f"the real backend failed: {exc}")
     except OSError as exc:
         return bad(f"{exc.filename or args.out}: cannot write: {exc.strerror}")
+    except OutputError as exc:
+        return bad(str(exc))
     for div in res.divergences.values():
         tag = "" if div.stable else " [unstable]"
         where = f" -> {div.path}" if div.path else ""
@@ -269,7 +289,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         print("interrupted: the figures cover the examples run so far", file=sys.stderr)
     print(f"{res.examples} examples, {res.agreed} agreed, {res.diverged} diverged")
     if res.interrupted:
-        return 130
+        return res.exit_code
     return 1 if res.diverged else 0
 
 
@@ -279,8 +299,9 @@ def register(sub: Any) -> None:
         description="Differential fuzzing: draw random valid scenarios (2-3 processes, 5-40 calls "
                     "over a tiny port space, random options and sysctls), run each on the simulator "
                     "and on this host's kernel, and compare. Each new kind of divergence is shrunk "
-                    "to a minimal scenario and written as YAML. Exit 0 when every example agreed, "
-                    "1 when one diverged, 2 for bad input.")
+                    "to a minimal scenario and written as YAML (an existing file is never replaced: "
+                    "the next free name NAME-2.yaml, ... is taken). Exit 0 when every example agreed, "
+                    "1 when one diverged, 2 for bad input, 128+N when stopped by signal N.")
     f.add_argument("--examples", type=int, default=100, metavar="N",
                    help="how many scenarios to generate (default 100)")
     f.add_argument("--seed", type=int, help="seed of the generator (default: random, printed)")

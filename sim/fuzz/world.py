@@ -204,7 +204,9 @@ def _host(c: _Choices) -> tuple[dict[str, Any], dict[str, Any]]:
         sysctls["ip_local_reserved_ports"] = [c.pick([lo, hi])]
     unpriv = c.chance(0.08)
     if unpriv:
-        sysctls["ip_unprivileged_port_start"] = 7002
+        # the kernel refuses a port range that starts below the unprivileged ports
+        # (ipv4_privileged_ports() in net/ipv4/sysctl_net_ipv4.c), so the start follows the range
+        sysctls["ip_unprivileged_port_start"] = min(7002, lo)
     n = c.pick([2, 3], [3, 2])
     procs: dict[str, Any] = {}
     for i, name in enumerate(["a", "b", "c"][:n]):

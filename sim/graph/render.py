@@ -122,15 +122,13 @@ def to_svg(dr: Drawing, engine: str | None = None) -> str:
 def write_state_diagram(base: str, path: Iterable[Transition] | None = None, engine: str | None = None) -> list[str]:
     """Write ``base.dot`` and ``base.svg`` (the state diagram); returns the paths written."""
     dr = state_drawing(path, title="TCP states (generated from sim/kernel/tcp_states.py TRANSITIONS)")
-    out = []
-    with open(base + ".dot", "w", encoding="utf-8") as f:
-        f.write(to_dot(dr))
-    out.append(base + ".dot")
+    from ..outfile import write_file
+
+    write_file(base + ".dot", to_dot(dr), "the state diagram", force=True)
     svg = to_svg(dr, engine)
-    with open(base + ".svg", "w", encoding="utf-8") as f:
-        f.write('<?xml version="1.0" encoding="UTF-8" standalone="no"?>\n' + standalone(svg) + "\n")
-    out.append(base + ".svg")
-    return out
+    write_file(base + ".svg", '<?xml version="1.0" encoding="UTF-8" standalone="no"?>\n' + standalone(svg) + "\n",
+               "the state diagram", force=True)
+    return [base + ".dot", base + ".svg"]
 
 
 def standalone(svg: str) -> str:
@@ -139,14 +137,16 @@ def standalone(svg: str) -> str:
     return svg
 
 
-def write_graph(dr: Drawing, path: str, engine: str | None = None) -> None:
-    """Write a drawing as DOT (``.dot``/``.gv``) or SVG (``.svg``), chosen by the file name."""
+def write_graph(dr: Drawing, path: str, engine: str | None = None, force: bool = True) -> None:
+    """Write a drawing as DOT (``.dot``/``.gv``) or SVG (``.svg``), chosen by the file name,
+    atomically (sim.outfile; an existing file is replaced only with ``force``)."""
+    from ..outfile import write_file
+
     if path.endswith(".svg"):
         text = '<?xml version="1.0" encoding="UTF-8" standalone="no"?>\n' + standalone(to_svg(dr, engine)) + "\n"
     else:
         text = to_dot(dr)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+    write_file(path, text, "the drawing", force)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -137,6 +137,20 @@ class AfInet:
         self.inet_csk_listen_start(sk)
         return 0
 
+    @rule("listen.after_connect", "tcp")
+    def listen_after_connect(self, sk: Sock) -> None:
+        """inet_csk_listen_start(): on a socket whose connect() sent a SYN, listening fails with EINVAL once the port is checked (measured: Linux 6.18, scenarios/regressions/listen-after-refused-connect.yaml).
+
+        The socket is back in CLOSE and SS_UNCONNECTED (a second connect() is accepted, bind()
+        too) and the port check of inet_csk_listen_start() runs first (a full range still
+        answers EADDRINUSE: scenarios/regressions/failed-connect-port-taken-by-other.yaml), but
+        then listening is refused; a connect() that failed before sending its SYN (ENETUNREACH)
+        leaves listen() possible. Cross-checked on the real kernel by those scenarios; the step
+        after get_port() that refuses it is not identified here.
+        """
+        fact("this socket's connect() sent a SYN before: the kernel refuses listen() on it (EINVAL)")
+        raise SysError("EINVAL", "listen.after_connect")
+
     def ip_route_connect(self, sk: Sock, daddr: str) -> str:
         if sk.laddr not in ("0.0.0.0", "::"):
             return sk.laddr

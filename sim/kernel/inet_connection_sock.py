@@ -38,6 +38,8 @@ class InetConnectionSock:
                     for o in bad[:3]:
                         fact(f"now LISTEN, port {sk.lport} conflicts with {describe_owner(o)}")
                     raise SysError("EADDRINUSE", "listen.recheck")
+            if sk.sent_syn:
+                self.listen_after_connect(sk)
         except SysError:
             # the failure path stores TCP_CLOSE again without unhashing (inet_sk_set_state())
             self.tcp_set_state(sk, State.CLOSE, "listen_fail", unhash=False)

@@ -30,6 +30,32 @@ class InetHashtables:
         if self.probes:
             self.emit(PortReleased(port, owner))
 
+    def _established_probe(self, saddr: str, daddr: str, dport: int, reuse_by_age: bool) -> tuple:
+        """The probe of __inet_check_established() for one candidate port of a connect() port
+        search, without the bookkeeping of a rule call (the chosen port is checked again as a
+        rule), and ``ripe``: with reuse by age, the earliest time (ms) at which a TIME_WAIT entry
+        found too young becomes reusable (-1: an entry may change without anything freed)."""
+        ehash, now_ms = self.ehash, self.now * 1000.0
+        delay_ms = self.sysctls["tcp_tw_reuse_delay"]
+        ripe = [float("inf")]
+
+        def established_ok(port: int) -> bool:
+            other = ehash.get((saddr, port, daddr, dport))
+            if other is None:
+                return True
+            if other.__class__ is not TimeWaitSock or not reuse_by_age or not other.ts_recent:
+                return False
+            if other.substate == State.FIN_WAIT2:
+                ripe[0] = -1.0  # may turn TIME_WAIT without anything being freed: no shortcut
+                return False
+            at = other.entry * 1000.0 + delay_ms
+            if now_ms > at:
+                return True
+            ripe[0] = min(ripe[0], at)
+            return False
+
+        return established_ok, ripe
+
     def inet_hash_connect(self, sk: Sock, saddr: str, daddr: str, dport: int) -> None:
         sysctl = self.sysctls
         if sk.lport:
@@ -50,30 +76,22 @@ class InetHashtables:
         index = port_offset & 255
         start = (self.perturb[index] + (port_offset >> 32)) & 0xFFFFFFFF
 
-        ehash = self.ehash
         # tcp_twsk_unique(): at tcp_tw_reuse 2 only entries with a loopback address are reused
         reuse_by_age = (bool(sysctl["tcp_timestamps"]) and (sysctl["tcp_tw_reuse"] == 1 or (
             sysctl["tcp_tw_reuse"] == 2 and (self.fib.is_loopback(saddr) or self.fib.is_loopback(daddr)))))
-        now_ms, delay_ms = self.now * 1000.0, sysctl["tcp_tw_reuse_delay"]
+        now_ms = self.now * 1000.0
+        established_ok, ripe = self._established_probe(saddr, daddr, dport, reuse_by_age)
 
-        def established_ok(port: int) -> bool:
-            # the probe of __inet_check_established() for one candidate port, without the
-            # bookkeeping of a rule call (the chosen port is checked again as a rule below)
-            other = ehash.get((saddr, port, daddr, dport))
-            if other is None:
-                return True
-            if other.__class__ is not TimeWaitSock or not reuse_by_age:
-                return False
-            return (other.ts_recent and other.substate != State.FIN_WAIT2
-                    and now_ms - other.entry * 1000.0 > delay_ms)
-
-        # Nothing frees a port for this destination but a hash or bind-table removal, unless
-        # TIME_WAIT entries become reusable with age: a scan that found nothing stays valid.
+        # Nothing frees a port for this destination but a hash or bind-table removal, or, with
+        # reuse by age, a TIME_WAIT entry growing old enough: until then a scan that found
+        # nothing stays valid (the same answer without walking the range again; a failed search
+        # changes no state, so the trace is identical).
         dest = (saddr, daddr, dport)
         gens = (self.ehash_frees, self.bhash.frees)
-        if not reuse_by_age and not local_range and self.exhausted.get(dest) == gens:
+        failed = self.exhausted.get(dest)
+        if not local_range and failed is not None and failed[0] == gens and now_ms <= failed[1]:
             fact(f"no port in {lo}-{hi} has a free 4-tuple to this destination (nothing was freed "
-                 "since the last full search)")
+                 "or grew old enough since the last full search)")
             raise SysError("EADDRNOTAVAIL", "connect.hash_connect")
         counts = self.dest_ports.get(dest)
         per_pass = (self._eph[1] - self._eph[0] + 1) // 2  # ports one parity pass visits
@@ -88,7 +106,7 @@ class InetHashtables:
                                               established_ok, skip, step=1 if local_range else 2)
         except SysError:
             if not local_range:
-                self.exhausted[dest] = gens
+                self.exhausted[dest] = (gens, ripe[0] if reuse_by_age else float("inf"))
             raise
         i = max(i, self.rng.randrange(8) * 2)
         self.perturb[index] = (self.perturb[index] + i + 2) & 0xFFFFFFFF

@@ -60,6 +60,7 @@ class Sock:
         self.bindport_lock = False  # SOCK_BINDPORT_LOCK: keeps the port until close()
         self.bindaddr_lock = False  # SOCK_BINDADDR_LOCK: bind() chose the address
         self.connect_bind = False  # SOCK_CONNECT_BIND: the port came from connect()
+        self.sent_syn = False  # connect() got as far as sending a SYN (the socket went SYN_SENT)
         self.in_bhash = False
         self.in_ehash = False
         # listener

@@ -161,7 +161,8 @@ class Kernel(Tracepoints, FileOps, Select, SocketCalls, AfInet, InetConnectionSo
         span = hi + 1 - lo
         self._eph = (lo, lo + (span & ~1 if span > 1 else span))  # the ports connect() scans
         self.dest_ports: dict[tuple, list[int]] = {}  # (laddr, raddr, rport) -> ehash entries per parity
-        self.exhausted: dict[tuple, tuple[int, int]] = {}  # destination -> generations of a failed search
+        # destination -> (generations, valid until ms) of a failed port search
+        self.exhausted: dict[tuple, tuple[tuple[int, int], float]] = {}
         self.woken: set[Any] = set()  # sockets whose wait queue was woken (sk_state_change, sk_data_ready)
         self.outbox: list[Segment] = []
         self.isn_next = 0  # secure_tcp_seq()

@@ -36,6 +36,8 @@ class Tcp:
             return
         old = sk.tcp_state
         sk.tcp_state = int(new)
+        if new == State.SYN_SENT:
+            sk.sent_syn = True
         if self.probes:
             self.emit(InetSockSetState(sk, old, int(new), event))
         self.woken.add(sk)

@@ -4,5 +4,6 @@ Ground truth for the model: this package imports only the standard library and :
 """
 
 from .backend import BLOCK_WAIT, RealBackend, RealBackendError
+from .faults import RealFault
 
-__all__ = ["BLOCK_WAIT", "RealBackend", "RealBackendError"]
+__all__ = ["BLOCK_WAIT", "RealBackend", "RealBackendError", "RealFault"]

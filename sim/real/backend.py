@@ -64,7 +64,10 @@ from .common import (
     _read_text, _same_value, _sysctl_text,
 )
 from .channels import ProcessChannels
+from .faults import Faults, RealFault
 from .observe import Observations
+
+__all__ = ["RealBackend", "RealBackendError", "RealFault"]
 
 _LIVE: weakref.WeakSet[RealBackend] = weakref.WeakSet()
 
@@ -78,7 +81,7 @@ def _close_all() -> None:
             pass
 
 
-class RealBackend(ProcessChannels, Observations):
+class RealBackend(ProcessChannels, Observations, Faults):
     """The host kernel as a :class:`sim.trace.Backend`."""
 
     name = "real"
@@ -157,17 +160,19 @@ class RealBackend(ProcessChannels, Observations):
 
         self._log = tempfile.TemporaryFile(prefix="socksim-real-")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        deaths = self._open_deaths()
         try:
             self._zygote = subprocess.Popen(
-                [sys.executable, "-I", "-S", DRIVER_PATH, "--zygote", str(theirs.fileno())],
+                [sys.executable, "-I", "-S", DRIVER_PATH, "--zygote", str(theirs.fileno()), str(deaths)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log,
-                pass_fds=(theirs.fileno(),), start_new_session=True, close_fds=True)
+                pass_fds=(theirs.fileno(), deaths), start_new_session=True, close_fds=True)
         finally:
             theirs.close()
+            os.close(deaths)
         self._zchan = ours
         hello, _ = self._zrecv(START_TIMEOUT)
         if not hello.get("ready"):
-            raise RealBackendError(f"network namespace setup failed: {hello.get('error', hello)}")
+            raise RealFault(f"the network namespace could not be made: {hello.get('error', hello)}")
         self._zpid = int(hello["pid"])
         self.meta["netns"] = hello.get("mode")
         self.meta["ehash_entries"] = hello.get("ehash")  # None: shares the host's table
@@ -262,9 +267,13 @@ class RealBackend(ProcessChannels, Observations):
         return time.monotonic() - self._t0
 
     def call(self, index: int, proc: str, call: str, args: dict[str, Any]) -> CallResult:
+        self._step_now = index
+        self._fault_if_dead(index)
         p = self._procs.get(proc)
         if p is None or not self._alive(p):
             return CallResult(ret=None, err=PROCESS_GONE)
+        if call == "exit":
+            p.asked_to_end = True
         if p.pending is not None:
             self._collect(p)
             if p.pending is not None:
@@ -279,9 +288,11 @@ class RealBackend(ProcessChannels, Observations):
             return CallResult(ret=None, err=BLOCKED, blocked=True)
         if status == "gone":
             self._settle(call)
+            self._fault_if_dead(index)
             return CallResult(ret=None, err=PROCESS_GONE)
         result = self._finish(p, call, args, msg, fds)
         self._settle(call)
+        self._fault_if_dead(index)
         return result
 
     def _finish(self, p: _Proc, call: str, args: dict[str, Any], msg: dict[str, Any],
@@ -368,12 +379,15 @@ class RealBackend(ProcessChannels, Observations):
         return sorted(done, key=lambda c: c.time)
 
     def sleep(self, seconds: float) -> None:
+        self._fault_if_dead()
         if seconds > 0:
-            time.sleep(seconds)
+            self._watch_sleep(seconds)
 
     # ------------------------------------------------------------------ load
 
     def load(self, index: int, spec: dict[str, Any]) -> dict[str, Any]:
+        self._step_now = index
+        self._fault_if_dead(index)
         stats: dict[str, Any] = {"attempts": 0, "ok": 0, "errors": {}, "first_error": None,
                                  "first_error_at": None, "accepted": 0}
 
@@ -416,6 +430,11 @@ class RealBackend(ProcessChannels, Observations):
             else:
                 if status == "timeout":  # the driver bounds itself; this should not happen
                     self._kill(client)
+                    raise RealFault(f"step {index} (load) did not finish within "
+                                    f"{float(spec['duration']) * 1.25 + LOAD_SLACK:g} s: its client "
+                                    f"process {client.name!r} was stopped", proc=client.name, step=index,
+                                    how="timed out")
+                self._fault_if_dead(index)
                 refuse(PROCESS_GONE)
         finally:
             if server is not None and not server.gone:
@@ -448,6 +467,7 @@ class RealBackend(ProcessChannels, Observations):
         try:
             procs = list(self._procs.values())
             for p in procs:
+                p.asked_to_end = True
                 if p.pidfd is not None:
                     try:
                         signal.pidfd_send_signal(p.pidfd, signal.SIGKILL)
@@ -477,6 +497,7 @@ class RealBackend(ProcessChannels, Observations):
             if self._zchan is not None:
                 self._zchan.close()
                 self._zchan = None
+            self._close_deaths()
             log = self._log_tail()
             if self._log is not None:
                 self._log.close()

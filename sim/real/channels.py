@@ -160,6 +160,7 @@ class ProcessChannels:
     # ------------------------------------------------------------------ Backend protocol
 
     def _kill(self, p: _Proc) -> None:
+        p.asked_to_end = True
         if p.pidfd is not None:
             try:
                 signal.pidfd_send_signal(p.pidfd, signal.SIGKILL)

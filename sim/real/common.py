@@ -132,4 +132,5 @@ class _Proc:
     pending_call: str | None = None
     pending_args: dict[str, Any] = field(default_factory=dict)
     gone: bool = False
+    asked_to_end: bool = False  # an exit step, or the backend killed it: its end is no fault
 

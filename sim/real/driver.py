@@ -790,7 +790,24 @@ def apply_sysctls(items: list[list[str]]) -> dict:
     return {"absent": absent, "errors": errors, "values": values}
 
 
-def zygote(chan_fd: int) -> int:
+def _reaper(deaths_fd: int) -> None:
+    """Reap every child (scenario processes, and forked ones re-parented here) and tell the
+    controller how each ended: one line "PID STATUS" (the raw wait status) on ``deaths_fd``."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            time.sleep(0.02)
+            continue
+        except InterruptedError:
+            continue
+        try:
+            os.write(deaths_fd, f"{pid} {status}\n".encode())
+        except OSError:
+            return
+
+
+def zygote(chan_fd: int, deaths_fd: int | None = None) -> int:
     chan = socket.socket(fileno=chan_fd)
 
     def send(msg: dict, fds: list[int] | None = None) -> None:
@@ -800,6 +817,9 @@ def zygote(chan_fd: int) -> int:
         else:
             chan.send(data)
 
+    # Whatever kills the controller (even SIGKILL) kills this process, and through their own
+    # parent-death signal every scenario process with it.
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     try:
         ns = enter_netns()
         lo_up()
@@ -807,7 +827,10 @@ def zygote(chan_fd: int) -> int:
         send({"error": str(exc)})
         return 1
     _prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    if deaths_fd is None:
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    else:  # reaped here, and each end reported: the controller names a process that died
+        threading.Thread(target=_reaper, args=(deaths_fd,), daemon=True).start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the controller's business
     try:
         nr_open = int(_read("/proc/sys/fs/nr_open"))
@@ -879,10 +902,10 @@ def probe() -> int:
 
 def main(argv: list[str]) -> int:
     if len(argv) >= 2 and argv[0] == "--zygote":
-        return zygote(int(argv[1]))
+        return zygote(int(argv[1]), int(argv[2]) if len(argv) >= 3 else None)
     if argv and argv[0] == "--probe":
         return probe()
-    print("usage: driver.py --zygote FD | --probe", file=sys.stderr)
+    print("usage: driver.py --zygote FD [DEATHS_FD] | --probe", file=sys.stderr)
     return 2
 
 

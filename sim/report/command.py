@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -543,36 +540,29 @@ def existing_report(out: Path) -> list[str]:
 
 
 def write_report(doc: dict[str, Any], out: Path, force: bool) -> None:
+    """index.html, report.md and img/ built in a temporary folder inside ``out`` and renamed in
+    (see :func:`sim.outfile.fill_folder`); other files in ``out`` are left alone."""
+    from ..outfile import OutputError, fill_folder
+
     if out.exists() and not out.is_dir():
         raise ReportError(f"{out}: exists and is not a directory; give a folder for the report")
     there = existing_report(out) if out.exists() else []
     if there and not force:
         raise ReportError(f"{out}/ already holds a report ({', '.join(there)}); pass --force to replace it")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ReportError(f"{out}: cannot create the folder: {e.strerror}") from None
     page = html_out.render(doc)
     text, files = md_out.render(doc)
-    tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
-    try:
+
+    def fill(tmp: Path) -> None:
         (tmp / "index.html").write_text(page, encoding="utf-8")
         (tmp / "report.md").write_text(text, encoding="utf-8")
         (tmp / md_out.IMG_DIR).mkdir()
         for rel, data in files.items():
             (tmp / rel).write_bytes(data)
-        for name in OWNED:  # --force: the old report's files go, nothing else in the folder
-            old = out / name
-            if old.is_dir() and not old.is_symlink():
-                shutil.rmtree(old)
-            elif old.exists() or old.is_symlink():
-                old.unlink()
-        for name in OWNED:
-            os.replace(tmp / name, out / name)
-    except OSError as e:
-        raise ReportError(f"{out}: cannot write the report: {e.strerror}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    try:
+        fill_folder(out, OWNED, fill, force)
+    except OutputError as e:
+        raise ReportError(str(e)) from None
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -584,6 +574,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         if out.exists() and existing_report(out) and not args.force:
             raise ReportError(f"{args.out.rstrip('/')}/ already holds a report "
                               f"({', '.join(existing_report(out))}); pass --force to replace it")
+        from ..outfile import OutputError, check_folder
+
+        try:
+            check_folder(out, "the report")
+        except OutputError as e:
+            raise ReportError(str(e)) from None
         try:
             doc = sweep_document(data, args.run) if kind == "sweep" else trace_document(data, args.run)
         except (KeyError, TypeError, ValueError) as e:

@@ -29,18 +29,17 @@ from .ladder import ladder_panel
 E = html.escape
 
 
-def write_page(scenario: Any, trace: Trace | None, path: str, seed: int = 0) -> str:
+def write_page(scenario: Any, trace: Trace | None, path: str, seed: int = 0, force: bool = False) -> str:
     """Write the page for ``scenario`` to ``path`` and return its text.
 
     The scenario is re-run on the simulator (same seed) so that the kernel can be snapshotted at
     every step; ``trace`` is the run the caller already has (its outcomes are checked against the
     re-run, and a difference is reported on the page).
     """
+    from ..outfile import write_file
+
     text = render_page(scenario, trace, seed=seed)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_file(path, text, "the HTML page", force)
     return text
 
 

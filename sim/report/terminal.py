@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..text import printable
 from ..trace import StepRecord, Trace
 
 import sys
@@ -61,6 +62,15 @@ def syscall_text(c: dict[str, Any]) -> str:
     return f"{where}{c['call']}({', '.join(parts)}) = {res}"
 
 
+def _note(scenario: Any, rec: StepRecord) -> str | None:
+    """The step's ``note:`` from the scenario file (not for the calls a timer's slot makes)."""
+    if scenario is None or rec.via:
+        return None
+    i = rec.step if rec.step is not None else rec.index
+    steps = getattr(scenario, "steps", None) or []
+    return getattr(steps[i], "note", None) if 0 <= i < len(steps) else None
+
+
 def print_timeline(trace: Trace, scenario: Any = None, explain: bool = False) -> None:
     t = Table(title=f"{trace.scenario} ({trace.backend}, {trace.personality})", box=box.SIMPLE_HEAD)
     t.add_column("#", justify="right")
@@ -86,11 +96,14 @@ def print_timeline(trace: Trace, scenario: Any = None, explain: bool = False) ->
         res = outcome_text(rec)
         if rec.expect_ok is False:
             res.append(f"  (expected {rec.expect})", style="bold magenta")
-        call = Text(_args_text(rec))
+        call = Text(printable(_args_text(rec)))
         if rec.via:
-            call = Text(f"{rec.via}\n", style="cyan") + call
+            call = Text(f"{printable(rec.via)}\n", style="cyan") + call
+        note = _note(scenario, rec)
+        if note:
+            call.append(f"\n  {printable(note)}", style="dim italic")
         t.add_row(str(rec.index), f"{rec.time:.6f}".rstrip("0").rstrip(".") if rec.time else "0",
-                  rec.proc or "", call, res, rule)
+                  Text(rec.proc or ""), call, res, rule)
     console.print(t)
 
 
@@ -208,8 +221,10 @@ def print_side_by_side(scenario: Any, sim: Trace, real: Trace, result: Any) -> N
                                style="green"))
         if w.tolerated:
             console.print(Text("tolerated on the wire:\n" + "\n".join(w.tolerated), style="yellow"))
-    verdict = "AGREE" if result.agree else "DISAGREE" + (
-        f" at step(s) {', '.join(map(str, result.disagreeing))}" if result.disagreeing else " on the wire")
+    faults = getattr(result, "faults", [])
+    verdict = "AGREE" if result.agree else f"NO VERDICT: {faults[0]}" if faults and not result.disagreeing \
+        else "DISAGREE" + (f" at step(s) {', '.join(map(str, result.disagreeing))}" if result.disagreeing
+                           else " on the wire")
     console.print(Text(f"verdict: {verdict}", style="bold green" if result.agree else "bold red"))
 
 

@@ -19,8 +19,10 @@ class ScenarioError(Exception):
     message: str
 
     def __post_init__(self) -> None:
-        # one line, whatever text from the file the message quotes
-        self.message = self.message.replace("\r", "\\r").replace("\n", "\\n")
+        # one line, whatever text from the file the message quotes, and no control characters
+        from ..text import printable
+
+        self.message = printable(self.message)
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}:{self.column}: {self.message}"

@@ -24,9 +24,9 @@ from .errors import ScenarioError
 from .model import ForkCall, Scenario, step_kind
 from .validate import check_scenario
 from .problems import _lookup, _mark_for, _step_label, _suggest, _validation_error
-from .yamlread import MAX_BYTES, MAX_DEPTH, MAX_VALUES, _decode, _Marked, _read_text, parse_marked
+from .yamlread import MAX_BYTES, MAX_DEPTH, MAX_PROCESSES, MAX_STEPS, MAX_VALUES, _decode, _Marked, _read_text, parse_marked
 
-__all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_VALUES", "ScenarioError", "load_file", "load_text",
+__all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_PROCESSES", "MAX_STEPS", "MAX_VALUES", "ScenarioError", "load_file", "load_text",
            "parse_marked"]
 
 

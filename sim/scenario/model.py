@@ -14,7 +14,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 ERRNO_NAMES = {
     "EPERM", "ENOENT", "EBADF", "EAGAIN", "EWOULDBLOCK", "ENOMEM", "EACCES", "EFAULT", "EINVAL",
@@ -28,15 +29,26 @@ WSA_NAMES = {"WSA" + n for n in ERRNO_NAMES if n.startswith("E")} | {
     "WSANOTINITIALISED", "WSASYSNOTREADY", "WSAVERNOTSUPPORTED", "WSA_OPERATION_ABORTED"}
 OUTCOME_WORDS = {"ok", "error", "BLOCKED", "PROCESS_BUSY", "PROCESS_GONE"}
 
+def _refuse_bool(kind: str):
+    """YAML's true/false are not numbers (pydantic's lax mode would read them as 1 and 0)."""
+    def check(v: Any) -> Any:
+        if isinstance(v, bool):
+            raise PydanticCustomError(kind, "a number, not a boolean")
+        return v
+    return BeforeValidator(check)
+
+
+NotBoolInt, NotBoolFloat = _refuse_bool("int_type"), _refuse_bool("float_type")
+
 Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$", max_length=64)]
-SockRef = Union[Annotated[int, Field(ge=0, le=1 << 20)], Name]
+SockRef = Union[Annotated[int, NotBoolInt, Field(ge=0, le=1 << 20)], Name]
 # a value an earlier step captured (``capture: NAME``): ``$NAME``, ``$NAME.port`` or ``$NAME.addr``
 REF_PATTERN = r"^\$[A-Za-z_][A-Za-z0-9_\-]*(\.(port|addr))?$"
 Ref = Annotated[str, Field(pattern=REF_PATTERN, max_length=70)]
-Port = Annotated[int, Field(ge=0, le=65535)]
+Port = Annotated[int, NotBoolInt, Field(ge=0, le=65535)]
 PortArg = Union[Port, Ref]
-Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
-Seconds = Annotated[float, Field(ge=0, le=10 * 24 * 3600)]
+Int32 = Annotated[int, NotBoolInt, Field(ge=-(2**31), le=2**31 - 1)]
+Seconds = Annotated[float, NotBoolFloat, Field(ge=0, le=10 * 24 * 3600)]
 
 SOCKOPTS = (
     "SO_REUSEADDR", "SO_REUSEPORT", "SO_LINGER", "SO_SNDBUF", "SO_RCVBUF", "SO_KEEPALIVE",
@@ -59,11 +71,23 @@ class _Strict(BaseModel):
 
 
 def _check_addr(v: str) -> str:
+    if "%" in v:  # Python accepts a scope (fe80::1%lo); the scenario address fields have none
+        raise ValueError(f"not an IPv4 or IPv6 address: {v!r} (a scoped address, %zone, is not supported)")
     try:
         ipaddress.ip_address(v)
     except ValueError:
         raise ValueError(f"not an IPv4 or IPv6 address: {v!r}") from None
     return v
+
+
+def relocated(where: str, expected: str, found: str) -> ValueError:
+    """A problem the loader reports at ``where`` (a dotted path below the value being validated,
+    e.g. ``expect.local``) rather than at the value itself."""
+    return ValueError(f"@{where}|{expected}|{found}")
+
+
+INT32 = (-(2**31), 2**31 - 1)
+Pos32 = Annotated[int, NotBoolInt, Field(ge=1, le=INT32[1])]
 
 
 # ----------------------------------------------------------------------------- host
@@ -72,37 +96,46 @@ def _check_addr(v: str) -> str:
 class Sysctls(_Strict):
     """Per-network-namespace sysctls (Linux names, net.ipv4.* / net.core.* without prefix)."""
 
-    ip_local_port_range: tuple[Annotated[int, Field(ge=1, le=65535)], Annotated[int, Field(ge=1, le=65535)]] = (32768, 60999)
+    ip_local_port_range: tuple[Annotated[int, NotBoolInt, Field(ge=1, le=65535)], Annotated[int, NotBoolInt, Field(ge=1, le=65535)]] = (32768, 60999)
     ip_local_reserved_ports: list[Port] = []
     ip_unprivileged_port_start: Port = 1024
     ip_autobind_reuse: Literal[0, 1] = 0
-    tcp_max_tw_buckets: Annotated[int, Field(ge=0)] = 131072
+    # value ranges: what the kernel's proc handlers accept (measured in a namespace; see
+    # docs/scenarios.md, "Sysctls"): a value the real kernel refuses is refused at load time
+    tcp_max_tw_buckets: Annotated[int, NotBoolInt, Field(ge=0, le=INT32[1])] = 131072
     tcp_tw_reuse: Literal[0, 1, 2] = 2
-    tcp_tw_reuse_delay: Annotated[int, Field(ge=1, le=600000)] = 1000  # ms
+    tcp_tw_reuse_delay: Annotated[int, NotBoolInt, Field(ge=1, le=60000)] = 1000  # ms (TCP_PAWS_MSL * 1000 at most)
     tcp_timestamps: Literal[0, 1, 2] = 1
-    tcp_fin_timeout: Annotated[int, Field(ge=1, le=3600)] = 60
-    somaxconn: Annotated[int, Field(ge=0, le=2147483647)] = 4096
-    tcp_max_syn_backlog: Annotated[int, Field(ge=1)] = 2048
+    tcp_fin_timeout: Annotated[int, NotBoolInt, Field(ge=1, le=3600)] = 60
+    somaxconn: Annotated[int, NotBoolInt, Field(ge=0, le=2147483647)] = 4096
+    tcp_max_syn_backlog: Annotated[int, NotBoolInt, Field(ge=1, le=INT32[1])] = 2048
     tcp_syncookies: Literal[0, 1, 2] = 1
     tcp_abort_on_overflow: Literal[0, 1] = 0
-    tcp_syn_retries: Annotated[int, Field(ge=1, le=127)] = 6
-    tcp_wmem: tuple[int, int, int] = (4096, 16384, 4194304)
-    tcp_rmem: tuple[int, int, int] = (4096, 131072, 33554432)
+    tcp_syn_retries: Annotated[int, NotBoolInt, Field(ge=1, le=127)] = 6
+    tcp_wmem: tuple[Pos32, Pos32, Pos32] = (4096, 16384, 4194304)  # proc_dointvec_minmax, min 1
+    tcp_rmem: tuple[Pos32, Pos32, Pos32] = (4096, 131072, 33554432)
     # Host-global on Linux (cannot be set inside a namespace): the real backend cannot apply them.
-    wmem_max: Annotated[int, Field(ge=1)] = 4194304
-    rmem_max: Annotated[int, Field(ge=1)] = 4194304
-    tcp_mem: tuple[int, int, int] = (287898, 383867, 575796)  # pages
+    # net/core/sysctl_net_core.c: at least SOCK_MIN_SNDBUF (4608) / SOCK_MIN_RCVBUF (2304)
+    wmem_max: Annotated[int, NotBoolInt, Field(ge=4608, le=INT32[1])] = 4194304
+    rmem_max: Annotated[int, NotBoolInt, Field(ge=2304, le=INT32[1])] = 4194304
+    tcp_mem: tuple[Annotated[int, NotBoolInt, Field(ge=0)], Annotated[int, NotBoolInt, Field(ge=0)], Annotated[int, NotBoolInt, Field(ge=0)]] = (287898, 383867, 575796)  # pages
     bindv6only: Literal[0, 1] = 0
     # Windows (HKLM\SYSTEM\CurrentControlSet\Services\Tcpip\Parameters and pool limits);
     # ignored by the linux personality
-    TcpTimedWaitDelay: Annotated[int, Field(ge=30, le=300)] | None = None
-    nonpaged_pool_bytes: Annotated[int, Field(ge=0)] | None = None
+    TcpTimedWaitDelay: Annotated[int, NotBoolInt, Field(ge=30, le=300)] | None = None
+    nonpaged_pool_bytes: Annotated[int, NotBoolInt, Field(ge=0)] | None = None
 
     @model_validator(mode="after")
     def _range_ordered(self) -> Sysctls:
         lo, hi = self.ip_local_port_range
         if lo > hi:
             raise ValueError(f"ip_local_port_range: low {lo} is above high {hi}")
+        if self.ip_unprivileged_port_start > lo:
+            # ipv4_local_port_range() / ipv4_privileged_ports() in net/ipv4/sysctl_net_ipv4.c:
+            # the range may not start below the unprivileged ports (the kernel refuses, EINVAL)
+            raise relocated("ip_local_port_range", f"a range starting at or above ip_unprivileged_port_start "
+                            f"({self.ip_unprivileged_port_start}), as the kernel requires",
+                            f"low {lo}")
         return self
 
 
@@ -112,10 +145,10 @@ HOST_GLOBAL_SYSCTLS = ("wmem_max", "rmem_max", "tcp_mem")
 class Host(_Strict):
     personality: Literal["linux", "windows"] = "linux"
     sysctls: Sysctls = Sysctls()
-    file_max: Annotated[int, Field(ge=1)] = 2466170  # fs.file-max (host-global)
+    file_max: Annotated[int, NotBoolInt, Field(ge=1)] = 2466170  # fs.file-max (host-global)
     # one-way delay of the wire, seconds; 0 = Linux loopback (segments are processed in the
     # sending call's softirq, before the call returns)
-    latency: Annotated[float, Field(ge=0, le=10)] = 0.0
+    latency: Annotated[float, NotBoolFloat, Field(ge=0, le=10)] = 0.0
 
 
 class HostSpec(Host):
@@ -142,13 +175,13 @@ class Link(_Strict):
     from one host's addresses to the other's cross it after ``delay`` seconds (one way)."""
 
     between: tuple[Name, Name]
-    delay: Annotated[float, Field(ge=0, le=10)] = 0.0
+    delay: Annotated[float, NotBoolFloat, Field(ge=0, le=10)] = 0.0
     # a share of the segments lost in each direction; the model retransmits only SYNs
     # (tcp_retransmit_timer() for data and FIN is not modelled), so only 0 is accepted for now
-    loss: Annotated[float, Field(ge=0, le=1)] = 0.0
+    loss: Annotated[float, NotBoolFloat, Field(ge=0, le=1)] = 0.0
     # bits per second in each direction (a segment takes its size x 8 / bandwidth to send);
     # None: no limit
-    bandwidth: Annotated[int, Field(ge=8000, le=10**12)] | None = None
+    bandwidth: Annotated[int, NotBoolInt, Field(ge=8000, le=10**12)] | None = None
 
     @model_validator(mode="after")
     def _two_hosts(self) -> Link:
@@ -166,8 +199,8 @@ class Link(_Strict):
 
 
 class Process(_Strict):
-    nofile: Annotated[int, Field(ge=3, le=1048576)] = 1024  # RLIMIT_NOFILE soft limit
-    uid: Annotated[int, Field(ge=0, le=65535)] = 0
+    nofile: Annotated[int, NotBoolInt, Field(ge=3, le=1048576)] = 1024  # RLIMIT_NOFILE soft limit
+    uid: Annotated[int, NotBoolInt, Field(ge=0, le=65535)] = 0
     host: Name | None = None  # the host it runs on (scenarios with hosts:)
     # capabilities the process lacks from the start (a uid other than 0 has none anyway)
     drop_caps: list[Literal[CAPS]] = []  # type: ignore[valid-type]
@@ -185,8 +218,8 @@ class Tolerance(_Strict):
     field: Literal["ret", "err", "blocked", "completed_after", "obs", "name", "all",
                    "wire", "wire.win", "wire.opts", "wire.step"]
     reason: Annotated[str, Field(min_length=3)]
-    rel: Annotated[float, Field(ge=0, le=10)] | None = None  # relative tolerance for numbers
-    abs: Annotated[float, Field(ge=0)] | None = None  # absolute tolerance for numbers
+    rel: Annotated[float, NotBoolFloat, Field(ge=0, le=10)] | None = None  # relative tolerance for numbers
+    abs: Annotated[float, NotBoolFloat, Field(ge=0)] | None = None  # absolute tolerance for numbers
 
 
 class WireTolerance(_Strict):
@@ -211,10 +244,38 @@ class _Step(_Strict):
         return v
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _shape(v: Any) -> str:
+    if isinstance(v, bool):
+        return f"the boolean {str(v).lower()}"
+    if isinstance(v, dict):
+        return "a mapping"
+    if isinstance(v, list):
+        return "a list"
+    if isinstance(v, float):
+        return f"the number {v}"
+    return repr(v)
+
+
+def check_expect_keys(expect: Any, keys: tuple[str, ...], what: str) -> None:
+    """A mapping expectation names only keys the result has."""
+    if not isinstance(expect, dict):
+        raise relocated("expect", f"a word (ok, an errno name) or a mapping of {what}'s results "
+                                  f"({', '.join(keys)})", _shape(expect))
+    for k in expect:
+        if k not in keys:
+            raise relocated(f"expect.{k}<key>", f"a result of {what} (one of: {', '.join(keys)})",
+                            f"unknown key {str(k)!r}")
+
+
 class _Call(_Step):
     proc: Name
     # keep this call's result for later steps: ``$NAME`` (the value), ``$NAME.port``/``.addr``
     capture: Name | None = None
+
 
 
 class SocketCall(_Call):
@@ -274,7 +335,7 @@ class BindCall(_Call):
 class ListenCall(_Call):
     call: Literal["listen"]
     sock: SockRef
-    backlog: Annotated[int, Field(ge=-(2**31), le=2**31 - 1)] = 128
+    backlog: Annotated[int, NotBoolInt, Field(ge=-(2**31), le=2**31 - 1)] = 128
 
 
 class ConnectCall(_Call):
@@ -298,14 +359,14 @@ MsgFlag = Literal["MSG_DONTWAIT", "MSG_NOSIGNAL", "MSG_PEEK", "MSG_OOB", "MSG_WA
 class SendCall(_Call):
     call: Literal["send"]
     sock: SockRef
-    bytes: Annotated[int, Field(ge=0, le=1 << 30)]
+    bytes: Annotated[int, NotBoolInt, Field(ge=0, le=1 << 30)]
     flags: list[MsgFlag] = []
 
 
 class RecvCall(_Call):
     call: Literal["recv"]
     sock: SockRef
-    bytes: Annotated[int, Field(ge=0, le=1 << 30)] = 65536
+    bytes: Annotated[int, NotBoolInt, Field(ge=0, le=1 << 30)] = 65536
     flags: list[MsgFlag] = []
 
 
@@ -370,7 +431,7 @@ class DupCall(_Call):
 class Dup2Call(_Call):
     call: Literal["dup2"]
     sock: SockRef
-    fd: Annotated[int, Field(ge=0, le=1 << 20)]
+    fd: Annotated[int, NotBoolInt, Field(ge=0, le=1 << 20)]
     as_: Name | None = Field(None, alias="as")
 
 
@@ -510,8 +571,30 @@ Observation = Annotated[
 ]
 
 
+# What each observation returns (a mapping's keys, or a list of fds); expectations name only
+# these keys, so a misspelt one is an error at load time. A new result key is added here too.
+OBSERVATION_KEYS: dict[str, tuple[str, ...]] = {
+    "tcp_states": ("local", "remote"),
+    "sockstat": ("inuse", "orphan", "tw", "nonpaged_pool_bytes"),  # the last: windows personality
+    "queues": ("recv_q", "send_q"),
+    "timer": ("active", "interval", "remaining_ms", "single_shot", "type", "timeouts"),
+}
+
+
 class ObserveStep(_Step):
     observe: Observation
+
+    @model_validator(mode="after")
+    def _expect_shape(self) -> ObserveStep:
+        e, what = self.expect, getattr(self.observe, "what", None)
+        if e is None or isinstance(e, str):
+            return self
+        if what == "fds":
+            if not (isinstance(e, list) and all(_is_int(x) for x in e)):
+                raise relocated("expect", "a list of fd numbers, e.g. [3, 4]", _shape(e))
+        elif what in OBSERVATION_KEYS:
+            check_expect_keys(e, OBSERVATION_KEYS[what], f"observe {what}")
+        return self
 
 
 class LoadSpec(_Strict):
@@ -525,8 +608,8 @@ class LoadSpec(_Strict):
     proc: Name
     addr: str = "127.0.0.1"
     port: Port
-    rate: Annotated[float, Field(gt=0, le=1e6)]  # connections per second
-    duration: Annotated[float, Field(gt=0, le=7 * 24 * 3600)]
+    rate: Annotated[float, NotBoolFloat, Field(gt=0, le=1e6)]  # connections per second
+    duration: Annotated[float, NotBoolFloat, Field(gt=0, le=7 * 24 * 3600)]
     accept_proc: Name | None = None
     listener: SockRef | None = None
     close_first: Literal["client", "server"] = "client"
@@ -543,8 +626,17 @@ class LoadSpec(_Strict):
         return self
 
 
+LOAD_KEYS = ("attempts", "ok", "errors", "first_error", "first_error_at", "accepted")
+
+
 class LoadStep(_Step):
     load: LoadSpec
+
+    @model_validator(mode="after")
+    def _expect_shape(self) -> LoadStep:
+        if self.expect is not None and not isinstance(self.expect, str):
+            check_expect_keys(self.expect, LOAD_KEYS, "a load step")
+        return self
 
 
 QT_METHODS = {
@@ -625,14 +717,14 @@ class TimerOp(_Strict):
     proc: Name
     name: Name
     op: Literal["start", "stop", "setInterval", "setSingleShot", "setTimerType", "singleShot"]
-    interval: Annotated[int, Field(ge=-(2**31), le=2**31 - 1)] | None = None  # milliseconds
+    interval: Annotated[int, NotBoolInt, Field(ge=-(2**31), le=2**31 - 1)] | None = None  # milliseconds
     single_shot: bool | None = None
     type: Literal["PreciseTimer", "CoarseTimer", "VeryCoarseTimer"] | None = None
     on_timeout: list[SlotCall] = []  # system calls, or Qt calls (with object:)
     until_ok: bool = False
     # only when the process's previous call failed: `if (bind(...) == SOCKET_ERROR) QTimer::singleShot(...)`
     if_failed: bool = False
-    max_shots: Annotated[int, Field(ge=1, le=100000)] = 1000  # bound on timeouts of this timer
+    max_shots: Annotated[int, NotBoolInt, Field(ge=1, le=100000)] = 1000  # bound on timeouts of this timer
 
     @model_validator(mode="before")
     @classmethod
@@ -735,7 +827,7 @@ class Scenario(_Strict):
     processes: dict[Name, Process]
     steps: Annotated[list[Step], Field(min_length=1)]
     checks: list[Check] = []
-    seed: int = 0
+    seed: Annotated[int, NotBoolInt] = 0
     tolerate: list[WireTolerance] = []  # wire tolerances for every step
     # filled in by the loader, not by the file:
     source: str | None = Field(None, exclude=True)

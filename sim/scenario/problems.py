@@ -387,6 +387,16 @@ def _problem(marked: _Marked, err: dict[str, Any]) -> _Problem:
     # --- value errors raised by the model's own checks
     if etype == "value_error":
         text = str(ctx.get("error", err.get("msg", "")))
+        m = re.match(r"^(?:Value error, )?@([^|]*)\|([^|]*)\|(.*)$", text, re.S)
+        if m:  # the model names the place below this value (sim.scenario.model.relocated)
+            rel: tuple = ()
+            for part in m.group(1).split("."):
+                if part.endswith("<key>"):
+                    rel += (part[: -len("<key>")], "<key>")
+                else:
+                    rel += (part,)
+            shown = ".".join(p for p in m.group(1).replace("<key>", "").split(".") if p)
+            return _Problem(path + rel, f"{where}.{shown}" if where else shown, m.group(2), m.group(3))
         if key == "expect":
             words = ["ok", "BLOCKED"] + sorted(w for w in _model.OUTCOME_WORDS if w not in ("ok", "BLOCKED"))
             wsa = sorted(getattr(_model, "WSA_NAMES", ()))

@@ -82,6 +82,8 @@ class _Run:
             for i, step in enumerate(self.sc.steps):
                 line = self.sc.step_lines[i] if i < len(self.sc.step_lines) else 0
                 self.cur_step = i
+                if hasattr(self.backend, "begin_step"):  # the real backend names steps in faults
+                    self.backend.begin_step(i)
                 self.step(step, line)
                 self._wire(len(self.trace.steps) - 1)
             for rec in run_checks(self.sc, self.caps, lambda kind, line: self._record(kind, line)):

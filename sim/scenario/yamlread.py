@@ -20,6 +20,8 @@ from .yamlsyntax import _syntax_error
 MAX_BYTES = 8 * 1024 * 1024  # a scenario file is hand-written: 8 MiB is plenty
 MAX_DEPTH = 64  # nesting of lists and mappings (also through aliases)
 MAX_VALUES = 200_000  # values after expanding aliases (stops "billion laughs")
+MAX_STEPS = 20_000  # items of steps:
+MAX_PROCESSES = 256  # processes declared (forks count too: see the loader's name checks)
 
 
 @dataclass
@@ -253,9 +255,62 @@ class _Builder:
                                   f"({getattr(e, 'problem', None) or e})") from None
 
 
+_EventParser = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # LibYAML when present: fast
+
+
+def _prescan(text: str, name: str) -> None:
+    """Bound the cost before any node is built: stream the YAML events (no tree is kept) and stop
+    at the first value beyond :data:`MAX_VALUES`, the first step beyond :data:`MAX_STEPS` or the
+    first process beyond :data:`MAX_PROCESSES`. Alias expansion and nesting are bounded later,
+    while the tree is built. A syntax error is left to the full reader, which words it."""
+    values = 0
+    # one frame per open collection: [is_mapping, expecting_a_key, last_key, role]
+    stack: list[list[Any]] = []
+    counts = {"steps": 0, "processes": 0}
+    limits = {"steps": (MAX_STEPS, "steps"), "processes": (MAX_PROCESSES, "processes")}
+    try:
+        for ev in yaml.parse(text, Loader=_EventParser):
+            if isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                stack.pop()
+                continue
+            if not isinstance(ev, (yaml.ScalarEvent, yaml.AliasEvent, yaml.MappingStartEvent,
+                                   yaml.SequenceStartEvent)):
+                continue
+            top = stack[-1] if stack else None
+            role = None
+            if top is not None and top[0] and top[1]:  # a key
+                top[1] = False
+                top[2] = ev.value if isinstance(ev, yaml.ScalarEvent) else None
+                if top[3] == "processes":
+                    role = "processes"
+            else:
+                values += 1
+                if values > MAX_VALUES:
+                    raise ScenarioError(name, *_mark(ev), f"expected at most {MAX_VALUES} values, "
+                                                          "found more: the file holds too much data for a scenario")
+                if top is not None and top[0]:
+                    top[1] = True
+                if top is not None and top[3] == "steps":
+                    role = "steps"
+            if role is not None:
+                counts[role] += 1
+                limit, what = limits[role]
+                if counts[role] > limit:
+                    raise ScenarioError(name, *_mark(ev), f"expected at most {limit} {what}, found more")
+            if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                mapping = isinstance(ev, yaml.MappingStartEvent)
+                child_role = None
+                if len(stack) == 1 and top is not None and top[2] in ("steps", "processes"):
+                    child_role = top[2] if mapping == (top[2] == "processes") else None
+                stack.append([mapping, mapping, None, child_role])
+    except yaml.YAMLError:
+        return
+
+
 def parse_marked(text: str, name: str) -> _Marked:
     if text.startswith("\ufeff"):
         text = text[1:]
+    _prescan(text, name)
     try:
         loader = _Composer(text, name)
         try:

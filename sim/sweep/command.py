@@ -17,6 +17,7 @@ from .params import (
     EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, SWEEP_KIND, SWEEP_SCHEMA, SweepError, build_grid,
     show_value, validate_point,
 )
+from ..outfile import AtomicFile, OutputError, check_file, write_file
 from .point import _init_worker, _plain, point_work, result_line, run_point
 
 
@@ -45,9 +46,28 @@ def _local_executor(jobs: int, progress: bool) -> tuple[Any, Any]:
     ctx = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
     if ctx.get_start_method() == "forkserver":
         ctx.set_forkserver_preload(["sim.sweep", "sim.scenario.runner", "sim.engine"])
+        _quiet_helpers()
     queue = ctx.Queue() if progress else None
     ex = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(queue,))
     return ex, queue
+
+
+def _quiet_helpers() -> None:
+    """Start multiprocessing's fork server and resource tracker with stderr on /dev/null: a
+    worker stopped by an interrupt must not print a traceback (a worker's own errors come back
+    through its future and are reported as the point's error)."""
+    from multiprocessing import forkserver, resource_tracker
+
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        resource_tracker.ensure_running()
+        forkserver.ensure_running()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _dask_executor(address: str, timeout: float) -> tuple[Any, Any]:
@@ -57,10 +77,33 @@ def _dask_executor(address: str, timeout: float) -> tuple[Any, Any]:
         from distributed import Client
     except ImportError:
         raise SweepError("--scheduler needs Dask: pip install 'socksim[dask]'") from None
-    try:
-        client = Client(address, timeout=timeout, set_as_default=False)
-    except (OSError, TimeoutError) as e:
-        raise SweepError(f"cannot reach the Dask scheduler at {address}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    import threading
+
+    # The client's handshake is bounded here, not by the client: a peer that accepts the
+    # connection and never answers (or answers with other bytes) is an error within the timeout.
+    box: dict[str, Any] = {}
+
+    def connect() -> None:
+        try:
+            box["client"] = Client(address, timeout=timeout, set_as_default=False)
+        except BaseException as e:  # noqa: BLE001 -- reported below as one line
+            box["error"] = e
+
+    t = threading.Thread(target=connect, name="dask-connect", daemon=True)
+    t.start()
+    t.join(timeout + 1.0)
+    if t.is_alive() or not box:
+        raise SweepError(f"cannot reach the Dask scheduler at {address}: no answer within "
+                         f"{timeout:g} s (--connect-timeout)")
+    e = box.get("error")
+    if e is not None:
+        if isinstance(e, KeyboardInterrupt):
+            raise e
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        kind = "cannot reach" if isinstance(e, (OSError, TimeoutError)) else "no Dask scheduler answers at"
+        raise SweepError(f"{kind} the Dask scheduler at {address}: {first}" if kind == "cannot reach" else
+                         f"{kind} {address}: the peer answered with something else ({type(e).__name__}: {first})")
+    client = box["client"]
     return client.get_executor(pure=False), client
 
 
@@ -132,6 +175,12 @@ class _OrderedWriter:
             self.fh.flush()
             self.next += 1
 
+    def flush_finished(self) -> None:
+        """After an interrupt: the finished points that wait for an earlier one are written too."""
+        for i in sorted(self.held):
+            self.fh.write(json.dumps(result_line(self.held.pop(i)), sort_keys=False) + "\n")
+        self.fh.flush()
+
 
 def _make_folder(p: Path, path: str) -> None:
     """An output file's folder is created when missing (``-o runs/ports.json`` in a fresh clone)."""
@@ -141,33 +190,27 @@ def _make_folder(p: Path, path: str) -> None:
         raise SweepError(f"{path}: cannot create the folder {p.parent}: {e.strerror}") from None
 
 
-def _open_out(path: str, what: str) -> Any:
-    if path == "-":
-        return sys.stdout
-    p = Path(path)
-    if p.is_dir():
-        raise SweepError(f"{path}: is a directory, expected a file path for {what}")
-    _make_folder(p, path)
-    try:
-        return open(p, "w", encoding="utf-8")
-    except OSError as e:
-        raise SweepError(f"{path}: cannot write: {e.strerror}") from None
-
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     try:
         return _sweep(args)
-    except SweepError as e:
+    except (SweepError, OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 
-def _sweep(args: argparse.Namespace) -> int:
-    from .. import __version__
+def _prepare(args: argparse.Namespace) -> tuple[Any, list, list, dict, int, list[float]]:
+    """Everything that can fail on bad input, before any point runs."""
     from ..scenario.loader import ScenarioError, load_file
 
     if not args.param:
         raise SweepError("nothing to sweep: give at least one --param NAME=VALUES (e.g. --param rate=500..4000:500)")
+    if args.jobs is not None and args.jobs < 1:
+        raise SweepError(f"--jobs {args.jobs}: needs at least 1")
+    if args.scheduler and args.jobs is not None:
+        raise SweepError("--jobs is for local processes; with --scheduler the Dask cluster decides")
+    if not args.connect_timeout > 0:
+        raise SweepError(f"--connect-timeout {args.connect_timeout}: expected a positive number of seconds")
     try:
         sc = load_file(args.file)
     except ScenarioError as e:
@@ -176,98 +219,122 @@ def _sweep(args: argparse.Namespace) -> int:
     base = sc.model_dump(by_alias=True, mode="json")
     seed = args.seed if args.seed is not None else sc.seed
     # every point is validated before anything runs: a bad value fails fast, with its name
+    from ..scenario import cost
+
     work = []
     for point in grid:
         psc = validate_point(base, point, sc.step_lines)
+        try:
+            cost.check(psc, args.max_connections)
+        except cost.TooCostly as e:
+            raise SweepError(f"the point {', '.join(f'{k}={show_value(v)}' for k, v in point.items())}: "
+                             f"{str(e).split(': ', 1)[1]}") from None
         work.append(point_work(psc))
-    if args.jobs is not None and args.jobs < 1:
-        raise SweepError(f"--jobs {args.jobs}: needs at least 1")
-    if args.scheduler and args.jobs is not None:
-        raise SweepError("--jobs is for local processes; with --scheduler the Dask cluster decides")
+    # and every output can be written: found now, not after the last point (a missing folder
+    # is created, as for -o runs/ports.json in a fresh clone)
+    for path, what in ((args.jsonl, "the JSON lines"), (args.out, "the run file")):
+        if path and path != "-":
+            if not Path(path).is_dir():
+                _make_folder(Path(path), path)
+            check_file(path, what, args.force)
+    return sc, params, grid, base, seed, work
+
+
+def _run_all(executor: Any, client: Any, queue: Any, tasks: list[dict[str, Any]], work: list[float],
+             bar: _Progress, add: Callable[[dict[str, Any]], None], seed: int) -> None:
+    """Run every task, handing each result to ``add`` as it arrives."""
+    if isinstance(executor, _Inline):
+        inline_done: dict[int, float] = {}
+        for t, w in zip(tasks, work):
+            if bar.enabled:
+                t = dict(t, _report=lambda d, i=t["index"]: (bar.advance(d), inline_done.__setitem__(i, inline_done.get(i, 0) + d)))
+            res = run_point(t)
+            bar.point_done(w - inline_done.get(t["index"], 0.0))
+            add(res)
+        return
+    futures = {executor.submit(run_point, t): (t["index"], w) for t, w in zip(tasks, work)}
+    credited: dict[int, float] = {}
+    pending = set(futures)
+    while pending:
+        done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+        if queue is not None:
+            _drain(queue, bar, credited)
+        for f in done:
+            idx, w = futures[f]
+            try:
+                res = f.result()
+            except Exception as e:  # noqa: BLE001 -- the worker could not run the task at all
+                msg = f"{type(e).__name__}: {e}"
+                if isinstance(e, (ModuleNotFoundError, ImportError)) and client is not None:
+                    raise SweepError(f"the Dask workers cannot import socksim ({e}); install socksim "
+                                     "on every worker") from None
+                res = {"index": idx, "params": tasks[idx]["params"], "seed": seed, "error": msg}
+            bar.point_done(max(0.0, w - credited.pop(idx, 0.0)))
+            add(res)
+
+
+def _stop_executor(executor: Any, client: Any, interrupted: bool) -> None:
+    if client is not None:
+        executor.shutdown(wait=False)  # ClientExecutor cancels what has not run
+        client.close(timeout=2)
+    elif not isinstance(executor, _Inline):
+        if interrupted:  # the points being run are abandoned: their workers are stopped now
+            import multiprocessing
+
+            for child in multiprocessing.active_children():
+                child.kill()
+        executor.shutdown(wait=not interrupted, cancel_futures=True)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from .. import __version__, interrupt
+
+    sc, params, grid, base, seed, work = _prepare(args)
     text = Path(args.file).read_text(encoding="utf-8")
-    jsonl = _open_out(args.jsonl, "the JSON lines") if args.jsonl else None
-    if args.out:
-        op = Path(args.out)
-        if op.is_dir():
-            raise SweepError(f"{args.out}: is a directory, expected a file path for the run file")
-        _make_folder(op, args.out)
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     tasks = [{"index": i, "scenario": base, "params": point, "seed": seed,
               "step_lines": list(sc.step_lines), "progress": progress}
              for i, point in enumerate(grid)]
-
-    client = None
-    queue = None
-    if args.scheduler:
-        executor, client = _dask_executor(args.scheduler, args.connect_timeout)
-        desc = {"kind": "dask", "scheduler": args.scheduler}
-        for t in tasks:
-            t["progress"] = False
-    else:
-        avail = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        jobs = min(args.jobs or avail, len(tasks))
-        desc = {"kind": "local", "jobs": jobs}
-        if jobs == 1:
-            executor = _Inline()
-        else:
-            executor, queue = _local_executor(jobs, progress)
-
     results: list[dict[str, Any] | None] = [None] * len(tasks)
+    jsonl = None if not args.jsonl else sys.stdout if args.jsonl == "-" else AtomicFile(args.jsonl, "the JSON lines", args.force)
     writer = _OrderedWriter(jsonl) if jsonl else None
+
+    def add(res: dict[str, Any]) -> None:
+        results[res["index"]] = res
+        if writer:
+            writer.add(res)
+
     wall0 = time.monotonic()
-    bar = _Progress(progress, len(tasks), sum(work))
-    inline_done: dict[int, float] = {}
-    interrupted = False
+    stopped: KeyboardInterrupt | None = None
+    executor = client = queue = None
+    desc: dict[str, Any] = {"kind": "dask", "scheduler": args.scheduler}
     try:
-        with bar:
-            if isinstance(executor, _Inline):
-                for t, w in zip(tasks, work):
-                    if progress:
-                        t = dict(t, _report=lambda d, i=t["index"]: (bar.advance(d), inline_done.__setitem__(i, inline_done.get(i, 0) + d)))
-                    res = run_point(t)
-                    bar.point_done(w - inline_done.get(t["index"], 0.0))
-                    results[res["index"]] = res
-                    if writer:
-                        writer.add(res)
-            else:
-                futures = {executor.submit(run_point, t): (t["index"], w) for t, w in zip(tasks, work)}
-                credited: dict[int, float] = {}
-                pending = set(futures)
-                while pending:
-                    done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                    if queue is not None:
-                        _drain(queue, bar, credited)
-                    for f in done:
-                        idx, w = futures[f]
-                        try:
-                            res = f.result()
-                        except Exception as e:  # noqa: BLE001 -- the worker could not run the task at all
-                            msg = f"{type(e).__name__}: {e}"
-                            if isinstance(e, (ModuleNotFoundError, ImportError)) and client is not None:
-                                raise SweepError(f"the Dask workers cannot import socksim ({e}); install socksim "
-                                                 "on every worker") from None
-                            res = {"index": idx, "params": tasks[idx]["params"], "seed": seed, "error": msg}
-                        bar.point_done(max(0.0, w - credited.pop(idx, 0.0)))
-                        results[idx] = res
-                        if writer:
-                            writer.add(res)
-    except KeyboardInterrupt:
-        interrupted = True
-        n = sum(r is not None for r in results)
-        print(f"interrupted: {n} of {len(tasks)} points had finished"
-              + (f" (their lines are in {args.jsonl})" if args.jsonl and args.jsonl != "-" and n else ""),
-              file=sys.stderr)
-        return 130
+        if args.scheduler:
+            executor, client = _dask_executor(args.scheduler, args.connect_timeout)
+            for t in tasks:
+                t["progress"] = False
+        else:
+            avail = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            jobs = min(args.jobs or avail, len(tasks))
+            desc = {"kind": "local", "jobs": jobs}
+            executor, queue = (_Inline(), None) if jobs == 1 else _local_executor(jobs, progress)
+        with _Progress(progress, len(tasks), sum(work)) as bar:
+            _run_all(executor, client, queue, tasks, work, bar, add, seed)
+    except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM, SIGHUP: keep the finished points
+        stopped = e
+    except BaseException:
+        if isinstance(jsonl, AtomicFile):
+            jsonl.abort()
+        raise
     finally:
-        if client is not None:
-            executor.shutdown(wait=False)  # ClientExecutor cancels what has not run
-            client.close()
-        elif not isinstance(executor, _Inline):
-            executor.shutdown(wait=not interrupted, cancel_futures=True)
-        if jsonl is not None and jsonl is not sys.stdout:
-            jsonl.close()
+        if executor is not None:
+            _stop_executor(executor, client, stopped is not None)
     wall = time.monotonic() - wall0
     done_results = [r for r in results if r is not None]
+    if isinstance(jsonl, AtomicFile):
+        if writer:
+            writer.flush_finished()
+        jsonl.commit()
     versions = {r.get("socksim") for r in done_results if r.get("socksim")}
     if versions - {__version__}:
         print(f"warning: points ran on socksim {', '.join(sorted(versions))}; this is {__version__}",
@@ -287,11 +354,17 @@ def _sweep(args: argparse.Namespace) -> int:
             "executor": desc,
             "timing": {"wall_seconds": round(wall, 3)},
         }
-        from ..cli import _write_json
-
-        err = _write_json(args.out, run_file)
-        if err:
-            raise SweepError(err)
+        if stopped is not None:
+            run_file["interrupted"] = {"signal": interrupt.name_of(stopped), "points_done": len(done_results),
+                                       "points": len(tasks)}
+        write_file(args.out, json.dumps(run_file, indent=2, default=str) + "\n", "the run file", args.force)
+    if stopped is not None:
+        kept = [p for p in (args.out, args.jsonl) if p and p != "-"]
+        print(f"interrupted ({interrupt.name_of(stopped)}): {len(done_results)} of {len(tasks)} points had "
+              f"finished" + (f"; they are kept in {' and '.join(kept)}" if kept and done_results else
+                             f"; {' and '.join(kept)} written with no points" if kept else ""),
+              file=sys.stderr)
+        return interrupt.exit_code(stopped)
     if not args.quiet and args.jsonl != "-":
         print_table(params, done_results)
         print(f"{len(done_results)} point(s) in {wall:.1f} s on {_describe(desc)}"
@@ -321,19 +394,37 @@ def _drain(queue: Any, bar: _Progress, credited: dict[int, float]) -> None:
         bar.advance(d)
 
 
+def whole_run_eta() -> Any:
+    """A remaining-time column from the whole run's average speed (elapsed x left / done), not
+    from the last seconds' speed, which swings with the cost of the point being run."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class _Eta(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            if not task.completed or not task.total or task.elapsed is None:
+                return Text("-:--:--", style="progress.remaining")
+            left = task.elapsed * max(0.0, task.total - task.completed) / task.completed
+            h, rest = divmod(int(left + 0.5), 3600)
+            return Text(f"{h}:{rest // 60:02d}:{rest % 60:02d}", style="progress.remaining")
+
+    return _Eta()
+
+
 class _Progress:
-    """A rich progress bar on stderr, in simulated seconds; points done in its text."""
+    """A rich progress bar on stderr, in units of work (connections, see point_work); points
+    done in its text."""
 
     def __init__(self, enabled: bool, points: int, work: float):
         self.enabled, self.points, self.work, self.done = enabled, points, work, 0
         self.p = None
         if enabled:
             from rich.console import Console
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.p = Progress(TextColumn("[bold]sweep[/bold] {task.description}"), BarColumn(),
                               TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
-                              TextColumn("eta"), TimeRemainingColumn(),
+                              TextColumn("eta"), whole_run_eta(),
                               console=Console(stderr=True), transient=False)
             self.task = self.p.add_task(self._text(), total=work)
 
@@ -386,5 +477,9 @@ def register(sub: Any) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--progress", dest="progress", action="store_true", default=None, help="show the progress bar even when stderr is not a terminal")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--force", action="store_true", help="replace existing output files (-o, --jsonl)")
+    from ..cli import add_cost_flag
+
+    add_cost_flag(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no table")
     p.set_defaults(func=cmd_sweep)

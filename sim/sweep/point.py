@@ -231,13 +231,20 @@ _PROGRESS_QUEUE: Any = None  # set in local worker processes by the pool initial
 
 
 def _init_worker(queue: Any) -> None:
+    """In a local worker process: the progress queue, and stop signals left to the parent (which
+    stops its workers itself; a Ctrl-C at the terminal reaches the whole process group)."""
+    import signal
+
     global _PROGRESS_QUEUE
     _PROGRESS_QUEUE = queue
+    for s in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, signal.SIG_IGN)
 
 
 def _progress_backend(seed: int, report: Callable[[float], None] | None) -> Any:
-    """A SimBackend that reports simulated seconds done inside load steps (read-only; no effect
-    on the run: it only adds its own timeouts to the event queue)."""
+    """A SimBackend that reports the work done inside load steps, in connections (simulated
+    seconds x rate), as it goes (read-only; no effect on the run: it only adds its own timeouts
+    to the event queue)."""
     from ..engine import SimBackend
 
     if report is None:
@@ -246,6 +253,7 @@ def _progress_backend(seed: int, report: Callable[[float], None] | None) -> Any:
     class _Reporting(SimBackend):
         def load(self, index: int, spec: dict[str, Any]) -> dict[str, Any]:
             env, start, dur = self.env, self.env.now, float(spec["duration"])
+            rate = float(spec["rate"])
             tick = max(dur / 100.0, 1e-3)
             state = {"done": False, "sent": 0.0, "wall": time.monotonic()}
 
@@ -257,7 +265,7 @@ def _progress_backend(seed: int, report: Callable[[float], None] | None) -> Any:
                     now = time.monotonic()
                     if now - state["wall"] >= 0.25:
                         done = min(env.now - start, dur)
-                        report(done - state["sent"])
+                        report((done - state["sent"]) * rate)
                         state["sent"], state["wall"] = done, now
 
             env.process(reporter())
@@ -266,16 +274,19 @@ def _progress_backend(seed: int, report: Callable[[float], None] | None) -> Any:
             finally:
                 state["done"] = True
                 if dur > state["sent"]:
-                    report(dur - state["sent"])
+                    report((dur - state["sent"]) * rate)
 
     return _Reporting(seed=seed)
 
 
 def point_work(sc: Any) -> float:
-    """Simulated seconds of load in a scenario (the unit of the progress bar); at least 1."""
+    """A point's work, the unit of the progress bar: the connections its load steps open (rate x
+    duration: the simulator's cost grows with connections, not with simulated seconds, so points
+    of different rates weigh what they cost), plus one per step; at least 1."""
     from ..scenario.model import LoadStep
 
-    return max(1.0, sum(float(s.load.duration) for s in sc.steps if isinstance(s, LoadStep)))
+    conns = sum(float(s.load.rate) * float(s.load.duration) for s in sc.steps if isinstance(s, LoadStep))
+    return max(1.0, conns + len(sc.steps))
 
 
 def run_point(task: dict[str, Any]) -> dict[str, Any]:
