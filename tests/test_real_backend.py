@@ -1,8 +1,7 @@
 """The real backend on the host kernel, driven directly with plain dicts (no simulator involved).
 
 Every expected value is a kernel fact: the comment next to it says where it comes from --
-/work/shared/semantics/linux.md ("linux.md §N", measured on this machine's 6.18 kernel) or a man
-page. These tests need a private network namespace (root, or unprivileged user namespaces); they
+the project's Linux measurements ("linux.md §N", measured on a 6.18 kernel) or a man page. These tests need a private network namespace (root, or unprivileged user namespaces); they
 are skipped where that is impossible, except under CI=true, where that is a failure.
 """
 

@@ -1,8 +1,8 @@
 """The ``windows`` personality: each Windows rule asserts the outcome its Microsoft page documents.
 
 No Windows kernel is at hand, so these tests check the model against the documentation: every
-test names its source in its docstring (tags such as [W20] refer to the reference list of
-/work/shared/semantics/windows.md; docs/windows.md lists the decisions). Where a page gives a
+test names its source in its docstring (tags such as [W20] refer to the reference list at the end
+of docs/windows.md, which also lists the decisions). Where a page gives a
 table (SO_REUSEADDR x SO_EXCLUSIVEADDRUSE), every cell is a test case, and the expected tables are
 typed in here from the page, not imported from the model.
 """
