@@ -24,7 +24,6 @@ the scenario sees exactly {0, 1, 2} plus its own sockets. The hard limit is rais
 from __future__ import annotations
 
 import ctypes
-import errno
 import fcntl
 import json
 import mmap
@@ -40,7 +39,10 @@ import time
 
 # Helpers of this driver in a sibling file: a plain script finds its directory on no path.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sockinfo import POLL, drop_caps, sockaddr_name, tcp_info  # noqa: E402
+from sockinfo import (FAMILIES, MSG_FLAGS, OPTIONS, POLL,  # noqa: E402
+                      PROTOCOLS, SHUT, SOCK_NONBLOCK, SOL_SOCKET, TYPES, drop_caps, errname, sockaddr_name,
+                      tcp_info)
+from netns import _read, apply_sysctls, enter_netns, lo_up  # noqa: E402
 
 # ----------------------------------------------------------------------------- libc
 
@@ -82,65 +84,19 @@ _setsockopt = _fn("setsockopt", c_int, c_int, c_int, c_int, c_void_p, c_uint)
 _getsockopt = _fn("getsockopt", c_int, c_int, c_int, c_int, c_void_p, ctypes.POINTER(c_uint))
 _fcntl = _fn("fcntl", c_int, c_int, c_int, c_long)
 _ioctl = _fn("ioctl", c_int, c_int, c_ulong, c_void_p)
-_unshare = _fn("unshare", c_int, c_int)
 _prctl = _fn("prctl", c_int, c_int, c_ulong, c_ulong, c_ulong, c_ulong)
 
-CLONE_NEWNET = 0x40000000
-CLONE_NEWUSER = 0x10000000
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
-SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 SIOCINQ, SIOCOUTQ = 0x541B, 0x5411
 F_GETFL, F_SETFL, O_NONBLOCK = 3, 4, 0o4000
 SO_DOMAIN = 39
 
-# ----------------------------------------------------------------------------- names -> numbers
+# ----------------------------------------------------------------------------- limits
 
-FAMILIES = {"AF_UNIX": 1, "AF_INET": 2, "AF_INET6": 10, "AF_PACKET": 17}
-TYPES = {"SOCK_STREAM": 1, "SOCK_DGRAM": 2, "SOCK_RAW": 3, "SOCK_SEQPACKET": 5}
-PROTOCOLS = {0: 0, "0": 0, "IPPROTO_TCP": 6, "IPPROTO_UDP": 17, "IPPROTO_SCTP": 132}
-SOCK_NONBLOCK = 0o4000
-SOL_SOCKET, IPPROTO_IP, IPPROTO_TCP, IPPROTO_IPV6 = 1, 0, 6, 41
-OPTIONS = {
-    "SO_REUSEADDR": (SOL_SOCKET, 2),
-    "SO_REUSEPORT": (SOL_SOCKET, 15),
-    "SO_LINGER": (SOL_SOCKET, 13),
-    "SO_SNDBUF": (SOL_SOCKET, 7),
-    "SO_RCVBUF": (SOL_SOCKET, 8),
-    "SO_KEEPALIVE": (SOL_SOCKET, 9),
-    "SO_ERROR": (SOL_SOCKET, 4),
-    "SO_TYPE": (SOL_SOCKET, 3),
-    "SO_ACCEPTCONN": (SOL_SOCKET, 30),
-    "IPV6_V6ONLY": (IPPROTO_IPV6, 26),
-    "TCP_NODELAY": (IPPROTO_TCP, 1),
-    "TCP_MAXSEG": (IPPROTO_TCP, 2),
-    "IP_BIND_ADDRESS_NO_PORT": (IPPROTO_IP, 24),
-    "TCP_LINGER2": (IPPROTO_TCP, 8),
-    "TCP_SYNCNT": (IPPROTO_TCP, 7),
-    "TCP_WINDOW_CLAMP": (IPPROTO_TCP, 10),
-    "TCP_USER_TIMEOUT": (IPPROTO_TCP, 18),
-    "SO_RCVBUFFORCE": (SOL_SOCKET, 33),
-    "SO_SNDBUFFORCE": (SOL_SOCKET, 32),
-    "SO_RCVLOWAT": (SOL_SOCKET, 18),
-    "IP_LOCAL_PORT_RANGE": (IPPROTO_IP, 51),
-    # Winsock's number, (int)~SO_REUSEADDR; Linux has no such option and answers ENOPROTOOPT.
-    "SO_EXCLUSIVEADDRUSE": (SOL_SOCKET, -5),
-}
-MSG_FLAGS = {"MSG_OOB": 0x1, "MSG_PEEK": 0x2, "MSG_DONTWAIT": 0x40, "MSG_WAITALL": 0x100,
-             "MSG_NOSIGNAL": 0x4000}
-SHUT = {"SHUT_RD": 0, "SHUT_WR": 1, "SHUT_RDWR": 2}
-
-# Errno spellings that name the same number on Linux: the trace always uses the first column.
-ERRNO_ALIASES = {"EWOULDBLOCK": "EAGAIN", "ENOTSUP": "EOPNOTSUPP", "EDEADLOCK": "EDEADLK"}
 
 MAX_MSG = 1 << 16
-CHILD_EHASH = 8192  # buckets of the namespace's own established-connection hash table
 LOAD_IO_TIMEOUT = 2.0  # load steps: bound on each connect() and each wait for EOF, seconds
-
-
-def errname(num: int) -> str:
-    name = errno.errorcode.get(num, f"E{num}")
-    return ERRNO_ALIASES.get(name, name)
 
 
 def _result(rc: int) -> tuple[int, str | None]:
@@ -695,99 +651,6 @@ def child_main(chan_fd: int, nofile: int, uid: int, zygote_pid: int, nr_open: in
 
 
 # ----------------------------------------------------------------------------- zygote
-
-
-def _write(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-
-
-def _unshare_or_raise(flags: int, what: str) -> None:
-    if _unshare(flags) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"unshare({what}): {os.strerror(e)}")
-
-
-def enter_netns() -> dict:
-    """unshare(CLONE_NEWNET) as root, or a user namespace plus a network namespace otherwise.
-
-    A new namespace shares the host's established-connection hash table (262144 buckets here),
-    and every read of /proc/net/tcp walks all of it (measured 7 ms per tcp+tcp6 read). So the
-    first namespace only sets ``tcp_child_ehash_entries`` -- a sysctl of that throwaway
-    namespace, read when a namespace is created from it -- and a second unshare makes the
-    scenario's namespace with a private table of CHILD_EHASH buckets (0.2 ms per read).
-    """
-    if os.geteuid() == 0:
-        _unshare_or_raise(CLONE_NEWNET, "CLONE_NEWNET")
-        mode = "netns"
-    else:
-        uid, gid = os.getuid(), os.getgid()
-        _unshare_or_raise(CLONE_NEWUSER | CLONE_NEWNET, "CLONE_NEWUSER|CLONE_NEWNET")
-        _write("/proc/self/setgroups", "deny")
-        _write("/proc/self/uid_map", f"0 {uid} 1")
-        _write("/proc/self/gid_map", f"0 {gid} 1")
-        mode = "userns+netns"
-    ehash = None
-    try:
-        _write("/proc/sys/net/ipv4/tcp_child_ehash_entries", str(CHILD_EHASH))
-        _unshare_or_raise(CLONE_NEWNET, "CLONE_NEWNET")
-        ehash = int(_read("/proc/sys/net/ipv4/tcp_ehash_entries"))
-    except (OSError, ValueError):
-        pass  # older kernel or no permission: keep the first namespace (shared table)
-    return {"mode": mode, "ehash": ehash}
-
-
-def lo_up() -> None:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        ifr = struct.pack("16sH22x", b"lo", 0)
-        flags = struct.unpack_from("16sH", fcntl.ioctl(s, SIOCGIFFLAGS, ifr))[1]
-        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
-    finally:
-        s.close()
-
-
-def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read().strip()
-
-
-def apply_sysctls(items: list[list[str]]) -> dict:
-    """Write each (relative /proc/sys path, text) pair; several passes, since some depend on
-    each other (ip_local_port_range's low end may not go below ip_unprivileged_port_start)."""
-    absent, errors, values = [], {}, {}
-    pending = []
-    for path, text in items:
-        if os.path.exists("/proc/sys/" + path):
-            pending.append((path, text))
-        else:
-            absent.append(path)
-    for _ in range(3):
-        failed = []
-        for path, text in pending:
-            try:
-                fd = os.open("/proc/sys/" + path, os.O_WRONLY)
-                try:
-                    os.write(fd, (text + "\n").encode())
-                finally:
-                    os.close(fd)
-                errors.pop(path, None)
-            except OSError as exc:
-                errors[path] = errname(exc.errno)
-                failed.append((path, text))
-        pending = failed
-        if not pending:
-            break
-    for path, _ in items:
-        if path not in absent:
-            try:
-                values[path] = " ".join(_read("/proc/sys/" + path).split())
-            except OSError as exc:
-                values[path] = errname(exc.errno)
-    return {"absent": absent, "errors": errors, "values": values}
 
 
 def _reaper(deaths_fd: int) -> None:

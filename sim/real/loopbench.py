@@ -53,7 +53,7 @@ def measure(n: int, data: bool) -> dict[str, Any]:
     """Enter a private namespace (root only), bring ``lo`` up, time ``n`` lifecycles."""
     if os.geteuid() != 0:
         return {"skipped": "not root: the real side runs in a private network namespace made by unshare()"}
-    from .driver import CLONE_NEWNET, _unshare_or_raise, lo_up
+    from .netns import CLONE_NEWNET, _unshare_or_raise, lo_up
 
     try:
         # one namespace with the host-sized connection hash table (the scenario backend's

@@ -91,3 +91,40 @@ def drop_caps(names: list) -> str | None:
     if _capset(hdr, new) < 0:
         return errname(ctypes.get_errno())
     return None
+
+
+# Names the scenario uses -> the numbers of the Linux ABI (the driver's calls take these).
+
+FAMILIES = {"AF_UNIX": 1, "AF_INET": 2, "AF_INET6": 10, "AF_PACKET": 17}
+TYPES = {"SOCK_STREAM": 1, "SOCK_DGRAM": 2, "SOCK_RAW": 3, "SOCK_SEQPACKET": 5}
+PROTOCOLS = {0: 0, "0": 0, "IPPROTO_TCP": 6, "IPPROTO_UDP": 17, "IPPROTO_SCTP": 132}
+SOCK_NONBLOCK = 0o4000
+SOL_SOCKET, IPPROTO_IP, IPPROTO_IPV6 = 1, 0, 41  # IPPROTO_TCP is above
+OPTIONS = {
+    "SO_REUSEADDR": (SOL_SOCKET, 2),
+    "SO_REUSEPORT": (SOL_SOCKET, 15),
+    "SO_LINGER": (SOL_SOCKET, 13),
+    "SO_SNDBUF": (SOL_SOCKET, 7),
+    "SO_RCVBUF": (SOL_SOCKET, 8),
+    "SO_KEEPALIVE": (SOL_SOCKET, 9),
+    "SO_ERROR": (SOL_SOCKET, 4),
+    "SO_TYPE": (SOL_SOCKET, 3),
+    "SO_ACCEPTCONN": (SOL_SOCKET, 30),
+    "IPV6_V6ONLY": (IPPROTO_IPV6, 26),
+    "TCP_NODELAY": (IPPROTO_TCP, 1),
+    "TCP_MAXSEG": (IPPROTO_TCP, 2),
+    "IP_BIND_ADDRESS_NO_PORT": (IPPROTO_IP, 24),
+    "TCP_LINGER2": (IPPROTO_TCP, 8),
+    "TCP_SYNCNT": (IPPROTO_TCP, 7),
+    "TCP_WINDOW_CLAMP": (IPPROTO_TCP, 10),
+    "TCP_USER_TIMEOUT": (IPPROTO_TCP, 18),
+    "SO_RCVBUFFORCE": (SOL_SOCKET, 33),
+    "SO_SNDBUFFORCE": (SOL_SOCKET, 32),
+    "SO_RCVLOWAT": (SOL_SOCKET, 18),
+    "IP_LOCAL_PORT_RANGE": (IPPROTO_IP, 51),
+    # Winsock's number, (int)~SO_REUSEADDR; Linux has no such option and answers ENOPROTOOPT.
+    "SO_EXCLUSIVEADDRUSE": (SOL_SOCKET, -5),
+}
+MSG_FLAGS = {"MSG_OOB": 0x1, "MSG_PEEK": 0x2, "MSG_DONTWAIT": 0x40, "MSG_WAITALL": 0x100,
+             "MSG_NOSIGNAL": 0x4000}
+SHUT = {"SHUT_RD": 0, "SHUT_WR": 1, "SHUT_RDWR": 2}
