@@ -8,13 +8,12 @@ bytes.
 from __future__ import annotations
 
 import io
-import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import FuncFormatter
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
           "#bcbd22", "#17becf")
@@ -119,30 +118,6 @@ def ports_over_time(series: dict[str, list], *, range_size: int | None, max_tw: 
     return _png(fig)
 
 
-def states_over_time(series: dict[str, list], label: str = "") -> tuple[bytes, list[str]]:
-    """Connections per TCP state over time, one line per state column present."""
-    fig, ax = _fig()
-    shown = []
-    t = series.get("t", [])
-    for i, st in enumerate(STATE_ORDER):
-        ys = series.get(st)
-        if not ys or not _nonempty(ys):
-            continue
-        x, y = _pairs(t, ys)
-        ax.plot(x, y, color=COLORS[i % len(COLORS)], linewidth=1.5, label=STATE_LABELS[st])
-        shown.append(st)
-    _style(ax)
-    ax.set_xlabel("time since the load started (s)")
-    ax.set_ylabel("connections")
-    ax.set_ylim(bottom=0)
-    ax.set_yscale("symlog", linthresh=10)
-    ax.yaxis.set_major_formatter(FuncFormatter(_count_fmt))
-    ax.legend(loc="best", fontsize=8, frameon=False, ncols=2)
-    if label:
-        ax.set_title(label, fontsize=10)
-    return _png(fig), shown
-
-
 def memory_over_time(series: dict[str, list], column: str, label: str = "") -> bytes:
     fig, ax = _fig(8.0, 3.6)
     x, y = _pairs(series.get("t", []), series.get(column, []))
@@ -158,80 +133,6 @@ def memory_over_time(series: dict[str, list], column: str, label: str = "") -> b
     return _png(fig)
 
 
-def overlay(lines: list[tuple[str, dict[str, list]]], column: str, ylabel: str, *,
-            hline: tuple[float, str] | None = None) -> bytes:
-    """One column of several runs' time series on one axis (a sweep's points)."""
-    fig, ax = _fig()
-    for i, (label, s) in enumerate(lines[:MAX_LINES]):
-        x, y = _pairs(s.get("t", []), s.get(column, []))
-        ax.plot(x, y, color=COLORS[i % len(COLORS)], linewidth=1.3, label=label)
-    if hline is not None:
-        ax.axhline(hline[0], color="#555555", linestyle=":", linewidth=1.2, label=hline[1])
-    _style(ax)
-    ax.set_xlabel("time since the load started (s)")
-    ax.set_ylabel(ylabel)
-    ax.set_ylim(bottom=0)
-    ax.yaxis.set_major_formatter(FuncFormatter(_count_fmt))
-    ax.legend(loc="best", fontsize=7, frameon=False, ncols=2 if len(lines) > 5 else 1)
-    return _png(fig)
-
-
 # ----------------------------------------------------------------------------- sweeps
 
 
-def metric_vs_param(x_label: str, xs: list[Any], series: list[dict[str, Any]], *, ylabel: str,
-                    categorical: bool = False, log_x: bool = False, y_bytes: bool = False,
-                    none_label: str | None = None, estimate_label: str = "closed form",
-                    est2_label: str = "long run: free ports / (rate x TIME_WAIT length)",
-                    y_integer: bool = False) -> bytes:
-    """A metric against the swept parameter: one solid line per series (simulated), its
-    closed-form estimate dashed in the same colour. ``series``: label, ys, est (optional).
-    Points whose value is None (e.g. no port error within the run) are marked on the top edge."""
-    fig, ax = _fig()
-    pos = list(range(len(xs))) if categorical else [float(x) for x in xs]
-    ymax = 0.0
-    for s in series:
-        for v in list(s["ys"]) + list(s.get("est") or []) + list(s.get("est2") or []):
-            if v is not None and math.isfinite(float(v)):
-                ymax = max(ymax, float(v))
-    top = ymax * 1.08 if ymax > 0 else 1.0
-    any_none = False
-    for i, s in enumerate(series[:MAX_LINES]):
-        c = COLORS[i % len(COLORS)]
-        x, y = _pairs(pos, s["ys"])
-        ax.plot(x, y, color=c, linewidth=1.8, marker="o", markersize=4, label=f"{s['label']} (simulated)")
-        est = s.get("est")
-        if est is not None and _nonempty(est):
-            xe, ye = _pairs(pos, est)
-            ax.plot(xe, ye, color=c, linewidth=1.4, linestyle="--", alpha=0.75,
-                    label=f"{s['label']} ({estimate_label})")
-        est2 = s.get("est2")
-        if est2 is not None and _nonempty(est2):
-            xe, ye = _pairs(pos, est2)
-            ax.plot(xe, ye, color=c, linewidth=1.2, linestyle=":", alpha=0.9,
-                    label=f"{s['label']} ({est2_label})")
-        if none_label is not None:
-            nx = [p for p, v in zip(pos, s["ys"]) if v is None]
-            if nx:
-                any_none = True
-                ax.plot(nx, [top] * len(nx), linestyle="none", marker="^", markersize=7, color=c,
-                        clip_on=False)
-    if any_none:
-        ax.annotate(f"\u25b2 {none_label}", xy=(0.01, 1.0), xycoords="axes fraction", fontsize=8,
-                    ha="left", va="bottom", color="#444444")
-    _style(ax)
-    ax.set_xlabel(x_label)
-    ax.set_ylabel(ylabel)
-    ax.set_ylim(bottom=0, top=top * (1.04 if any_none else 1.0))
-    if categorical:
-        ax.set_xticks(pos, [str(x) for x in xs])
-    elif log_x:
-        ax.set_xscale("log")
-    else:
-        ints = all(float(x).is_integer() for x in pos)
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=10, integer=ints))
-    ax.yaxis.set_major_formatter(FuncFormatter(human_bytes if y_bytes else _count_fmt))
-    if y_integer:
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(loc="best", fontsize=7.5, frameon=False, ncols=2 if len(series) > 2 else 1)
-    return _png(fig)
