@@ -75,18 +75,24 @@ def bare_loop(n: int = BARE_TIMEOUTS) -> float:
     return time.perf_counter() - t
 
 
-def _rss_now_kb() -> int:
+def _status_kb(field: str) -> int:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field):
                 return int(line.split()[1])
     except OSError:
         pass
     return 0
 
 
+def _rss_now_kb() -> int:
+    return _status_kb("VmRSS:")
+
+
 def _peak_rss_kb() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
+    """The process's RSS high-water mark, read from the same accounting as VmRSS (VmHWM), so that a
+    peak is never below the current figure; getrusage()'s ru_maxrss where /proc is not there."""
+    return _status_kb("VmHWM:") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
 
 
 def _host(tw_buckets: int = 131072, nofile: int = 1 << 20) -> dict[str, Any]:
