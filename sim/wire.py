@@ -141,6 +141,11 @@ def _first_divergence(a: list[tuple], b: list[tuple], want: list[WireSegment],
         w = want[i1] if i1 < i2 else None
         g = got[j1] if j1 < j2 else None
         rec = min(x.rec for x in (w, g) if x is not None)
+        if w is not None and g is not None and (w.dir, w.flags) == (g.dir, g.flags):
+            ka, kb = a[i1], b[j1]
+            what = [name for name, x, y in zip(("step", "dir", "flags", "seq", "ack", "len", "win",
+                                                 "opts"), ka, kb) if x != y]
+            return rec, f"wire: {w.dir}{w.flags} differs in {'/'.join(what) or 'order'}"
         return rec, (f"wire: expected {w.dir}{w.flags}" if w else "wire: expected nothing") + (
             f", found {g.dir}{g.flags}" if g else ", found nothing")
     return None

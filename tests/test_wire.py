@@ -183,3 +183,24 @@ steps:
     # ipv4_default_advmss() (net/ipv4/route.c): min(MTU - 40, IPV4_MAX_PMTU 65535 - 40)
     assert t.wire[0].opts["mss"] == 65535 - 40 and t.wire[0].opts["sack_ok"]
     assert t.wire[0].dst == "127.0.0.1:9700"
+
+
+def test_a_wire_difference_is_a_fuzz_divergence_with_a_readable_diff() -> None:
+    """``socksim fuzz`` counts a difference on the wire alone (every call result equal) as a
+    divergence, signed by the first segment that differs, with the per-connection diff."""
+    from sim import fuzz
+    from sim.compare import compare_traces
+
+    real = _trace("real", HANDSHAKE + [(1, (40000, 80, "PSH|ACK", 1, 1, 5)), (1, (80, 40000, "ACK", 1, 6))])
+    sim = _trace("sim", HANDSHAKE + [(1, (40000, 80, "PSH|ACK", 1, 1, 5)), (1, (80, 40000, "ACK", 1, 6))])
+    sc = load_text("name: x\nprocesses: {client: {}}\nsteps:\n  - {proc: client, call: socket}\n")
+    assert fuzz.verdict_of(compare_traces(sc, sim, real), sim, real).agree
+    sim.wire[4].win = 80  # the receiver's window after the data
+    v = fuzz.verdict_of(compare_traces(sc, sim, real), sim, real)
+    assert not v.agree
+    assert v.primary == "wire: <ACK differs in win"
+    text = "\n".join(v.details[1])
+    assert "expected (real kernel): step 1 (line 11, client send): 127.0.0.1:80 > 127.0.0.1:40000 ACK seq=1 ack=6 len=0 win=64" in text
+    assert "found (simulator):      step 1 (line 11, client send): 127.0.0.1:80 > 127.0.0.1:40000 ACK seq=1 ack=6 len=0 win=80" in text
+    sim.wire[4].flags = "RST|ACK"
+    assert fuzz.verdict_of(compare_traces(sc, sim, real), sim, real).primary == "wire: expected <ACK, found <RST|ACK"

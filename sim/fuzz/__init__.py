@@ -21,8 +21,10 @@ Every scenario is emitted as YAML and validated with :func:`sim.scenario.loader.
 divergent one can be written out verbatim and replayed with ``socksim crosscheck``.
 
 The campaign (:func:`campaign`, ``socksim fuzz``) runs each example on both backends and compares
-the traces. A divergence is identified by a *signature* (the first disagreeing step's call and the
-two outcome classes, e.g. ``bind: simulator EINVAL, real ok``; see :attr:`Verdict.primary`); a
+the traces: call results and the segments on the wire (a difference on the wire alone is a
+divergence). A divergence is identified by a *signature* (the first disagreeing step's call
+and the two outcome classes, e.g. ``bind: simulator EINVAL, real ok``, or the first segment that
+differs, e.g. ``wire: <ACK differs in win``; see :attr:`Verdict.primary`); a
 new one is confirmed by a second real run (timing-dependent differences are reported as unstable
 and not shrunk), shrunk by hypothesis to the smallest example with the same signature, then
 reduced further step by step, confirmed again, and written as YAML.

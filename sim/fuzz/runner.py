@@ -298,7 +298,8 @@ def register(sub: Any) -> None:
         "fuzz", help="run random scenarios on the simulator and the real kernel, compare",
         description="Differential fuzzing: draw random valid scenarios (2-3 processes, 5-40 calls "
                     "over a tiny port space, random options and sysctls), run each on the simulator "
-                    "and on this host's kernel, and compare. Each new kind of divergence is shrunk "
+                    "and on this host's kernel, and compare the call results and the segments on the wire "
+                    "(a difference in either is a divergence). Each new kind of divergence is shrunk "
                     "to a minimal scenario and written as YAML (an existing file is never replaced: "
                     "the next free name NAME-2.yaml, ... is taken). Exit 0 when every example agreed, "
                     "1 when one diverged, 2 for bad input, 128+N when stopped by signal N.")

@@ -129,8 +129,16 @@ def evaluate(sc: Any) -> Verdict:
     if any(getattr(getattr(st, "observe", None), "what", None) == "sockstat" for st in sc.steps):
         _wait_orphans_gone()
     real = run(sc, RealBackend())
-    result = compare_traces(sc, sim, real)
-    v = Verdict(result.agree, unchecked=list(result.unchecked))
+    return verdict_of(compare_traces(sc, sim, real), sim, real)
+
+
+def verdict_of(result: Any, sim: Any, real: Any) -> Verdict:
+    """The verdict of one comparison (:class:`sim.compare.Comparison`) of the traces ``sim`` and
+    ``real``: a signature and readable lines for each disagreeing step, and for the wire."""
+    # The wire counts here whatever the crosscheck enforces: a model that reaches the right
+    # results through the wrong segments is a divergence too.
+    agree = not result.disagreeing and not result.faults and result.wire.agree
+    v = Verdict(agree, unchecked=list(result.unchecked))
     for d in result.steps:
         if not d.disagree:
             continue
@@ -144,11 +152,16 @@ def evaluate(sc: Any) -> Verdict:
             lines.append(f"  simulator's rule: {a.rule}: {a.cite}")
         v.details[d.index] = lines
         v.real_outcomes[d.index] = _real_value(b)
-    if result.wire_enforced and result.wire.first is not None:  # the wire differs too
-        rec, sig = result.wire.first
+    if result.wire.disagree:  # the wire differs (expected: the real kernel's segments)
+        rec, sig = result.wire.first or (0, "wire: the segments differ")
         v.signatures.setdefault(rec, sig)
-        v.details.setdefault(rec, [f"step {rec}: the segments on the wire differ"]
-                             + [f"  {t}" for t in result.wire.disagree])
+        v.details.setdefault(rec, [])
+        v.details[rec] = v.details[rec] + [f"step {rec}: the segments on the wire differ "
+                                           "(expected: the real kernel's; found: the simulator's)"]
+        v.details[rec] += [f"  {t}" for t in result.wire.disagree]
+    if result.faults:  # the real run was not the scenario: no verdict on it, but no agreement
+        v.signatures.setdefault(0, "the real run did not apply the scenario")
+        v.details.setdefault(0, list(result.faults))
     return v
 
 
