@@ -42,7 +42,8 @@ def _n(v: Any) -> str:
     return f"{int(v):,}"
 
 
-def _show(v: Any) -> str:
+def show_param(v: Any) -> str:
+    """A parameter's value as a sweep writes it: a range as ``lo-hi``, a float without trailing zeros."""
     if isinstance(v, (list, tuple)):
         return "-".join(str(x) for x in v)
     if isinstance(v, float):
@@ -76,7 +77,7 @@ def client_sysctls(sc: Any) -> Any:
 
 
 def _where(pt: dict[str, Any], names: list[str]) -> str:
-    return ", ".join(f"{n}={_show(pt['params'].get(n))}" for n in names)
+    return ", ".join(f"{n}={show_param(pt['params'].get(n))}" for n in names)
 
 
 # ----------------------------------------------------------------------------- sentences
@@ -118,7 +119,7 @@ def sustainable(pt: dict[str, Any], sc: Any) -> str | None:
 def _change(pts: list[dict[str, Any]], name: str) -> str:
     """How the outcome moved across one parameter's values (the other parameters fixed)."""
     parts = []
-    vals = [_show(p["params"].get(name)) for p in pts]
+    vals = [show_param(p["params"].get(name)) for p in pts]
     firsts = [p["metrics"].get("first_error") and
               f"{p['metrics']['first_error']} after {_secs(p['metrics']['first_error_at'])}" or "none"
               for p in pts]
@@ -134,7 +135,7 @@ def _change(pts: list[dict[str, Any]], name: str) -> str:
     elif len(fails) == len(pts):
         parts.append("connections fail at every value")
     else:
-        parts.append(f"the first failures appear at {name}={_show(fails[0]['params'].get(name))} "
+        parts.append(f"the first failures appear at {name}={show_param(fails[0]['params'].get(name))} "
                      f"({firsts[pts.index(fails[0])]})")
     fr = [p["metrics"].get("ok_fraction") or 0 for p in pts]
     parts.append(f"succeeded {100 * fr[0]:.1f} % at {vals[0]} to {100 * fr[-1]:.1f} % at {vals[-1]}")

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from .plots import COLORS, STATE_LABELS, STATE_ORDER, _count_fmt, _fig, _png, _style, human_bytes
+from .plots import COLORS, STATE_LABELS, STATE_ORDER, _count_fmt, _fig, _png, _style, human_bytes, pairs
 
 SIM_MARKER = dict(marker="o", markersize=6)
 EST_MARKER = dict(marker="D", markersize=11, markerfacecolor="none", markeredgewidth=1.8)
@@ -88,7 +88,7 @@ def metric_chart(x_label: str, xs: list[Any], series: list[dict[str, Any]], *, y
         c = COLORS[i % len(COLORS)]
         pos = [j + offs[i] for j in range(len(xs))] if categorical else [float(x) for x in xs]
         name = "" if single else f"{s['label']}: "
-        px, py = _pairs(pos, s["ys"])
+        px, py = pairs(pos, s["ys"])
         if px:
             # equal values of several series stay visible: each later series' marker is larger
             # and drawn below the earlier ones
@@ -101,7 +101,7 @@ def metric_chart(x_label: str, xs: list[Any], series: list[dict[str, Any]], *, y
             vals = s.get(key)
             if not vals:
                 continue
-            ex, ey = _pairs(pos, vals)
+            ex, ey = pairs(pos, vals)
             if not ex:
                 continue
             ec = shade(c, 0.55 if key == "est" else 0.35)
@@ -134,15 +134,6 @@ def metric_chart(x_label: str, xs: list[Any], series: list[dict[str, Any]], *, y
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(loc="best", fontsize=7.5, frameon=False, ncols=2 if n > 2 else 1)
     return _finish(fig, curves)
-
-
-def _pairs(xs: Sequence[Any], ys: Sequence[Any]) -> tuple[list[float], list[float]]:
-    px, py = [], []
-    for x, y in zip(xs, ys):
-        if x is not None and y is not None and math.isfinite(float(y)):
-            px.append(float(x))
-            py.append(float(y))
-    return px, py
 
 
 # ----------------------------------------------------------------------------- over time
@@ -194,7 +185,7 @@ def states_panels(panels: list[tuple[str, dict[str, list]]]) -> tuple[bytes, lis
         cols = [[v if tt is not None else None for tt, v in zip(t, s.get(st) or [])] for st in shown]
         for st, ys, (w, j) in zip(shown, cols, _spots(cols)):
             c = COLORS[STATE_ORDER.index(st) % len(COLORS)]
-            x, y = _pairs(t, ys)
+            x, y = pairs(t, ys)
             ax.plot(x, y, color=c, linewidth=w, label=STATE_LABELS[st],
                     marker="o" if len(x) < 30 else None, markersize=3 + w)
             if j is not None:
@@ -223,7 +214,7 @@ def overlay_chart(lines: list[tuple[str, dict[str, list]]], column: str, ylabel:
     spots = _spots(cols, base=1.4, prefer=pick)  # compares (t, value) pairs
     for i, ((label, s), (w, j)) in enumerate(zip(lines, spots)):
         c = COLORS[i % len(COLORS)]
-        x, y = _pairs(s.get("t", []), s.get(column, []))
+        x, y = pairs(s.get("t", []), s.get(column, []))
         ax.plot(x, y, color=c, linewidth=w, label=label)
         if j is not None:
             curves.append(_curve(label, c, "simulated", [(ax, cols[i][j][0], cols[i][j][1])]))

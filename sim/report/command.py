@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import answer, sweep_figures
+from .answer import show_param as _show
 from . import html as html_out
 from . import markdown as md_out
 
@@ -129,14 +130,6 @@ def _scenario_of_sweep(run: dict[str, Any], point: dict[str, Any]) -> Any:
 
 
 # ----------------------------------------------------------------------------- formatting
-
-
-def _show(v: Any) -> str:
-    if isinstance(v, (list, tuple)):
-        return "-".join(str(x) for x in v)
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
 
 
 def _secs(v: Any) -> str:

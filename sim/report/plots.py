@@ -8,6 +8,7 @@ bytes.
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -74,10 +75,11 @@ def _nonempty(xs: Sequence[Any]) -> bool:
     return any(x is not None for x in xs)
 
 
-def _pairs(xs: Sequence[Any], ys: Sequence[Any]) -> tuple[list[float], list[float]]:
+def pairs(xs: Sequence[Any], ys: Sequence[Any]) -> tuple[list[float], list[float]]:
+    """The points where both x and y have a finite value, as floats (gaps stay gaps)."""
     px, py = [], []
     for x, y in zip(xs, ys):
-        if x is not None and y is not None:
+        if x is not None and y is not None and math.isfinite(float(y)):
             px.append(float(x))
             py.append(float(y))
     return px, py
@@ -91,13 +93,13 @@ def ports_over_time(series: dict[str, list], *, range_size: int | None, max_tw: 
     """Two panels sharing time: TIME_WAIT entries (top), free ephemeral ports (bottom)."""
     fig, (a1, a2) = _fig(8.0, 5.6, rows=2)
     t = series.get("t", [])
-    x, y = _pairs(t, series.get("time_wait", []))
+    x, y = pairs(t, series.get("time_wait", []))
     a1.plot(x, y, color=COLORS[1], linewidth=1.6, label="TIME_WAIT entries")
     if max_tw is not None and y and max_tw <= 4 * max(y + [1]):
         a1.axhline(max_tw, color="#555555", linestyle=":", linewidth=1.2,
                    label=f"tcp_max_tw_buckets = {max_tw:,}")
     a1.set_ylabel("TIME_WAIT entries")
-    x2, y2 = _pairs(t, series.get("free_ports", []))
+    x2, y2 = pairs(t, series.get("free_ports", []))
     a2.plot(x2, y2, color=COLORS[0], linewidth=1.6, label="free ephemeral ports")
     if range_size:
         a2.axhline(range_size, color="#555555", linestyle=":", linewidth=1.2,
@@ -120,7 +122,7 @@ def ports_over_time(series: dict[str, list], *, range_size: int | None, max_tw: 
 
 def memory_over_time(series: dict[str, list], column: str, label: str = "") -> bytes:
     fig, ax = _fig(8.0, 3.6)
-    x, y = _pairs(series.get("t", []), series.get(column, []))
+    x, y = pairs(series.get("t", []), series.get(column, []))
     ax.plot(x, y, color=COLORS[4], linewidth=1.6, label="TCP socket memory (tcp_mem pool)")
     _style(ax)
     ax.set_xlabel("time since the load started (s)")
@@ -131,8 +133,3 @@ def memory_over_time(series: dict[str, list], column: str, label: str = "") -> b
     if label:
         ax.set_title(label, fontsize=10)
     return _png(fig)
-
-
-# ----------------------------------------------------------------------------- sweeps
-
-
