@@ -28,7 +28,9 @@ class Rule:
     tags: tuple[str, ...] = ()
 
 
+MINOR = "minor"  # tag of helper rules that are consulted but rarely decide an outcome alone
 RULES: dict[str, Rule] = {}
+MINOR_RULES: set[str] = set()  # the ids of RULES tagged MINOR (decisive() skips them)
 
 
 class Trail:
@@ -89,6 +91,8 @@ def rule(rule_id: str, *tags: str) -> Callable[[F], F]:
         if rule_id in RULES and RULES[rule_id].func != func.__qualname__:
             raise ValueError(f"rule id {rule_id} registered twice")
         RULES[rule_id] = Rule(rule_id, doc.splitlines()[0].strip(), doc, func.__qualname__, tags)
+        if MINOR in tags:
+            MINOR_RULES.add(rule_id)
 
         cur = _CURRENT
 
@@ -118,14 +122,10 @@ def _emit(probes: list[Callable[[Any], None]], event: Any) -> None:
         fn(event)
 
 
-MINOR = "minor"  # tag of helper rules that are consulted but rarely decide an outcome alone
-
-
 def decisive(trail: list[str]) -> str | None:
     """The rule to show beside a successful outcome: the last non-minor rule consulted."""
     for rid in reversed(trail):
-        r = RULES.get(rid)
-        if r is not None and MINOR not in r.tags:
+        if rid in RULES and rid not in MINOR_RULES:
             return rid
     return trail[-1] if trail else None
 

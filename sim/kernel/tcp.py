@@ -10,7 +10,7 @@ from .handles import Process
 from .rules import fact, rule
 from .skbuff import ACK, RST, SYN
 from .sockets import RCV_SHUTDOWN, SEND_SHUTDOWN, Sock
-from .tcp_states import State
+from .tcp_states import STATES, State
 from .timewait import TimeWaitSock
 from .tracepoints import BufferCharged, BufferUncharged, InetSockSetState
 
@@ -60,11 +60,11 @@ class Tcp:
 
     def tcp_transition(self, sk: Sock, event: str) -> None:
         """Apply the transition-table row for ``sk``'s state and ``event``: new state, then actions."""
-        new, actions = tcp_states.transition(State(sk.tcp_state), event)
+        new, actions = tcp_states.transition(STATES[sk.tcp_state], event)
         self.tcp_apply(sk, new, actions, event)
 
     def tcp_apply(self, sk: Sock, new: State, actions: tuple[str, ...], event: str) -> None:
-        old = State(sk.tcp_state)
+        old = STATES[sk.tcp_state]
         if "set_err" in actions:
             sk.err = ("ETIMEDOUT" if event == "syn_timeout" else tcp_states.reset_errno(old))
         if "send_rst" in actions:

@@ -6,7 +6,7 @@ from . import buffers
 from .rules import fact
 from .skbuff import ACK, DATA, FIN, RST, SYN, Segment
 from .sockets import RCV_SHUTDOWN, SEND_SHUTDOWN, Sock
-from .tcp_states import State, has_transition
+from .tcp_states import STATES, State, has_transition
 from .tracepoints import InetSockSetState, RequestQueued
 
 
@@ -38,7 +38,7 @@ class TcpInput:
 
     def tcp_rcv_state_process(self, sk: Sock, seg: Segment) -> None:
         """tcp_rcv_state_process() (with tcp_reset(), tcp_data_queue(), tcp_ack(), tcp_fin()): a segment for a hashed socket."""
-        st = State(sk.tcp_state)
+        st = STATES[sk.tcp_state]
         if seg.flags & RST:
             if st in (State.CLOSE, State.LISTEN):
                 return
@@ -57,7 +57,7 @@ class TcpInput:
             return
         if st == State.SYN_RECV and seg.flags & ACK:
             self.tcp_transition(sk, "rcv_ack")
-        st = State(sk.tcp_state)
+        st = STATES[sk.tcp_state]
         # data
         if seg.flags & DATA and seg.length:
             if st in (State.FIN_WAIT1, State.FIN_WAIT2) and sk.shutdown & RCV_SHUTDOWN:
@@ -96,7 +96,7 @@ class TcpInput:
                     if sk.tcp_state == State.CLOSE and not sk.dead:
                         return
             self.tcp_push(sk)
-        st = State(sk.tcp_state)
+        st = STATES[sk.tcp_state]
         if seg.flags & FIN and st not in (State.CLOSE,):
             sk.done = True
             if st == State.FIN_WAIT1 and seg.acks_fin and sk.fin_sent:

@@ -34,6 +34,7 @@ class State(IntEnum):
 
 
 S = State
+STATES: dict[int, State] = {s.value: s for s in State}  # a stored state number -> its State (no enum call)
 
 # Events: application calls, received segments, timers, and the kernel's own steps.
 APP_EVENTS = ("connect", "listen", "close", "shutdown_wr", "abort", "disconnect", "listen_fail")
