@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from sim.engine import SimBackend
-from sim.report.page import write_page
+from sim.report.page import unpack_strings, write_page
 from sim.scenario.loader import load_file, load_text
 from sim.scenario.runner import run
 
@@ -62,7 +62,10 @@ def _page(tmp_path: Path, text: str = SMALL) -> tuple[str, Path]:
 def _data(html: str) -> dict:
     m = re.search(r'<script type="application/json" id="data">(.*?)</script>', html, re.S)
     assert m, "the page carries its data as JSON"
-    return json.loads(m.group(1))
+    data = json.loads(m.group(1))
+    for key in ("steps", "wire", "tracks"):  # each repeated string is held once (the page's script unpacks them too)
+        data[key] = unpack_strings(data[key], data["S"])
+    return data
 
 
 def test_page_is_self_contained(tmp_path):
@@ -435,3 +438,36 @@ def test_wire_ladder_in_headless_chromium_at_two_sizes(tmp_path):
             assert js("window.__errors === undefined || window.__errors.length === 0")
     finally:
         cdp.close()
+
+
+def test_packed_strings_round_trip():
+    """Each repeated string is held once; a string that begins with the reference mark survives."""
+    from sim.report.page import pack_strings
+
+    data = {"steps": [{"w": "accept(srv) as a1", "s": ["@home", "listener srv of server (fd 3)"]},
+                      {"w": "accept(srv) as a2", "s": ["@home", "listener srv of server (fd 3)"],
+                       "listener srv of server (fd 3)": [1, 2.5, None, True, "@@"]}]}
+    packed, table = pack_strings(data)
+    assert unpack_strings(packed, table) == data
+    assert table.count("listener srv of server (fd 3)") == 1
+    assert json.dumps(packed).count("listener srv") == 0
+
+
+def test_a_load_step_is_summarised_on_the_page(tmp_path):
+    """A load step's state changes are one line per transition-table row with its count, however
+    many connections the step made; the counts add up to the connections' recorded transitions."""
+    from sim.graph import record
+
+    sc = load_file(ROOT / "scenarios" / "load-ephemeral-exhaustion.yaml")
+    out = tmp_path / "load.html"
+    data = _data(write_page(sc, None, str(out), seed=0))
+    step = next(i for i, st in enumerate(sc.steps) if getattr(st, "load", None) is not None)
+    rows = data["steps"][step]["e"]["du"]
+    rec = record(sc, seed=0, graphs=False)
+    moves = [t for t in rec.transitions if t.step == step]
+    assert len(moves) > 40 and len(rows) <= 40
+    counts = {}
+    for t in moves:
+        counts[f"{t.src} --{t.event}--> {t.dst}"] = counts.get(f"{t.src} --{t.event}--> {t.dst}", 0) + 1
+    shown = {r.split(" x ", 1)[1].split(" (t=")[0]: int(r.split(" x ", 1)[0]) for r in rows if " x " in r}
+    assert shown == counts

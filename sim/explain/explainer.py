@@ -27,6 +27,7 @@ class Explainer(Facts, WhatIfs):
         self.whatif = whatif
         self.base = scenario.model_dump(by_alias=True)
         self._runs: dict[str, Recording | None] = {}
+        self._by_step: tuple[dict[int, list[int]], dict[int, list[Any]]] | None = None
         self.runs = 0
         self.windows = self.trace.personality == "windows"  # explained in Windows' terms
 
@@ -108,15 +109,46 @@ class Explainer(Facts, WhatIfs):
             return SOURCES["load"]
         return SOURCES.get(f"call:{rec.call}", SOURCES["call"])
 
+    def _at_step(self) -> tuple[dict[int, list[int]], dict[int, list[Any]]]:
+        """The run's events (their indices) and TCP transitions by step, indexed once per run
+        (explaining every step then reads each event once, not once per step)."""
+        if self._by_step is None:
+            events: dict[int, list[int]] = {}
+            for n, (step, _, _) in enumerate(self.r.events):
+                events.setdefault(step, []).append(n)
+            moves: dict[int, list[Any]] = {}
+            for t in self.r.transitions:
+                moves.setdefault(t.step, []).append(t)
+            self._by_step = (events, moves)
+        return self._by_step
+
     def _during(self, i: int) -> list[str]:
+        events, moves = self._at_step()
         items: list[tuple[float, int, str]] = []
-        for n, (step, tm, text) in enumerate(self.r.events):
-            if step == i:
-                seq = self.r.event_seq[n] if n < len(self.r.event_seq) else 0
-                items.append((tm, seq, f"t={tm:.6g} s  {text}"))
-        for t in self.r.transitions:
-            if t.step == i:
-                who = _who(self.r.tracks.get(t.track))
-                extra = f" ({t.note})" if t.note and "inferred" not in t.note else ""
-                items.append((t.time, t.seq, f"t={t.time:.6g} s  {who}: {t.src} --{t.event}--> {t.dst}{extra}"))
+        for n in events.get(i, ()):
+            _, tm, text = self.r.events[n]
+            seq = self.r.event_seq[n] if n < len(self.r.event_seq) else 0
+            items.append((tm, seq, f"t={tm:.6g} s  {text}"))
+        for t in moves.get(i, ()):
+            who = _who(self.r.tracks.get(t.track))
+            extra = f" ({t.note})" if t.note and "inferred" not in t.note else ""
+            items.append((t.time, t.seq, f"t={t.time:.6g} s  {who}: {t.src} --{t.event}--> {t.dst}{extra}"))
         return [text for _, _, text in sorted(items, key=lambda x: (x[0], x[1]))]
+
+    def during_rows(self, i: int) -> list[str]:
+        """What happened during step ``i`` as a summary (a load step's thousands of state changes):
+        each transition-table row taken, how many times and when first and last, in order of
+        first use; then how many other kernel events there were."""
+        events, moves = self._at_step()
+        rows: dict[tuple[str, str, str], list[Any]] = {}
+        for t in sorted(moves.get(i, ()), key=lambda t: (t.time, t.seq)):
+            row = rows.setdefault((t.src, t.event, t.dst), [0, t.time, t.time])
+            row[0] += 1
+            row[2] = t.time
+        out = [f"{n} x {src} --{event}--> {dst}" + (f" (t={first:.6g} s)" if first == last
+                                                    else f" (t={first:.6g} to {last:.6g} s)")
+               for (src, event, dst), (n, first, last) in rows.items()]
+        if events.get(i):
+            out.append(f"{len(events[i])} other kernel event(s) (TIME_WAIT expiries, orphaned FIN_WAIT2 "
+                       "minisocks, SYN retransmissions)")
+        return out

@@ -24,7 +24,7 @@ from .. import graph as G
 from ..explain import Explainer, Explanation
 from .pagejs import CHECKPOINT, JS
 from ..trace import Trace
-from .ladder import ladder_panel
+from .ladder import ladder_data, ladder_panel
 
 E = html.escape
 
@@ -59,6 +59,9 @@ def render_page(scenario: Any, trace: Trace | None = None, seed: int = 0) -> str
             if (a.ret, a.err) != (b.ret, b.err):
                 mismatch.append(a.index)
     exps = [ex.explain(i) for i in range(len(steps))]
+    for i, e in enumerate(exps):
+        if e.kind == "load" and len(e.during) > MAX_LISTED:
+            e.during = ex.during_rows(i)  # a load step summarised: one line per transition-table row
     # the trace once: the graph before the first step, then what each step changed
     rules: dict[str, dict[str, str]] = {}
     step_data = []
@@ -87,14 +90,16 @@ def render_page(scenario: Any, trace: Trace | None = None, seed: int = 0) -> str
         tracks[tid] = {"label": info.get("label") or tid,
                        "path": [[t.step, f"{t.src}|{t.event}|{t.dst}", t.time] for t in path]}
     states_svg = G.to_svg(G.state_drawing())
-    data = {"base": graph_delta(None, r.before(0)), "steps": step_data, "rules": rules, "tracks": tracks, "moves": moves,
-            "every": CHECKPOINT, "fill": G.STATE_FILL}
+    # the steps, the wire and the connections' paths with each repeated string once (the script
+    # unpacks them and draws the ladder)
+    packed, strings = pack_strings({"steps": step_data, "wire": ladder_data(r.trace), "tracks": tracks})
+    data = {"base": graph_delta(None, r.before(0)), **packed, "S": strings, "rules": rules,
+            "moves": moves, "every": CHECKPOINT, "fill": G.STATE_FILL}
     blob = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     head = _header(scenario, r.trace, seed, mismatch)
     timeline = _timeline()
     n = len(steps)
-    wire = ladder_panel(r.trace, {i: f"step {i}: {(e.proc + ': ') if e.proc else ''}{e.what} → {e.outcome}"
-                                  for i, e in enumerate(exps)})
+    wire = ladder_panel(r.trace)
     options = "".join(f'<option value="{E(t)}">{E(v["label"])}</option>' for t, v in tracks.items())
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -261,6 +266,62 @@ def explanation_data(e: Explanation, rules: dict[str, dict[str, str]]) -> dict[s
     if e.whatifs:
         d["wi"] = [[w.label, w.outcome, 1 if w.changed else 0] for w in e.whatifs]
     return d
+
+
+REF = "@"  # a packed string: "@" and its index in the page's string table ("@@..." is a string that began with "@")
+
+
+def pack_strings(data: Any) -> tuple[Any, list[str]]:
+    """``data`` with every string (value or key) that occurs more than once and is longer than its
+    reference written once, in the returned table, and referred to as ``"@<index>"`` elsewhere.
+
+    A step's explanation and its graph delta repeat the same sentences, node names and segment
+    labels from one connection to the next; the page holds each once. :func:`unpack_strings` (and
+    the page's script) undo it."""
+    counts: dict[str, int] = {}
+
+    def count(x: Any) -> None:
+        if isinstance(x, str):
+            counts[x] = counts.get(x, 0) + 1
+        elif isinstance(x, list):
+            for y in x:
+                count(y)
+        elif isinstance(x, dict):
+            for k, v in x.items():
+                counts[k] = counts.get(k, 0) + 1
+                count(v)
+
+    count(data)
+    table: list[str] = []
+    refs: dict[str, str] = {}
+    for text, n in sorted(counts.items(), key=lambda kv: -kv[1] * len(kv[0])):  # the most saved, the shortest index
+        if n > 1 and n * (len(text) - len(str(len(table))) - 1) > len(text) + 3:  # written n times vs once + n refs
+            refs[text] = f"{REF}{len(table)}"
+            table.append(text)
+
+    def enc(x: Any) -> Any:
+        if isinstance(x, str):
+            return refs.get(x) or (REF + x if x.startswith(REF) else x)
+        if isinstance(x, list):
+            return [enc(y) for y in x]
+        if isinstance(x, dict):
+            return {enc(k): enc(v) for k, v in x.items()}
+        return x
+
+    return enc(data), table
+
+
+def unpack_strings(data: Any, table: list[str]) -> Any:
+    """The inverse of :func:`pack_strings`."""
+    if isinstance(data, str):
+        if not data.startswith(REF):
+            return data
+        return data[1:] if data.startswith(REF + REF) else table[int(data[1:])]
+    if isinstance(data, list):
+        return [unpack_strings(y, table) for y in data]
+    if isinstance(data, dict):
+        return {unpack_strings(k, table): unpack_strings(v, table) for k, v in data.items()}
+    return data
 
 
 def graph_delta(before: nx.DiGraph | None, after: nx.DiGraph) -> dict[str, Any]:

@@ -18,11 +18,89 @@ JS = r"""
 (function () {
   'use strict';
   var D = JSON.parse(document.getElementById('data').textContent);
+  D.steps = unpack(D.steps, D.S);
+  D.wire = unpack(D.wire, D.S);
+  D.tracks = unpack(D.tracks, D.S);
+  ladder(D.wire);
   var n = D.steps.length, cur = 0, chosen = null;
   var slider = document.getElementById('step-slider');
   var rows = timeline();
   var select = document.getElementById('conn-select');
   var segs = Array.prototype.slice.call(document.querySelectorAll('#ladder g.seg, #ladder g.state'));
+
+  // ------------------------------------------------------------------ packed strings, the wire
+  function unpack(x, T) {  // sim.report.page.unpack_strings: "@12" is T[12], "@@x" is "@x"
+    if (typeof x === 'string') {
+      if (x.charAt(0) !== '@') return x;
+      return x.charAt(1) === '@' ? x.slice(1) : T[+x.slice(1)];
+    }
+    if (Array.isArray(x)) return x.map(function (y) { return unpack(y, T); });
+    if (x && typeof x === 'object') {
+      var o = {};
+      Object.keys(x).forEach(function (k) { o[unpack(k, T)] = unpack(x[k], T); });
+      return o;
+    }
+    return x;
+  }
+  function ladder(W) {  // the segments as a ladder diagram (sim.report.ladder.ladder_data)
+    var box = document.getElementById('ladder');
+    if (!box) return;
+    if (!W || !W.segs.length) { box.innerHTML = '<p class="empty">No segment was put on the wire.</p>'; return; }
+    var ROW = 30, COL = 290, MARGIN = 64, TOP = 44, SW = 84, FONT = 11, half = ROW / 2;
+    var xs = W.eps.map(function (ep, i) { return MARGIN + SW / 2 + 40 + i * COL; });
+    var width = MARGIN + SW + 80 + (W.eps.length - 1) * COL, height = TOP + (W.segs.length + 1) * ROW + 10;
+    var p = ['<svg xmlns="http://www.w3.org/2000/svg" class="ladder" width="' + width + '" height="' + height +
+             '" viewBox="0 0 ' + width + ' ' + height + '" font-family="ui-monospace, Menlo, Consolas, monospace" ' +
+             'font-size="' + FONT + '" role="img" aria-label="segments on the wire">',
+             '<defs><marker id="ladder-arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" ' +
+             'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="context-stroke"/></marker></defs>'];
+    W.eps.forEach(function (ep, i) {
+      p.push('<text class="ep" x="' + xs[i] + '" y="16" text-anchor="middle" font-weight="bold">' + E(ep) + '</text>');
+      p.push('<line class="life" x1="' + xs[i] + '" y1="24" x2="' + xs[i] + '" y2="' + (height - 6) +
+             '" stroke="#9aa5b1" stroke-dasharray="4 3"/>');
+    });
+    var shown = {}, lastRec = null;
+    W.segs.forEach(function (s, i) {
+      var rec = s[0], src = s[2], dst = s[3], label = s[4], opts = s[5], flags = label.split(' ')[0];
+      var y = TOP + i * ROW + half, x1 = xs[src], x2 = xs[dst], st = D.steps[rec];
+      var title = st ? 'step ' + rec + ': ' + (st.e.p ? st.e.p + ': ' : '') + st.e.w + ' \u2192 ' + st.e.o : 'step ' + rec;
+      p.push('<g class="seg" data-step="' + rec + '" data-conn="' + s[1] + '">');
+      p.push('<title>' + E(title) + ': ' + E(W.eps[src]) + ' \u2192 ' + E(W.eps[dst]) + ' ' + E(label) +
+             (opts ? E(' <' + opts + '>') : '') + '</title>');
+      if (rec !== lastRec) {
+        p.push('<text class="stepno" x="6" y="' + (y + 4) + '">#' + rec + '</text>');
+        p.push('<line x1="2" y1="' + (y - half) + '" x2="' + (width - 2) + '" y2="' + (y - half) + '" stroke="#e3e8ee"/>');
+        lastRec = rec;
+      }
+      var fl = flags.split('|'), color = fl.indexOf('RST') >= 0 ? '#d62728' :
+        (fl.indexOf('SYN') >= 0 || fl.indexOf('FIN') >= 0 ? '#1f5fa8' : '#2b3a4a');
+      var lx, anchor;
+      if (x1 === x2) {  // a socket connected to itself: a loop on its lifeline
+        p.push('<path d="M' + x1 + ',' + (y - 6) + ' h40 v12 h-38" fill="none" stroke="' + color +
+               '" stroke-width="1.6" marker-end="url(#ladder-arrow)"/>');
+        lx = x1 + 46; anchor = 'start';
+      } else {
+        p.push('<line x1="' + x1 + '" y1="' + y + '" x2="' + x2 + '" y2="' + y + '" stroke="' + color +
+               '" stroke-width="1.6" marker-end="url(#ladder-arrow)"/>');
+        lx = Math.floor((x1 + x2) / 2); anchor = 'middle';
+      }
+      p.push('<text class="lbl" x="' + lx + '" y="' + (y - 4) + '" text-anchor="' + anchor + '" fill="' + color + '">' +
+             E(label) + '</text>');
+      if (opts) p.push('<text class="opt" x="' + lx + '" y="' + (y + 11) + '" text-anchor="' + anchor +
+                       '" fill="#5b6675" font-size="' + (FONT - 2) + '">' + E('<' + opts + '>') + '</text>');
+      p.push('</g>');
+      [[src, s[6]], [dst, s[7]]].forEach(function (side) {  // a state box where a side's state changed
+        var ep = side[0], state = side[1];
+        if (!state || shown[ep] === state) return;
+        shown[ep] = state;
+        p.push('<g class="state" data-step="' + rec + '"><rect x="' + (xs[ep] - SW / 2) + '" y="' + (y + 2) +
+               '" width="' + SW + '" height="14" rx="3" fill="#fff3bf" stroke="#c9a400"/><text x="' + xs[ep] +
+               '" y="' + (y + 13) + '" text-anchor="middle" font-size="' + (FONT - 2) + '">' + E(state) + '</text></g>');
+      });
+    });
+    p.push('</svg>');
+    box.innerHTML = p.join('');
+  }
 
   // ------------------------------------------------------------------ text helpers
   function E(s) {
