@@ -47,7 +47,9 @@ class WhatIfs:
         return None
 
     def _apply(self, ops: list[tuple], target: int) -> tuple[dict[str, Any], int, dict[int, int]] | None:
-        data = copy.deepcopy(self.base)
+        # the steps are shared with the base (an operation replaces a step, never changes one in place):
+        # copying every step for every variant made a page's what-ifs grow with the square of its steps
+        data = {k: v if k == "steps" else copy.deepcopy(v) for k, v in self.base.items()}
         steps: list[tuple[int | None, Any]] = list(enumerate(data["steps"]))
 
         def pos(orig: int) -> int:
