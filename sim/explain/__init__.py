@@ -17,7 +17,8 @@ HTML page (:mod:`sim.report.page`) shows it beside the object graph.
 
 The package is split by concept: ``text`` (where an outcome comes from, the texts of calls and
 results, the text rendering), ``facts`` (the kernel's state read from the recorded object graphs),
-``whatif`` (the counterfactual variants, re-run on the model), ``explainer`` (the
+``whatif`` (the counterfactual variants, re-run on the model), ``windows`` (the same facts in
+Winsock's and a Windows administrator's terms), ``explainer`` (the
 :class:`Explainer` that puts them together) and ``command`` (the terminal commands).
 """
 

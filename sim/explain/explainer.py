@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..explain_windows import SOURCES as WIN_SOURCES, translate
+from .windows import SOURCES as WIN_SOURCES, translate
 from ..graph import Recording, record
 from ..kernel.rules import RULES, decisive
 from ..trace import StepRecord

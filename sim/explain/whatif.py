@@ -8,7 +8,7 @@ from typing import Any
 
 import networkx as nx
 
-from ..explain_windows import OPTIONS as WIN_OPTIONS
+from .windows import OPTIONS as WIN_OPTIONS
 from ..graph import Recording, holders_of, port_owners, record
 from ..trace import StepRecord
 from .text import MAX_WHATIFS, WhatIf, call_text, outcome_text
