@@ -106,8 +106,7 @@ def _windows_text(tr) -> list[str]:
 @pytest.mark.parametrize("path", WINDOWS, ids=[p.stem for p in WINDOWS])
 def test_windows_runs_speak_windows_only(path):
     """No Windows explanation or table names a Linux-only thing (/proc, fd, RLIMIT_NOFILE, sockstat,
-    kernel function names); every credited rule is a Winsock rule (or the API convention) that
-    the step consulted."""
+    kernel function names); every credited rule is a Winsock rule (or the API convention)."""
     sc = load_file(path)
     tr = run(sc, SimBackend(seed=sc.seed), seed=sc.seed)
     bad = [t for t in _windows_text(tr) if LINUX_ONLY.search(t)]
@@ -116,8 +115,7 @@ def test_windows_runs_speak_windows_only(path):
         if r.kind != "call" or r.err in ("PROCESS_BUSY", "PROCESS_GONE") or (r.blocked and r.completed_after is None):
             continue
         assert (r.rule or "").startswith(("win.", "api.")), (r.index, r.call, r.rule)
-        if not r.rule.startswith("api."):  # a call that waited and resumed keeps its call's rule
-            assert r.rule in r.trail or r.rule.startswith(f"win.{r.call}"), (r.index, r.call, r.rule, r.trail)
+    # that the credited rule is the one that decided: tests/test_windows_credit.py
 
 
 def _bind_rule(setup: list[dict], bind: dict) -> str:

@@ -37,7 +37,7 @@ class WinsockIO:
                 sk.err = None
                 sk.win_reset = True
                 fact("the connection was reset by the peer (hard close)")
-                raise SysError(getattr(sk, "win_reset_err", "ECONNRESET"), "win.send")
+                raise self._reset_error(sk, "win.send")
             if sk.err is None and getattr(sk, "win_wr_shut", False):
                 fact("shutdown(SD_SEND) was called on this socket")
                 raise SysError("ESHUTDOWN", "win.send")
@@ -46,8 +46,8 @@ class WinsockIO:
                 raise SysError("ENOTCONN", "win.send")
             if sk.tcp_state in CONNECTED:
                 n = min(max(0, buffers.payload_capacity(sk.sndbuf) - sk.snd_q), total)
-                if n > 0 and not self.pool.can_charge(n):
-                    raise SysError("ENOBUFS", "win.nonpaged_pool")
+                if n > 0:
+                    self.pool.reserve(n)
                 if nonblock and not sk.err and not sk.shutdown & SEND_SHUTDOWN:
                     return self._send_whole(sk, total)
         return super().tcp_sendmsg_locked(sk, total, nonblock, copied)
@@ -59,10 +59,11 @@ class WinsockIO:
         if sk.snd_q >= cap:
             fact(f"{sk.snd_q} byte(s) already buffered, SO_SNDBUF {sk.sndbuf}: nothing is taken")
             raise SysError("EAGAIN", "win.send_whole")
-        if not self.pool.can_charge(total):
-            raise SysError("ENOBUFS", "win.nonpaged_pool")
-        self.decided("win.send_whole", f"{sk.snd_q} byte(s) buffered, under SO_SNDBUF {sk.sndbuf}: "
-                     f"all {total} bytes are taken")
+        self.pool.reserve(total)
+        room = buffers.payload_capacity(sk.sndbuf) - sk.snd_q
+        if total > room:  # where a partial count would have been returned
+            self.decided("win.send_whole", f"{sk.snd_q} byte(s) buffered, under SO_SNDBUF {sk.sndbuf}: "
+                         f"all {total} bytes are taken, not only the {max(room, 0)} that fit")
         sk.write_seq += total
         self.sk_mem_charge(total)
         self.tcp_push(sk)
@@ -81,11 +82,18 @@ class WinsockIO:
             sk.err = None
             sk.win_reset = True
             fact("the connection was reset by the peer (hard close)")
-            raise SysError(getattr(sk, "win_reset_err", "ECONNRESET"), "win.recv")
+            raise self._reset_error(sk, "win.recv")
         if sk.tcp_state in (State.SYN_SENT, State.SYN_RECV):
             fact(f"the socket is {State(sk.tcp_state).name}: not connected yet")
             raise SysError("ENOTCONN", "win.recv")
         return super().tcp_recvmsg_locked(sk, want, nonblock, peek)
+
+    @staticmethod
+    def _reset_error(sk: Sock, call_rule: str) -> SysError:
+        """The error of a reset connection, credited to the rule that chose it: an abort after the
+        peer's close (win.abort_after_peer_close), else the call's own rule."""
+        err = getattr(sk, "win_reset_err", None)
+        return SysError(err, "win.abort_after_peer_close") if err else SysError("ECONNRESET", call_rule)
 
     @rule("win.shutdown", "windows", "tcp")
     def inet_shutdown(self, p: Process, sock: int, how: str = "SD_SEND") -> int:
@@ -112,7 +120,7 @@ class WinsockIO:
     @rule("win.shutdown_receive_reset", "windows", "tcp")
     def _reset_on_receive(self, sk: Sock, why: str) -> None:
         """shutdown function (Learn/api/winsock/nf-winsock-shutdown): after SD_RECEIVE, TCP resets the connection if data is already queued for receive or arrives later."""
-        fact(f"SD_RECEIVE and {why}: the connection is reset")
+        self.decided("win.shutdown_receive_reset", f"SD_RECEIVE and {why}: the connection is reset")
         if sk.rcv_q:
             self.sk_mem_uncharge(sk.rcv_q)
             sk.rcv_q = 0

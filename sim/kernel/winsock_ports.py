@@ -73,7 +73,8 @@ class WinsockPorts:
                  f"{'success' if err is None else 'WSA' + err}")
             if err is not None:
                 raise SysError(err, "win.bind_share")
-            shared = True
+            # the table decides where SO_REUSEADDR on both sockets alone would not let them share
+            shared = shared or not (sk.reuse and o.reuse and o.tcp_state != State.LISTEN)
         if shared:
             self.decided("win.bind_share", f"the table lets this bind share port {port}")
         if lingering:
@@ -95,6 +96,9 @@ class WinsockPorts:
     def _exclusive_linger_check(self, sk: Sock, port: int, lingering: list[Any]) -> None:
         """Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE (Learn/winsock/using-so-reuseaddr-and-so-exclusiveaddruse): an exclusive socket cannot bind a port until the old connections on it become inactive."""
         if not getattr(sk, "exclusive", False):
+            if sk.reuse:  # SO_REUSEADDR binds past them anyway
+                fact(f"{len(lingering)} connection(s) still on port {port}: SO_REUSEADDR binds past them")
+                return
             self.decided("win.bind_exclusive_linger", f"{len(lingering)} connection(s) still on port "
                          f"{port} (e.g. TIME_WAIT): they do not hold the port against a bind without "
                          "SO_EXCLUSIVEADDRUSE")

@@ -114,15 +114,20 @@ class NonPagedPool:
     def pages(self) -> int:
         return (self.bytes + 4095) // 4096
 
-    @rule("win.nonpaged_pool", "windows", "buffers", "minor")
     def can_charge(self, nbytes: int) -> bool:
-        """KB 293841 / KB 917114 and Memory Pools (Learn/memory/memory-pools): socket buffers and TCBs live in nonpaged pool; when it is exhausted the call fails with WSAENOBUFS."""
+        """Whether ``nbytes`` more fit under the limit (noting the shortfall when they do not)."""
         if self.bytes + nbytes > self.limit:
             self.failures += 1
             fact(f"nonpaged pool: {self.bytes} bytes in use ({self.tcbs} TCBs, {self.data} bytes "
                  f"buffered) + {nbytes} would exceed the limit of {self.limit}")
             return False
         return True
+
+    @rule("win.nonpaged_pool", "windows", "buffers", "minor")
+    def reserve(self, nbytes: int) -> None:
+        """KB 293841 / KB 917114 and Memory Pools (Learn/memory/memory-pools): socket buffers and TCBs live in nonpaged pool; when it is exhausted the call fails with WSAENOBUFS."""
+        if not self.can_charge(nbytes):
+            raise SysError("ENOBUFS", "win.nonpaged_pool")
 
     def charge(self, nbytes: int) -> None:
         self.data += nbytes
