@@ -54,7 +54,7 @@ ENTRY = {"socket": "win.socket", "bind": "win.bind", "listen": "win.listen", "co
          "closesocket": ("win.closesocket", "win.linger_wait"), "close": "win.closesocket",
          "setsockopt": "win.setsockopt", "getsockopt": "win.getsockopt", "getsockname": "win.getsockname",
          "getpeername": "win.getpeername", "ioctlsocket": "win.ioctlsocket_fionbio",
-         "WSAStartup": "win.wsastartup", "WSACleanup": "win.wsacleanup"}
+         "WSAStartup": "win.wsastartup", "WSACleanup": "win.wsacleanup", "fork": "win.thread"}
 
 
 def _refuse(err: str) -> Callable[..., Any]:
@@ -90,6 +90,18 @@ def _linux_implicit(self: Any, sk: Sock, saddr: str, daddr: str, dport: int) -> 
     Kernel.inet_hash_connect(self, sk, saddr, daddr, dport)
 
 
+def _linux_set_optlen(self: Any, opt: str, value: Any, optlen: int) -> Any:
+    from sim.kernel.sockets import check_optlen
+    check_optlen(opt, optlen)  # EINVAL below an int or for a negative length
+    return value
+
+
+def _linux_get_optlen(self: Any, opt: str, optlen: int | None) -> int | None:
+    if optlen is not None and optlen < 0:
+        raise SysError("EINVAL", "knocked-out")
+    return None if optlen is None else min(optlen, 4)
+
+
 # What the host does without a Windows-only branch rule: the shared (Linux) model's default there.
 KNOCKOUTS: dict[str, Callable[..., Any]] = {
     "win.abort_after_peer_close": lambda self, sk: None,  # the reset stays a reset
@@ -103,13 +115,17 @@ KNOCKOUTS: dict[str, Callable[..., Any]] = {
     "win.connect_retry_after_failure": lambda self, sk: None,
     "win.connect_implicit_bind": _linux_implicit,
     "win.linger_wait": _linux_linger,
-    "win.nodelay_byte": lambda self, v: v,  # an int option read whole
+    "win.byte_option": lambda self, opt, v: v,  # an int option read whole
     "win.pool_refuses_connection": lambda self, seg: None,
     "win.shutdown_receive_reset": lambda self, sk, why: None,  # SHUT_RD resets nothing
     "win.reuse_exclusive_conflict": lambda self, sk, opt: None,
     "win.send_whole": _linux_send,  # a partial count
     "win.so_error": _linux_so_error,
     "win.connect_refused_retry": lambda self, sk: False,  # refused at the first RST
+    "win.sockopt_optlen": _linux_set_optlen,
+    "win.getsockopt_optlen": _linux_get_optlen,
+    "win.recv_timeout": _refuse("EAGAIN"),  # socket(7): SO_RCVTIMEO runs out with EAGAIN
+    "win.blocking_call_canceled": _refuse("EBADF"),
 }
 
 

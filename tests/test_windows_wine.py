@@ -163,3 +163,33 @@ def test_windows_explanations_speak_windows_and_offer_what_ifs(name):
         if e.kind == "call" and e.what.startswith("bind(") and contested:
             assert e.whatifs, text
             assert any("SO_EXCLUSIVEADDRUSE" in w.label for w in e.whatifs), text
+
+
+@pytest.mark.parametrize("host, where, says", [
+    ("  personality: windows\n  sysctls: {ip_local_port_range: [50000, 50001]}\n", (4, 34), "dynamicport"),
+    ("  personality: windows\n  dynamicport: {start: 65000, num: 1000}\n", (4, 36), "at most 536 ports"),
+    ("  personality: windows\n  dynamicport: {start: 80, num: 10}\n", (4, 24), "1025"),
+    ("  dynamicport: {start: 50000, num: 10}\n", (3, 16), "ip_local_port_range on a Linux host"),
+])
+def test_the_dynamic_port_range_is_set_the_netsh_way(tmp_path, host, where, says):
+    """A Windows host sets its dynamic range as netsh does (dynamicport: {start, num}); the Linux
+    sysctl on a Windows host, a range past 65535, a start below 1025 and dynamicport on a Linux
+    host are refused at load with the line and column."""
+    from sim.scenario.loader import ScenarioError
+
+    p = tmp_path / "s.yaml"
+    p.write_text(f"name: s\nhost:\n{host}processes: {{a: {{}}}}\nsteps:\n  - {{proc: a, call: socket}}\n")
+    with pytest.raises(ScenarioError) as info:
+        load_file(p)
+    msg = str(info.value)
+    assert f"s.yaml:{where[0]}:{where[1]}:" in msg and says in msg, msg
+
+
+def test_dynamicport_is_the_windows_range_and_shows_in_netsh_terms():
+    from sim.report.terminal import console, print_windows_summary
+
+    sc = load_file(ROOT / "scenarios" / "windows" / "win-wine-bind-states.yaml")
+    tr = run(sc, SimBackend(seed=sc.seed), seed=sc.seed)
+    with console.capture() as cap:
+        print_windows_summary(tr)
+    assert "netsh int ipv4 set dynamicport tcp start=50000 num=1" in cap.get()

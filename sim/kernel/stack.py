@@ -82,8 +82,8 @@ HOOKS: frozenset[str] = frozenset({
     # processes and entry
     "new_file_table", "socket_fds", "syscall", "finish_outcome", "wrap_resume", "timer", "sockstat",
     # the system calls
-    "sys_socket", "close_fd", "exit_files", "dup_fd", "setfl", "inet_getname", "sock_setsockopt",
-    "do_sock_getsockopt", "inet_bind", "inet_listen", "inet_stream_connect", "inet_connect_result",
+    "sys_socket", "close_fd", "exit_files", "dup_fd", "setfl", "inet_getname", "inet_getpeername",
+    "do_sock_setsockopt", "sock_setsockopt", "do_sock_getsockopt", "inet_bind", "inet_listen", "inet_stream_connect", "inet_connect_result",
     "do_accept", "tcp_sendmsg", "tcp_sendmsg_locked", "tcp_recvmsg", "tcp_recvmsg_locked",
     "inet_shutdown",
     # ports, listeners, connections

@@ -34,7 +34,7 @@ import ipaddress
 import re
 from typing import Any, Callable
 
-from ..personality.windows import WINDOWS_DEFAULTS, WSA_NUMBERS
+from ..personality.windows import WINDOWS_DEFAULTS
 from .handles import FileTable, OpenFile
 from .rules import MINOR, RULES, fact, rule
 from .sockets import SS_CONNECTED, SS_CONNECTING, SS_UNCONNECTED, Sock
@@ -44,9 +44,10 @@ from .skbuff import DATA, RST, SYN, Segment
 from .stack import DEFAULT_SYSCTLS, Kernel, Outcome
 from .tcp_states import State
 from .winsock_io import WinsockIO
+from .winsock_opts import WinsockOptions
 from .winsock_ports import WinsockPorts
 from .winsock_tables import (
-    DEFAULT_POOL_LIMIT, DOCUMENTED, LINUX_ONLY_OPTIONS, SOMAXCONN, SOMAXCONN_HINT_MAX, SOMAXCONN_HINT_MIN,
+    DEFAULT_POOL_LIMIT, DOCUMENTED, SOMAXCONN, SOMAXCONN_HINT_MAX, SOMAXCONN_HINT_MIN,
     TCB_BYTES, V4_ANY, V6_ANY, NonPagedPool, WinHandleTable,
 )
 
@@ -59,7 +60,7 @@ WSA_FREE_CALLS = frozenset({"WSAStartup", "WSACleanup", "exit", "fork"})
 CONNECTED = (State.ESTABLISHED, State.CLOSE_WAIT)
 
 
-class WinsockKernel(WinsockPorts, WinsockIO, Kernel):
+class WinsockKernel(WinsockOptions, WinsockPorts, WinsockIO, Kernel):
     """One Windows host: Winsock on top of the Windows TCP/IP stack (the rule variants)."""
 
     personality = "windows"
@@ -68,7 +69,9 @@ class WinsockKernel(WinsockPorts, WinsockIO, Kernel):
     # paper give 120 s (0x78) [W26, W28]; the port-exhaustion page says 4 minutes [W24] (conflict).
     TIME_WAIT_LEN = 120.0
     NONBLOCK_CONNECT_ERR = "EAGAIN"  # connect on a non-blocking socket: WSAEWOULDBLOCK [W4]
-    SYN_RST_RETRY_INTERVAL = 1.0  # a refused SYN is sent again after 1 s (inferred: ~2 s in all) [W45, W46]
+    # a refused SYN is sent again after the same time-out each time (KB 175523 [W50]); 1 s is
+    # inferred from "over 2 seconds" in all (Wine test_WSAPoll) with two retries [W45, W46]
+    SYN_RST_RETRY_INTERVAL = 1.0
     ENHANCED_SOCKET_SECURITY = True  # Windows Server 2003 and later [W20]
 
     def __init__(self, sysctls: dict[str, Any] | None = None, file_max: int = 2466170, seed: int = 0):
@@ -187,11 +190,22 @@ class WinsockKernel(WinsockPorts, WinsockIO, Kernel):
 
     def exit_files(self, p: Process) -> int:
         self.wsa_refs[p.name] = 0
+        if any(q is not p and q.alive and q.files is p.files for q in self.procs.values()):
+            fact(f"{p.name} is one thread of its process: the process's SOCKET handles stay open")
+            p.alive = False
+            return 0
         return super().exit_files(p)
 
+    @rule("win.thread", "windows", "fd")
     def dup_fd(self, p: Process, **kw: Any) -> int:
-        ret = super().dup_fd(p, **kw)
+        """CreateThread function (Learn, processthreadsapi.h) and Socket Handles (Learn/winsock/socket-handles-2): Windows has no fork; a scenario's fork starts a second thread of the process, which uses the same SOCKET handles."""
+        ret = Kernel.dup_fd(self, p, **kw)
+        child = self.procs[kw["as"]]
+        for f in child.files.fds.values():
+            f.f_count -= 1  # one handle table, not a copy
+        child.files, child.pid = p.files, p.pid
         self.wsa_refs[kw["as"]] = self.wsa_refs.get(p.name, 0)
+        fact(f"{kw['as']} is a second thread of {p.name}'s process: it shares its SOCKET handles")
         return ret
 
     # ------------------------------------------------------------------ socket / handles
@@ -224,6 +238,8 @@ class WinsockKernel(WinsockPorts, WinsockIO, Kernel):
                          f"closesocket: lingering up to {secs} s for unacknowledged data")
         if onoff and secs == 0:
             fact("SO_LINGER {1, 0}: hard close, RST, no TIME_WAIT")
+        sk.win_closed = True  # a call another thread is blocked in on it is canceled
+        self.woken.add(sk)
         return Kernel.close_fd(self, p, sock)
 
     @staticmethod
@@ -261,90 +277,6 @@ class WinsockKernel(WinsockPorts, WinsockIO, Kernel):
             fact("the socket has not been bound to an address")
             raise SysError("EINVAL", "win.getsockname")
         return sk.lport
-
-    # ------------------------------------------------------------------ options
-    @rule("win.setsockopt", "windows", "sockets")
-    def sock_setsockopt(self, sk: Sock, opt: str, value: Any) -> None:
-        """setsockopt function and SOL_SOCKET Socket Options (Learn/winsock/sol-socket-socket-options): SO_EXCLUSIVEADDRUSE; SO_SNDBUF/SO_RCVBUF set the buffer space as given."""
-        if opt in ("SO_EXCLUSIVEADDRUSE", "SO_REUSEADDR") and isinstance(value, int) and value:
-            self._reuse_exclusive_conflict(sk, opt)
-        if opt == "SO_ERROR" and isinstance(value, int):
-            sk.win_so_error = value
-            fact(f"SO_ERROR set to {value}: getsockopt(SO_ERROR) reads it back")
-            return
-        if opt == "TCP_NODELAY" and isinstance(value, int):
-            value = self._nodelay_byte(value)
-        if opt == "SO_EXCLUSIVEADDRUSE":
-            if not isinstance(value, int):
-                raise SysError("EINVAL", "win.setsockopt")
-            sk.exclusive = bool(value)
-            if sk.lport:
-                fact("set after bind(): it has no effect on the bind already made")
-            return
-        if opt in LINUX_ONLY_OPTIONS:
-            fact(f"{opt} is not a Winsock option")
-            raise SysError("ENOPROTOOPT", "win.setsockopt")
-        if opt in ("SO_SNDBUF", "SO_RCVBUF"):
-            if not isinstance(value, int) or value < 0:
-                raise SysError("EINVAL", "win.setsockopt")
-            if opt == "SO_SNDBUF":
-                sk.sndbuf, sk.snd_lock = value, True  # setting SO_SNDBUF turns dynamic send buffering off [W16]
-            else:
-                sk.rcvbuf, sk.rcv_lock = value, True
-            fact(f"{opt} {value}: stored as given (no doubling, no sysctl cap; inferred)")
-            return
-        self._retag("win.setsockopt", DOCUMENTED["sockopt"], super().sock_setsockopt, sk, opt, value)
-
-    @rule("win.reuse_exclusive_conflict", "windows", "sockets")
-    def _reuse_exclusive_conflict(self, sk: Sock, opt: str) -> None:
-        """Wine dlls/ws2_32/tests/sock.c, test_reuseaddr and test_ipv6only (asserted on Windows): SO_REUSEADDR and SO_EXCLUSIVEADDRUSE cannot both be on; setting the second fails with WSAEINVAL (Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE, Learn/winsock)."""
-        other = "SO_REUSEADDR" if opt == "SO_EXCLUSIVEADDRUSE" else "SO_EXCLUSIVEADDRUSE"
-        on = bool(sk.reuse) if other == "SO_REUSEADDR" else bool(getattr(sk, "exclusive", False))
-        if on:
-            fact(f"{other} is already set on this socket: the two options exclude each other")
-            raise SysError("EINVAL", "win.reuse_exclusive_conflict")
-
-    @rule("win.nodelay_byte", "windows", "sockets", "minor")
-    def _nodelay_byte(self, value: int) -> int:
-        """Wine dlls/ws2_32/tests/sock.c, test_set_getsockopt (asserted on Windows): TCP_NODELAY is read as one byte, so 0x100 turns it off; IPPROTO_TCP socket options (Learn/winsock/ipproto-tcp-socket-options) call it a BOOL -- the assertion wins."""
-        low = value & 0xFF
-        if low != value:
-            fact(f"TCP_NODELAY {value:#x}: only the low byte counts, {low}")
-        return low
-
-    @rule("win.getsockopt", "windows", "sockets")
-    def do_sock_getsockopt(self, p: Process, sock: int, opt: str) -> Any:
-        """getsockopt function (Learn/api/winsock/nf-winsock-getsockopt): the option's current value; WSAENOPROTOOPT for an option Winsock does not know."""
-        _, sk = self.sockfd_lookup(p, sock)
-        if opt == "SO_EXCLUSIVEADDRUSE":
-            return int(getattr(sk, "exclusive", False))
-        if opt in LINUX_ONLY_OPTIONS:
-            fact(f"{opt} is not a Winsock option")
-            raise SysError("ENOPROTOOPT", "win.getsockopt")
-        if opt == "SO_ERROR":
-            return self._so_error(sk)
-        return self._retag("win.getsockopt", DOCUMENTED["sockopt"], super().do_sock_getsockopt, p, sock, opt)
-
-    @rule("win.so_error", "windows", "sockets")
-    def _so_error(self, sk: Sock) -> int:
-        """Wine dlls/ws2_32/tests/sock.c, test_select, test_WSAPoll and test_tcp_reset (asserted on Windows): SO_ERROR holds a failed connect's error until a connect succeeds (reading does not clear it) and stays 0 after a reset; getsockopt function (Learn/api/winsock/nf-winsock-getsockopt) says it "returns and resets" -- the assertions win."""
-        err = getattr(sk, "win_so_error", None)
-        if err is None or err == 0:
-            if sk.err:  # e.g. a reset by the peer: pending on the socket, not reported here
-                self.decided("win.so_error", f"no failed connection attempt is recorded on this socket "
-                             f"({sk.err} is not a connect failure): 0")
-            else:
-                fact("no failed connection attempt is recorded on this socket: 0")
-            return 0
-        if isinstance(err, int):
-            self.decided("win.so_error", f"SO_ERROR was set to {err}: it reads back")
-            return err
-        text = f"the last connection attempt failed with {err}; reading SO_ERROR does not clear it"
-        if err != sk.err:  # not merely the error still pending on the socket
-            self.decided("win.so_error", text)
-        else:
-            fact(text)
-        return WSA_NUMBERS.get(err, 0)
 
     # ------------------------------------------------------------------ listen
     @rule("win.listen", "windows", "tcp")
@@ -480,7 +412,7 @@ class WinsockKernel(WinsockPorts, WinsockIO, Kernel):
 
     @rule("win.connect_refused_retry", "windows", "tcp")
     def _syn_refused(self, sk: Sock) -> bool:
-        """connect function (Learn/api/winsock2/nf-winsock2-connect) and TcpMaxConnectRetransmissions (Server 2003 registry reference): a refused SYN is sent again, so WSAECONNREFUSED comes after about 2 s even on loopback (inferred timing)."""
+        """connect function (Learn/api/winsock2/nf-winsock2-connect), KB 175523 (Winsock TCP Connection Performance to Unused Ports) and TcpMaxConnectRetransmissions (Server 2003 registry reference): a SYN answered by RST is sent again after the same, undoubled time-out, so WSAECONNREFUSED comes after over 2 s even on loopback (Wine test_WSAPoll); the 1 s interval is inferred."""
         tries = getattr(sk, "win_rst_tries", 0)
         limit = int(sk.syn_retries or self.sysctls["tcp_syn_retries"])
         if tries >= limit:
@@ -495,8 +427,28 @@ class WinsockKernel(WinsockPorts, WinsockIO, Kernel):
     # ------------------------------------------------------------------ accept
     @rule("win.accept", "windows", "tcp")
     def do_accept(self, p: Process, sock: int, **kw: Any) -> int:
-        """accept function (Learn/api/winsock2/nf-winsock2-accept): a new SOCKET handle for a queued connection; WSAEINVAL if listen was not called, WSAEWOULDBLOCK if non-blocking and none is queued."""
-        return self._retag("win.accept", DOCUMENTED["accept"], super().do_accept, p, sock, **kw)
+        """accept function (Learn/api/winsock2/nf-winsock2-accept): a new SOCKET handle for a queued connection, with the listener's options; WSAEINVAL if listen was not called, WSAEWOULDBLOCK if non-blocking and none is queued."""
+        f = p.files.fds.get(sock)
+        lsk = f.sock if f is not None else None
+        try:
+            fd = self._retag("win.accept", DOCUMENTED["accept"], super().do_accept, p, sock, **kw)
+        except Block as b:
+            raise Block(lambda now: self._accept_resume(p, sock, lsk, kw), b.reason, b.key) from None
+        child = p.files.fds[fd].sock
+        if lsk is not None and child is not None:
+            self.inherit_options(lsk, child)
+        return fd
+
+    def _accept_resume(self, p: Process, sock: int, lsk: Sock | None, kw: dict[str, Any]) -> int:
+        if lsk is not None and getattr(lsk, "win_closed", False):
+            return self._canceled_by_close(p, sock)
+        return self.do_accept(p, sock, **kw)
+
+    @rule("win.blocking_call_canceled", "windows", "fd")
+    def _canceled_by_close(self, p: Process, sock: int) -> int:
+        """closesocket function (Learn/api/winsock/nf-winsock-closesocket): pending blocking calls on the socket by any thread of the process are canceled; Wine dlls/ws2_32/tests/sock.c, test_accept (asserted on Windows): a blocked accept returns INVALID_SOCKET; the error, WSAEINTR (Windows Sockets Error Codes: a blocking operation was interrupted), is inferred."""
+        fact(f"SOCKET {sock} was closed by another thread while accept() waited on it")
+        raise SysError("EINTR", "win.blocking_call_canceled")
 
     # ------------------------------------------------------------------ segment input
     def tcp_rcv_state_process(self, sk: Sock, seg: Segment) -> None:
@@ -510,6 +462,8 @@ class WinsockKernel(WinsockPorts, WinsockIO, Kernel):
             return
         synchronized = st not in (State.SYN_SENT, State.LISTEN, State.CLOSE) and not sk.is_request
         super().tcp_rcv_state_process(sk, seg)
+        if sk.tcp_state in CONNECTED and getattr(sk, "win_connected_at", None) is None:
+            sk.win_connected_at = self.now  # SO_CONNECT_TIME counts from here
         if st == State.SYN_SENT and not sk.is_request:
             if sk.tcp_state == State.CLOSE and sk.err:
                 sk.win_so_error = sk.err  # kept for SO_ERROR until a connect succeeds
@@ -558,8 +512,8 @@ class WinsockKernel(WinsockPorts, WinsockIO, Kernel):
             sk.syn_tries = 0
             self.inet_csk_reset_xmit_timer("syn", 1.0, sk, gen)  # an unanswered retry still times out
             return
-        if kind == "win_linger":
-            self.now = now  # nothing to do: the engine retries the blocked closesocket
+        if kind in ("win_linger", "win_rcvtimeo"):
+            self.now = now  # nothing to do: the engine retries the blocked closesocket / recv
             return
         super().timer(kind, obj, gen, now)
 

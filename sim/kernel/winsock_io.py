@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import buffers
-from .errors import SysError
+from .errors import Block, SysError
 from .handles import Process
 from .rules import fact, rule
 from .sockets import RCV_SHUTDOWN, SEND_SHUTDOWN, Sock
@@ -71,8 +71,44 @@ class WinsockIO:
 
     @rule("win.recv", "windows", "buffers")
     def tcp_recvmsg(self, p: Process, sock: int, bytes: int = 65536, flags: list[str] | None = None) -> int:
-        """recv function (Learn/api/winsock/nf-winsock-recv): 0 after the peer's graceful close, WSAECONNRESET after a hard one, WSAESHUTDOWN after SD_RECEIVE, WSAENOTCONN if not connected."""
-        return self._retag("win.recv", DOCUMENTED["recv"], super().tcp_recvmsg, p, sock, bytes, flags)
+        """recv function (Learn/api/winsock/nf-winsock-recv): 0 after the peer's graceful close, WSAECONNRESET after a hard one, WSAESHUTDOWN after SD_RECEIVE, WSAENOTCONN if not connected, WSAETIMEDOUT when SO_RCVTIMEO runs out."""
+        try:
+            return self._retag("win.recv", DOCUMENTED["recv"], super().tcp_recvmsg, p, sock, bytes, flags)
+        except Block as b:
+            _, sk = self.sockfd_lookup(p, sock)
+            ms = getattr(sk, "win_rcvtimeo", 0)
+            if not ms:
+                raise
+            deadline = self.now + ms / 1000
+            self.inet_csk_reset_xmit_timer("win_rcvtimeo", ms / 1000, sk, 0)
+            fact(f"nothing to read: recv waits up to SO_RCVTIMEO = {ms} ms")
+            raise Block(lambda now: self._recv_wait(p, sock, bytes, flags, deadline), b.reason) from None
+
+    def _recv_wait(self, p: Process, sock: int, nbytes: int, flags: list[str] | None, deadline: float) -> int:
+        try:
+            return self._retag("win.recv", DOCUMENTED["recv"], super().tcp_recvmsg, p, sock, nbytes, flags)
+        except Block as b:
+            if self.now >= deadline - 1e-9:
+                return self._recv_timed_out(deadline)
+            raise Block(lambda now: self._recv_wait(p, sock, nbytes, flags, deadline), b.reason) from None
+
+    @rule("win.recv_timeout", "windows", "buffers")
+    def _recv_timed_out(self, deadline: float) -> int:
+        """Wine dlls/ws2_32/tests/sock.c, test_timeout (asserted on Windows): a blocking recv with nothing to read fails with WSAETIMEDOUT once SO_RCVTIMEO has passed; SOL_SOCKET Socket Options (Learn/winsock/sol-socket-socket-options): the socket's state is then indeterminate."""
+        fact("SO_RCVTIMEO ran out with nothing received")
+        raise SysError("ETIMEDOUT", "win.recv_timeout")
+
+    @rule("win.getpeername", "windows", "sockets")
+    def inet_getpeername(self, p: Process, sock: int) -> int:
+        """getpeername function (Learn/api/winsock/nf-winsock-getpeername): the peer's address, WSAENOTCONN if the socket is not connected; Wine dlls/ws2_32/tests/sock.c (asserted on Windows): test_connecting_socket -- it already answers while a non-blocking connect is pending; test_shutdown, test_DisconnectEx -- still after a shutdown."""
+        _, sk = self.sockfd_lookup(p, sock)
+        if not sk.rport or sk.raddr is None or sk.tcp_state in (State.CLOSE, State.LISTEN):
+            fact(f"the socket is {State(sk.tcp_state).name}: not connected")
+            raise SysError("ENOTCONN", "win.getpeername")
+        if sk.tcp_state == State.SYN_SENT:
+            fact("the connection attempt is still pending: the address it goes to")
+        self.ret_name = self.sock_name(sk, sk.raddr, sk.rport)
+        return sk.rport
 
     def tcp_recvmsg_locked(self, sk: Sock, want: int, nonblock: bool, peek: bool) -> int:
         if getattr(sk, "win_rd_shut", False):

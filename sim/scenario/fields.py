@@ -48,6 +48,8 @@ SOCKOPTS = (
     "IP_BIND_ADDRESS_NO_PORT", "TCP_LINGER2", "TCP_SYNCNT", "SO_EXCLUSIVEADDRUSE",
     "TCP_WINDOW_CLAMP", "SO_RCVBUFFORCE", "SO_SNDBUFFORCE", "IP_LOCAL_PORT_RANGE",
     "TCP_USER_TIMEOUT", "SO_RCVLOWAT",
+    # Winsock's own (a Linux host answers ENOPROTOOPT; SO_RCVTIMEO/SO_SNDTIMEO are DWORD milliseconds)
+    "SO_RCVTIMEO", "SO_SNDTIMEO", "SO_OOBINLINE", "SO_DONTLINGER", "SO_CONNECT_TIME",
 )
 PAIR_OPTS = ("SO_LINGER", "IP_LOCAL_PORT_RANGE")  # values written as [a, b]
 # The capabilities a process can lack (capabilities(7)).

@@ -62,6 +62,23 @@ class Sysctls(_Strict):
 HOST_GLOBAL_SYSCTLS = ("wmem_max", "rmem_max", "tcp_mem")
 
 
+class DynamicPort(_Strict):
+    """A Windows host's dynamic port range as ``netsh int ipv4 set dynamicport tcp start=N num=M``
+    sets it (KB 929851: the range starts at 1025 or above and ends at 65535 at most; netsh's
+    minimum of 255 ports is not enforced, so a scenario can exhaust a small range)."""
+
+    start: Annotated[int, NotBoolInt, Field(ge=1025, le=65535)]
+    num: Annotated[int, NotBoolInt, Field(ge=1, le=64511)]
+
+    @model_validator(mode="after")
+    def _ends_in_range(self) -> DynamicPort:
+        end = self.start + self.num - 1
+        if end > 65535:
+            raise relocated("num", f"at most {65536 - self.start} ports from start={self.start} "
+                            "(the range ends at 65535 at most)", f"num={self.num}, ending at {end}")
+        return self
+
+
 class Host(_Strict):
     personality: Literal["linux", "windows"] = "linux"
     sysctls: Sysctls = Sysctls()
@@ -69,6 +86,27 @@ class Host(_Strict):
     # one-way delay of the wire, seconds; 0 = Linux loopback (segments are processed in the
     # sending call's softirq, before the call returns)
     latency: Annotated[float, NotBoolFloat, Field(ge=0, le=10)] = 0.0
+    # Windows: the dynamic port range, netsh's way (a Linux host sets sysctls.ip_local_port_range)
+    dynamicport: DynamicPort | None = None
+
+    @model_validator(mode="after")
+    def _port_range_by_personality(self) -> Host:
+        rng = self.sysctls.ip_local_port_range
+        d = self.dynamicport
+        # a model dump read back carries the default (or the range dynamicport set): not the user's
+        linux_range = ("ip_local_port_range" in self.sysctls.model_fields_set
+                       and tuple(rng) != Sysctls.model_fields["ip_local_port_range"].default
+                       and (d is None or tuple(rng) != (d.start, d.start + d.num - 1)))
+        if self.personality == "windows" and linux_range:
+            raise relocated("sysctls.ip_local_port_range", "on a Windows host the dynamic port range as netsh "
+                            "sets it: dynamicport: {start: N, num: M}", "the Linux sysctl ip_local_port_range")
+        if d is not None:
+            if self.personality != "windows":
+                raise relocated("dynamicport", "sysctls.ip_local_port_range on a Linux host "
+                                "(dynamicport is the Windows setting)", "dynamicport")
+            sysctls = self.sysctls.model_copy(update={"ip_local_port_range": (d.start, d.start + d.num - 1)})
+            object.__setattr__(self, "sysctls", sysctls)  # a frozen model: set once, while validating
+        return self
 
 
 class HostSpec(Host):
