@@ -326,3 +326,23 @@ def test_a_wrong_credit_is_caught(monkeypatch):
     monkeypatch.setattr(WinsockKernel, "finish_outcome", last_consulted)
     bad = credit_violations(ROOT / "scenarios" / "windows" / "win-wine-bind-states.yaml")
     assert bad
+
+
+def test_a_wrong_credit_of_a_stored_error_is_caught(monkeypatch):
+    """recv's WSAECONNABORTED was produced by the rule that stored the abort; credited to recv's own
+    rule (as the crediting once did), the check objects."""
+    from sim.kernel.winsock_io import WinsockIO
+
+    monkeypatch.setattr(WinsockIO, "_reset_error",
+                        staticmethod(lambda sk, call_rule: SysError(getattr(sk, "win_reset_err", None) or "ECONNRESET",
+                                                                    call_rule)))
+    bad = credit_violations(ROOT / "scenarios" / "windows" / "win-wine-send-to-closed-peer.yaml")
+    assert any(b[1] == "recv" and "win.abort_after_peer_close" in b for b in bad), bad
+
+
+def test_a_missing_credit_of_a_deciding_branch_is_caught(monkeypatch):
+    """With the branch rules' decisions unrecorded, getsockopt(SO_ERROR) goes to getsockopt's own
+    rule although SO_ERROR's rule decided it (knocked out, the value differs): the check objects."""
+    monkeypatch.setattr(WinsockKernel, "decided", lambda self, rule_id, text: None)
+    bad = credit_violations(ROOT / "scenarios" / "windows" / "win-wine-nonblocking-connect-so-error.yaml")
+    assert any(b[1] == "getsockopt" and ["win.so_error"] in b for b in bad), bad

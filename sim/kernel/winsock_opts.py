@@ -43,6 +43,9 @@ class WinsockOptions:
     def do_sock_setsockopt(self, p: Process, sock: int, opt: str, value: Any = 1,
                            optlen: int | None = None) -> int:
         _, sk = self.sockfd_lookup(p, sock)
+        if sk.kind != "tcp" and opt.startswith("TCP_"):
+            fact(f"{opt} is an IPPROTO_TCP option: this socket is not TCP")
+            raise SysError("ENOPROTOOPT", "win.setsockopt")
         if optlen is not None:
             value = self._set_optlen(opt, value, optlen)
             if value is None:
