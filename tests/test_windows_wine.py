@@ -166,15 +166,16 @@ def test_windows_explanations_speak_windows_and_offer_what_ifs(name):
 
 
 @pytest.mark.parametrize("host, where, says", [
-    ("  personality: windows\n  sysctls: {ip_local_port_range: [50000, 50001]}\n", (4, 34), "dynamicport"),
+    ("  personality: windows\n  sysctls: {ip_local_port_range: [50000, 50001]}\n  dynamicport: {start: 50000, num: 10}\n",
+     (4, 34), "one dynamic port range"),
     ("  personality: windows\n  dynamicport: {start: 65000, num: 1000}\n", (4, 36), "at most 536 ports"),
     ("  personality: windows\n  dynamicport: {start: 80, num: 10}\n", (4, 24), "1025"),
     ("  dynamicport: {start: 50000, num: 10}\n", (3, 16), "ip_local_port_range on a Linux host"),
 ])
 def test_the_dynamic_port_range_is_set_the_netsh_way(tmp_path, host, where, says):
     """A Windows host sets its dynamic range as netsh does (dynamicport: {start, num}); the Linux
-    sysctl on a Windows host, a range past 65535, a start below 1025 and dynamicport on a Linux
-    host are refused at load with the line and column."""
+    sysctl besides it, a range past 65535, a start below 1025 and dynamicport on a Linux host are
+    refused at load with the line and column."""
     from sim.scenario.loader import ScenarioError
 
     p = tmp_path / "s.yaml"

@@ -53,10 +53,15 @@ def windows_terms(text: str) -> str | None:
     return None if _LINUX_ONLY.search(text) else text
 
 
+def _windows_lines(lines: list[str]) -> list[str]:
+    return [t for t in (windows_terms(f) for f in lines) if t]
+
+
 def translate(ex: Any) -> Any:
     """Put an explanation of a Windows run into Windows' terms, in place."""
-    for name in ("facts", "state", "during"):
-        setattr(ex, name, [t for t in (windows_terms(f) for f in getattr(ex, name)) if t])
+    ex.facts = _windows_lines(ex.facts)
+    ex.state = _windows_lines(ex.state)
+    ex.during = _windows_lines(ex.during)
     ex.trail = [(rid, c) for rid, c in ex.trail if rid.startswith(("win.", "api."))]
     if ex.cite and not (ex.rule or "").startswith(("win.", "api.")):
         ex.cite = windows_terms(ex.cite) or ex.cite

@@ -93,13 +93,16 @@ class Host(_Strict):
     def _port_range_by_personality(self) -> Host:
         rng = self.sysctls.ip_local_port_range
         d = self.dynamicport
-        # a model dump read back carries the default (or the range dynamicport set): not the user's
+        # a model dump read back carries the default (or the range dynamicport set): not the user's;
+        # on a Windows host the Linux sysctl alone is taken as the dynamic range (docs/windows.md)
         linux_range = ("ip_local_port_range" in self.sysctls.model_fields_set
                        and tuple(rng) != Sysctls.model_fields["ip_local_port_range"].default
                        and (d is None or tuple(rng) != (d.start, d.start + d.num - 1)))
-        if self.personality == "windows" and linux_range:
-            raise relocated("sysctls.ip_local_port_range", "on a Windows host the dynamic port range as netsh "
-                            "sets it: dynamicport: {start: N, num: M}", "the Linux sysctl ip_local_port_range")
+        if d is not None and linux_range:
+            raise relocated("sysctls.ip_local_port_range", "one dynamic port range: dynamicport: {start: N, "
+                            "num: M} on a Windows host (drop the Linux sysctl)",
+                            f"ip_local_port_range {rng[0]}-{rng[1]} besides dynamicport "
+                            f"start={d.start} num={d.num}")
         if d is not None:
             if self.personality != "windows":
                 raise relocated("dynamicport", "sysctls.ip_local_port_range on a Linux host "
