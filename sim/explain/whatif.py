@@ -14,6 +14,14 @@ from ..trace import StepRecord
 from .text import MAX_WHATIFS, WhatIf, call_text, outcome_text
 
 
+class _Impossible(Exception):
+    """A what-if variant that the loader would refuse (it names a capture no step makes)."""
+
+
+def _refuse(_line: int, _col: int, msg: str) -> None:
+    raise _Impossible(msg)
+
+
 class WhatIfs:
     """What-if variants of a step (a part of :class:`~.explainer.Explainer`)."""
 
@@ -25,11 +33,15 @@ class WhatIfs:
         from pydantic import ValidationError
 
         from ..scenario.model import Scenario
+        from ..scenario.validate import check_scenario
 
         res: Recording | None
         try:
             sc = Scenario.model_validate(data)
-        except ValidationError:  # an impossible variant: not a valid scenario
+            # the loader's whole-scenario checks too: a variant that removes a capturing step
+            # leaves later uses and checks naming nothing, and is not a scenario either
+            check_scenario(sc, data, lambda _path: (0, 0), _refuse)
+        except (ValidationError, _Impossible):  # an impossible variant: not a valid scenario
             res = None
         else:  # a crash of the model on a valid variant is a failure, not a skipped line
             res = record(sc, seed=self.seed, graphs=False, personality=self.personality)
