@@ -478,6 +478,9 @@ class RealBackend(ProcessChannels, Observations, Faults):
                 if p.pidfd is not None and not self._wait_exited(
                         p, max(0.0, deadline - time.monotonic())):
                     left.append(p.pid)
+            # The zygote is their subreaper and reaps them: let it finish before it goes, or a
+            # zombie passes to an init that may reap it late (its /proc entry outliving close())
+            self._await_reaped([p.pid for p in procs if p.pid not in left], deadline)
         finally:
             if self._zygote is not None:
                 # The zygote leads its own process group: this also reaches anything unknown.

@@ -98,6 +98,12 @@ class Faults:
             self._read_deaths(0.05)
         return self._statuses.get(pid)
 
+    def _await_reaped(self, pids: list[int], until: float) -> None:
+        """Wait, until the monotonic time ``until`` at most, for the zygote to report each of
+        ``pids`` reaped."""
+        while any(p not in self._statuses for p in pids) and time.monotonic() < until:
+            self._read_deaths(0.02)
+
     def _unasked_dead(self) -> Any:
         """The first scenario process that has ended without an exit step, or None."""
         for p in list(getattr(self, "_procs", {}).values()):
