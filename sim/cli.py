@@ -202,8 +202,9 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
     from .scenario.loader import ScenarioError
 
     try:
-        sim_trace = run(sc, SimBackend(seed=seed), seed=seed)
         real_trace = run(sc, real_backend)
+        # the model starts each step when the kernel did: real time passes between real steps
+        sim_trace = run(sc, SimBackend(seed=seed), seed=seed, follow=real_trace)
     except ScenarioError as e:
         return _bad(str(e))
     except RealBackendError as e:  # a process died unasked, a step timed out: no verdict

@@ -72,6 +72,22 @@ class ScenarioFailure(Exception):
     pass
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    """A fault of the real run (no verdict) is reported as one line naming what broke."""
+    outcome = yield
+    rep = outcome.get_result()
+    if isinstance(item, ScenarioItem) and call.excinfo is not None and rep.failed:
+        from .real.common import RealBackendError
+
+        exc = call.excinfo.value
+        if isinstance(exc, RealBackendError):
+            rep.longrepr = f"fault of the real run (no verdict): {exc}"
+            rep.user_properties.append(("real_fault", {
+                "proc": getattr(exc, "proc", None), "step": getattr(exc, "step", None),
+                "how": getattr(exc, "how", None), "found_at": getattr(exc, "at", None)}))
+
+
 class ScenarioFile(pytest.File):
     def collect(self) -> Any:
         from .scenario.loader import ScenarioError, load_file
@@ -102,26 +118,53 @@ class ScenarioItem(pytest.Item):
         super().__init__(**kw)
         self.scenario, self.mode, self.error = scenario, mode, error
 
+    def setup(self) -> None:
+        """A ``[real]`` item runs both sides here: a fault of the real run (a scenario process that
+        died unasked, a namespace that could not be made, a step that timed out) then ends the
+        item as an *error* -- no verdict -- and never as a disagreement."""
+        self._problems: list[str] = []
+        if self.mode == "real":
+            self._problems = self._run_real()
+
     def runtest(self) -> None:
         if self.mode == "load":
             raise ScenarioFailure(self.error)
+        if self.mode == "sim":
+            sim = self._run_sim()
+            if isinstance(sim, str):
+                raise ScenarioFailure(sim)
+            from .scenario.failures import expectation_failures
+
+            bad = expectation_failures(self.scenario, sim, "simulator")
+            if bad:
+                raise ScenarioFailure(f"{len(bad)} expectation(s) not met on the simulator:\n" + "\n".join(bad))
+            return
+        if self._problems:
+            raise ScenarioFailure("\n".join(self._problems))
+
+    def _run_sim(self, follow: Any = None) -> Any:
+        """The model's trace, or the scenario's error as text; with ``follow`` (a real trace) the
+        model's clock follows the real run's step times."""
         from .engine import SimBackend
         from .kernel.tcp_states import check_state_write
-        from .scenario.failures import divergences, expectation_failures
         from .scenario.loader import ScenarioError
         from .scenario.runner import run
 
         sc = self.scenario
         try:
             # every TCP state write of the run must be a row of the transition table
-            sim = run(sc, SimBackend(seed=sc.seed, probes=(check_state_write,)), seed=sc.seed)
+            return run(sc, SimBackend(seed=sc.seed, probes=(check_state_write,)), seed=sc.seed,
+                       follow=follow)
         except ScenarioError as e:
-            raise ScenarioFailure(str(e)) from None
-        if self.mode == "sim":
-            bad = expectation_failures(sc, sim, "simulator")
-            if bad:
-                raise ScenarioFailure(f"{len(bad)} expectation(s) not met on the simulator:\n" + "\n".join(bad))
-            return
+            return str(e)
+
+    def _run_real(self) -> list[str]:
+        """Run on the real kernel, then the model following its step times; the problems found."""
+        from .scenario.failures import divergences, expectation_failures
+        from .scenario.loader import ScenarioError
+        from .scenario.runner import run
+
+        sc = self.scenario
         if self.config.getoption("--socksim-no-real"):
             pytest.skip("--socksim-no-real given")
         pers = {h.personality for h in ([sc.host] if not sc.hosts else sc.hosts.values())} - {"linux"}
@@ -147,9 +190,12 @@ class ScenarioItem(pytest.Item):
         from .compare import compare_traces
 
         try:
-            real = run(sc, real_backend)
+            real = run(sc, real_backend)  # a RealBackendError (a fault) propagates: the item errors
         except ScenarioError as e:
-            raise ScenarioFailure(str(e)) from None
+            return [str(e)]
+        sim = self._run_sim(follow=real)
+        if isinstance(sim, str):
+            return [sim]
         problems = expectation_failures(sc, real, "real kernel")
         result = compare_traces(sc, sim, real)
         if result.disagreeing:
@@ -159,8 +205,7 @@ class ScenarioItem(pytest.Item):
             problems.append("the segments on the wire differ" + ("" if result.wire_enforced else
                                                                   " (reported only)") + ":")
             problems.extend("  " + x for x in result.wire.disagree)
-        if problems:
-            raise ScenarioFailure("\n".join(problems))
+        return problems
 
     def repr_failure(self, excinfo: Any, style: Any = None) -> Any:
         if isinstance(excinfo.value, ScenarioFailure):

@@ -225,6 +225,7 @@ class CallResult:
     errno: int | None = None
     blocked: bool = False  # True: the call has not returned yet (it may complete later)
     name: dict[str, Any] | None = None  # an address the call returned: {addr, port}
+    at: float | None = None  # real backend: when the system call began (seconds since the start)
     rule: str | None = None  # simulator only
     cite: str | None = None
     trail: list[str] = field(default_factory=list)

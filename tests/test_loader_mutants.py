@@ -1,7 +1,10 @@
 """Property: every malformed mutant of a bundled scenario is refused with one line and exit 2.
 
 Hypothesis picks a bundled scenario and one place in it (at any depth) and breaks it: a value of
-the wrong type, a number out of its range, an unknown key in a mapping, or a bad address. The
+the wrong type, a number out of its range, an unknown key in a mapping, a bad address, or a call's
+expectation of a shape no call returns (a boolean, a fraction, a word that is no errno name, a
+nested list, a mapping with an unknown key, an unknown key inside an existing expectation or one
+of its alternatives, a set form with a key beside it). The
 command must answer ``error: FILE:LINE:COL: ...`` on one line, exit 2, and never a traceback.
 The number of examples is bounded so that the default suite stays fast.
 """
@@ -27,6 +30,11 @@ DOCS = {p: yaml.safe_load(p.read_text()) for p in FILES}
 BAD_ADDRESSES = ["fe80::1%lo", "1.2.3.256", "::g", "localhost", "", "127.0.0.1:80"]
 OUT_OF_RANGE = [-(2**40), -(2**31) - 1]  # below every number field's range (seed excluded)
 WRONG_TYPES: list[Any] = [{"zz_unknown": 1}, [[["deep"]]], "not-a-number", 1.5, True]
+# A call's expectation of a shape no call can return (what each call returns: a whole number,
+# an errno name, poll's event list, an {addr, port} mapping, getsockopt's pair or {value, optlen}).
+BAD_EXPECTATIONS: list[Any] = [True, False, 1.5, "not-an-errno", [[["deep"]]], {"zz_unknown": 1},
+                               {"one_of": ["ok", {"zz_unknown": 1}]}, {"one_of": [0, 2.5]},
+                               {"range": [1, 2], "zz_unknown": 1}, {"one_of": []}, {"range": [5]}]
 # Mappings whose keys are the user's own names, where a new key can be valid.
 FREE_KEYS = ("processes", "errors")
 
@@ -62,7 +70,24 @@ def mutants(draw: Any) -> tuple[str, str]:
     f = draw(st.sampled_from(FILES))
     doc = yaml.safe_load(yaml.safe_dump(DOCS[f]))  # a deep copy
     paths = _paths(doc)
-    kind = draw(st.sampled_from(["unknown_key", "wrong_type", "out_of_range", "bad_address"]))
+    kind = draw(st.sampled_from(["unknown_key", "wrong_type", "out_of_range", "bad_address", "expectation"]))
+    if kind == "expectation":
+        calls = [("steps", i) for i, s in enumerate(doc.get("steps") or []) if isinstance(s, dict) and "call" in s]
+        if calls:
+            p = draw(st.sampled_from(calls))
+            step = _get(doc, p)
+            old = step.get("expect")
+            if isinstance(old, dict) and draw(st.booleans()):  # an unknown key inside the expectation
+                inner = old
+                if "one_of" in old and isinstance(old["one_of"], list):
+                    old["one_of"].append({"zz_unknown_key": 1})
+                else:
+                    inner["zz_unknown_key"] = 1
+                return f"{f.name}: unknown key inside expect at {p}", yaml.safe_dump(doc)
+            value = draw(st.sampled_from(BAD_EXPECTATIONS))
+            step["expect"] = value
+            return f"{f.name}: expect {value!r} at {p}", yaml.safe_dump(doc)
+        kind = "wrong_type"
     if kind == "unknown_key":
         maps = [p for p in paths if isinstance(_get(doc, p), dict) and not (p and p[-1] in FREE_KEYS)
                 and "expect" not in p]
@@ -100,7 +125,7 @@ def _run(path: Path) -> tuple[int, str]:
 
 
 @pytest.mark.filterwarnings("ignore")
-@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@settings(max_examples=160, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(mutants())
 def test_every_mutant_is_refused_on_one_line(tmp_path_factory, mutant):
     what, text = mutant

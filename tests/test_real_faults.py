@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -163,3 +164,59 @@ def test_nothing_outlives_socksim_killed_by_sigkill(tmp_path):
             except OSError:
                 pass
     assert not left, f"still running a second after socksim was killed: {left}"
+
+
+ALONE = """
+name: alone
+processes: {victim: {}}
+steps:
+  - {proc: victim, call: socket, as: s}
+  - sleep: 20
+  - {proc: victim, call: close, sock: s}
+"""
+
+
+def test_the_real_item_errors_on_a_fault_and_names_it_within_a_second(tmp_path):
+    """The [real] pytest item of a scenario whose process is killed mid-run ends as an error
+    (no verdict), not as a failure, and its report names the process, the step and the signal."""
+    f = tmp_path / "alone.yaml"
+    f.write_text(ALONE)
+    reports: dict[str, tuple[Any, float]] = {}
+    killed: dict[str, float] = {}
+    me = os.getpid()
+
+    def killer() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the zygote is our child; the scenario process its child
+            for z in _children(me):
+                kids = _children(z)
+                if kids:
+                    time.sleep(0.5)  # inside the sleep step
+                    os.kill(kids[0], signal.SIGKILL)
+                    killed["at"] = time.monotonic()
+                    return
+            time.sleep(0.05)
+
+    class Recorder:
+        def pytest_runtest_logreport(self, report: Any) -> None:
+            if report.nodeid.endswith("::real") and (report.failed or report.when == "call"):
+                reports.setdefault(report.when, (report, time.monotonic()))
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    try:
+        pytest.main([f"{f}::real", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path)],
+                    plugins=[Recorder()])
+    finally:
+        t.join(65)
+    assert "at" in killed, "the scenario process never appeared"
+    assert "setup" in reports and "call" not in reports, reports  # an error in set-up: no verdict
+    rep, seen = reports["setup"]
+    assert rep.outcome == "failed" and rep.when == "setup"  # pytest's 'error' outcome
+    fault = dict(rep.user_properties)["real_fault"]
+    assert fault["proc"] == "victim" and fault["step"] == 1 and fault["how"] == "killed by SIGKILL", fault
+    assert fault["found_at"] - killed["at"] < 1.0, fault["found_at"] - killed["at"]  # named at once
+    assert seen - killed["at"] < 3.0, seen - killed["at"]  # reported once the namespace is gone
+    text = str(rep.longrepr)
+    assert text.startswith("fault of the real run") and text.count("\n") == 0, text
+    assert "'victim'" in text and "SIGKILL" in text and "step 1" in text, text

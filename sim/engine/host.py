@@ -163,6 +163,12 @@ class SimBackend:
         self.wire = FifoTimers(self.env, self._arrive)
         self.timers = FifoTimers(self.env, self._timer, compact=self._compact_timers)
 
+    def set_clock_start(self, clock_start: float) -> None:
+        """Follow a real run's clock: CLOCK_MONOTONIC at its t = 0 (whole milliseconds of it are
+        what the kernel's tcp_clock_ms() compares, e.g. for TIME_WAIT reuse)."""
+        for k in self.kernels.values():
+            k.clock_start = clock_start
+
     def _compact_timers(self) -> bool:
         """Superseded timers leave the queue only in the fast engine and only when nothing watches
         the kernel: a subscriber sees every timer fire, the no-ops included."""

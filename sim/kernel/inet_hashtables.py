@@ -11,7 +11,7 @@ from .rules import fact, rule
 from .skbuff import Segment
 from .sockets import Sock
 from .tcp_states import State
-from .timewait import TimeWaitSock, twsk_unique
+from .timewait import TimeWaitSock, tcp_clock_ms, tw_reusable_at, twsk_unique
 from .tracepoints import PortBound, PortReleased
 
 
@@ -35,7 +35,8 @@ class InetHashtables:
         search, without the bookkeeping of a rule call (the chosen port is checked again as a
         rule), and ``ripe``: with reuse by age, the earliest time (ms) at which a TIME_WAIT entry
         found too young becomes reusable (-1: an entry may change without anything freed)."""
-        ehash, now_ms = self.ehash, self.now * 1000.0
+        ehash, clock = self.ehash, self.clock_start
+        now_ms = tcp_clock_ms(clock, self.now)
         delay_ms = self.sysctls["tcp_tw_reuse_delay"]
         ripe = [float("inf")]
 
@@ -48,7 +49,7 @@ class InetHashtables:
             if other.substate == State.FIN_WAIT2:
                 ripe[0] = -1.0  # may turn TIME_WAIT without anything being freed: no shortcut
                 return False
-            at = other.entry * 1000.0 + delay_ms
+            at = tw_reusable_at(other, delay_ms, clock)
             if now_ms > at:
                 return True
             ripe[0] = min(ripe[0], at)
@@ -79,7 +80,7 @@ class InetHashtables:
         # tcp_twsk_unique(): at tcp_tw_reuse 2 only entries with a loopback address are reused
         reuse_by_age = (bool(sysctl["tcp_timestamps"]) and (sysctl["tcp_tw_reuse"] == 1 or (
             sysctl["tcp_tw_reuse"] == 2 and (self.fib.is_loopback(saddr) or self.fib.is_loopback(daddr)))))
-        now_ms = self.now * 1000.0
+        now_ms = tcp_clock_ms(self.clock_start, self.now)
         established_ok, ripe = self._established_probe(saddr, daddr, dport, reuse_by_age)
 
         # Nothing frees a port for this destination but a hash or bind-table removal, or, with
@@ -128,7 +129,8 @@ class InetHashtables:
             return True
         if isinstance(other, TimeWaitSock):
             s = self.sysctls
-            if twsk_unique(other, explicitly_bound, s["tcp_tw_reuse"], s["tcp_tw_reuse_delay"], self.now):
+            if twsk_unique(other, explicitly_bound, s["tcp_tw_reuse"], s["tcp_tw_reuse_delay"], self.now,
+                           self.clock_start):
                 if not probe:
                     sk.ts_recent = other.ts_recent  # tcp_twsk_unique(): ts_recent carried over
                     self._mib("TWRecycled")

@@ -175,6 +175,9 @@ class Kernel(Tracepoints, FileOps, Select, SocketCalls, AfInet, InetConnectionSo
         self.fib = Fib()  # addresses and routes besides loopback (hosts joined by links)
         self._pid = 100
         self.now = 0.0
+        # CLOCK_MONOTONIC (seconds) at now = 0: the kernel's millisecond clock tcp_clock_ms()
+        # ticks on whole milliseconds of that clock (set to a real run's when following one)
+        self.clock_start = 0.0
         self._last_expiry = -1.0  # the last timer-wheel expiry handed out (one float per bucket)
         self.probes: list[Any] = []  # subscribers (tracepoints.Tracepoints.subscribe)
         self.trail = Trail(self.probes)  # the rules and facts of the current kernel entry

@@ -86,6 +86,8 @@ class TcpMinisocks:
                 return
             if seg.flags & FIN:
                 self.tcp_set_state(tw, State.TIME_WAIT, "rcv_fin")
+                if tw.ts_recent and seg.ts:  # tcp_timewait_state_process(): tw_ts_recent_stamp renewed
+                    tw.ts_stamp = self.now
                 self.inet_twsk_reschedule(tw)
                 tw.wire[1] += 1  # tw_rcv_nxt: the FIN is acknowledged
                 self.tcp_v4_timewait_ack(tw, seg)

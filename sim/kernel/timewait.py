@@ -44,7 +44,7 @@ class TimeWaitSock:
     entry left by alike sockets, read through properties of the same names.
     """
 
-    __slots__ = ("key", "bind", "substate", "entry", "expires", "ts_recent", "gen", "wire")
+    __slots__ = ("key", "bind", "substate", "entry", "expires", "ts_recent", "ts_stamp", "gen", "wire")
     is_tw = True
     tcp_state = TIME_WAIT_STATE
     _binds: dict[tuple, tuple] = {}  # the shared bind-time tuples
@@ -58,6 +58,7 @@ class TimeWaitSock:
         self.entry = now  # tw_entry_stamp
         self.expires = expires
         self.ts_recent = ts  # tw_ts_recent_stamp != 0: the connection used timestamps
+        self.ts_stamp = now  # tw_ts_recent_stamp: when its last timestamped segment arrived
         self.gen = 0
         self.wire = [0, 0, 0, 0]  # tw_snd_nxt, tw_rcv_nxt, tw_rcv_wnd, tw_rcv_wscale (the wire's numbers)
 
@@ -106,8 +107,20 @@ class TimeWaitTable:
 
 
 @rule("tw.reuse_for_connect", "timewait")
+def tcp_clock_ms(clock_start: float, t: float) -> int:
+    """tcp_clock_ms() in include/net/tcp.h: CLOCK_MONOTONIC in whole milliseconds (truncated)."""
+    return int((clock_start + t) * 1000.0)
+
+
+def tw_reusable_at(tw: TimeWaitSock, reuse_delay_ms: int, clock_start: float) -> int:
+    """tcp_twsk_unique() in net/ipv4/tcp_ipv4.c: the entry may be reused once tcp_clock_ms() is
+    past its ts_recent stamp (when its last segment arrived: the peer's FIN for an entry that
+    waited in FIN_WAIT2) plus tcp_tw_reuse_delay."""
+    return tcp_clock_ms(clock_start, tw.ts_stamp) + reuse_delay_ms
+
+
 def twsk_unique(tw: TimeWaitSock, explicitly_bound: bool, tw_reuse: int, reuse_delay_ms: int,
-                now: float) -> bool:
+                now: float, clock_start: float = 0.0) -> bool:
     """tcp_twsk_unique() in net/ipv4/tcp_ipv4.c: may connect() take over this TIME_WAIT 4-tuple?"""
     reuse = tw_reuse
     if tw.substate == FIN_WAIT2_STATE:
@@ -129,8 +142,9 @@ def twsk_unique(tw: TimeWaitSock, explicitly_bound: bool, tw_reuse: int, reuse_d
     if explicitly_bound:
         fact("the socket was bound explicitly: a TIME_WAIT 4-tuple with timestamps is recycled at once")
         return True
-    age_ms = (now - tw.entry) * 1000.0
-    if reuse and age_ms > reuse_delay_ms:
+    now_ms = tcp_clock_ms(clock_start, now)
+    age_ms = now_ms - tcp_clock_ms(clock_start, tw.ts_stamp)
+    if reuse and now_ms > tw_reusable_at(tw, reuse_delay_ms, clock_start):
         fact(f"tcp_tw_reuse={tw_reuse} and the entry is {age_ms:.0f} ms old (> tcp_tw_reuse_delay "
              f"{reuse_delay_ms} ms): recycled")
         return True

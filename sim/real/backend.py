@@ -299,6 +299,8 @@ class RealBackend(ProcessChannels, Observations, Faults):
                 fds: list[int]) -> CallResult:
         """Turn a reply into a CallResult; adopt a forked process; see an exited one out."""
         result = CallResult(ret=msg.get("ret"), err=msg.get("err"), name=msg.get("name"))
+        if isinstance(msg.get("t_in"), (int, float)):
+            result.at = max(0.0, float(msg["t_in"]) - self._t0)  # the driver's clock is ours
         if call == "fork":
             if fds:
                 child = self._register(str(args.get("as")), fds[0])
@@ -515,6 +517,8 @@ class RealBackend(ProcessChannels, Observations, Faults):
             "sysctl_absent": self.meta.get("sysctl_absent", []),
             "processes": dict(self._history),
             "duration": round(self.now(), 6),
+            # CLOCK_MONOTONIC at t = 0 (the kernel's tcp_clock_ms() counts on this clock)
+            "clock_start": self._t0,
             "left_running": left,
             "wire": self.meta.get("wire", "not captured: the namespace was not made"),
         }

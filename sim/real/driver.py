@@ -246,6 +246,7 @@ class Child:
     # -- calls
     def call(self, name: str, a: dict) -> tuple[dict, list[int]]:
         fds: list[int] = []
+        t_in = time.monotonic()  # just before the system call: when the kernel saw it
         if name == "fork":
             ret, err, fds = self.c_fork()
         else:
@@ -255,8 +256,8 @@ class Child:
             got = fn(a)
             ret, err = got[0], got[1]
             if len(got) > 2 and got[2] is not None:
-                return {"ret": ret, "err": err, "name": got[2], "t": time.monotonic()}, fds
-        return {"ret": ret, "err": err, "t": time.monotonic()}, fds
+                return {"ret": ret, "err": err, "name": got[2], "t": time.monotonic(), "t_in": t_in}, fds
+        return {"ret": ret, "err": err, "t": time.monotonic(), "t_in": t_in}, fds
 
     def c_socket(self, a: dict):
         typ = TYPES[a.get("type", "SOCK_STREAM")] | (SOCK_NONBLOCK if a.get("nonblock") else 0)

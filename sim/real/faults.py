@@ -28,6 +28,7 @@ class RealFault(RealBackendError):
                  how: str | None = None) -> None:
         super().__init__(message)
         self.proc, self.step, self.how = proc, step, how
+        self.at = time.monotonic()  # when the fault was found
 
 
 def describe_status(status: int | None) -> str:

@@ -48,8 +48,11 @@ class _Run:
     """One pass of a scenario over one backend."""
 
     def __init__(self, scenario: Scenario, backend: Backend, seed: int | None,
-                 on_step: Callable[[StepRecord], None] | None, personality: str | None):
+                 on_step: Callable[[StepRecord], None] | None, personality: str | None,
+                 follow: Trace | None = None):
         self.sc, self.backend, self.on_step = scenario, backend, on_step
+        self.step_times = step_times(follow) if follow is not None else {}
+        self.clock_start = follow.summary.get("clock_start") if follow is not None else None
         self.data = scenario.model_dump(by_alias=True)
         # only the settings the scenario sets: each kernel (and the real one) keeps its own defaults
         self.data["host"]["sysctls"] = scenario.host.sysctls.model_dump(exclude_unset=True)
@@ -77,11 +80,14 @@ class _Run:
     def go(self) -> Trace:
         wall = time.monotonic()
         self.backend.start(self.data)
+        if isinstance(self.clock_start, (int, float)) and hasattr(self.backend, "set_clock_start"):
+            self.backend.set_clock_start(float(self.clock_start))
         try:
             self.qt.start()
             for i, step in enumerate(self.sc.steps):
                 line = self.sc.step_lines[i] if i < len(self.sc.step_lines) else 0
                 self.cur_step = i
+                self._follow(i)
                 if hasattr(self.backend, "begin_step"):  # the real backend names steps in faults
                     self.backend.begin_step(i)
                 self.step(step, line)
@@ -99,6 +105,15 @@ class _Run:
         self.trace.meta["wall_seconds"] = round(time.monotonic() - wall, 3)
         self.trace.meta["source"] = self.sc.source
         return self.trace
+
+    def _follow(self, i: int) -> None:
+        """Start step ``i`` at the time the followed run started it: real time passes between a
+        real run's steps (each takes milliseconds, a long run many seconds), and rules that read
+        the clock (TIME_WAIT reuse after tcp_tw_reuse_delay, timers, timestamps) must see the
+        same time on both sides. The clock only moves forward; timers due meanwhile fire."""
+        t = self.step_times.get(i)
+        if t is not None and t > self.backend.now():
+            self.sleep(t - self.backend.now())
 
     def _record(self, kind: str, line: int, expect: Any = None, step: Any = None) -> StepRecord:
         rec = StepRecord(index=len(self.trace.steps), line=line, kind=kind,
@@ -200,6 +215,8 @@ class _Run:
         res = _api_call(self.pers, step.call, step.proc, self.last_err)
         if res is None:
             res = self.backend.call(rec.index, step.proc, self.pers.kernel_call(step.call), args)
+        if res.at is not None:  # when the system call began, a little after the step was issued
+            rec.time = round(res.at, 9)
         _fill(rec, res, self.pers, step.call)
         if rec.errno is not None:
             self.last_err[step.proc] = (rec.err, rec.errno)
@@ -369,10 +386,21 @@ def _failed(rec: StepRecord) -> bool:
 
 
 def run(scenario: Scenario, backend: Backend, seed: int | None = None,
-        on_step: Callable[[StepRecord], None] | None = None, personality: str | None = None) -> Trace:
+        on_step: Callable[[StepRecord], None] | None = None, personality: str | None = None,
+        follow: Trace | None = None) -> Trace:
     """Run ``scenario`` on ``backend``; the trace has one record per step, plus one per call a
-    timer's slot made (``via`` says which timeout)."""
-    return _Run(scenario, backend, seed, on_step, personality).go()
+    timer's slot made (``via`` says which timeout). With ``follow`` (the trace of another run of
+    the same scenario, e.g. the real kernel's) each step starts at the time it started there."""
+    return _Run(scenario, backend, seed, on_step, personality, follow).go()
+
+
+def step_times(trace: Trace) -> dict[int, float]:
+    """When each scenario step started in ``trace``: the time of its first record."""
+    out: dict[int, float] = {}
+    for rec in trace.steps:
+        if rec.step is not None and rec.step not in out and rec.time is not None:
+            out[rec.step] = float(rec.time)
+    return out
 
 
 def present(pers, call: str, res: CallResult) -> tuple:

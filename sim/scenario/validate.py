@@ -144,15 +144,26 @@ def check_expect(step: Any, expect: Any, path: tuple, fail: Fail) -> None:
     if kind != "call":
         return
     call = step.call
+    pair = call == "getsockopt" and getattr(step, "opt", None) in PAIR_OPTS
 
     def leaf(v: Any, p: tuple) -> None:
         if is_set(v):
+            if call == "poll" and "range" in v:
+                fail(p + ("range",), "expected a list of poll events (poll returns the ready events, "
+                                     "not a number), found a range")
             check_set(v, p, fail, leaf)
+        elif isinstance(v, dict) and any(k in SET_KEYS for k in v):
+            fail(p, "expected {one_of: [...]} or {range: [low, high]} alone in its mapping, found "
+                    f"other keys beside it: {', '.join(sorted(map(str, v)))}")
+        elif isinstance(v, (bool, float)):
+            fail(p, f"expected a whole number, an errno name, ok, error, {{one_of: [...]}} or "
+                    f"{{range: [low, high]}}, found {_kind(v)} ({call} returns whole numbers)")
         elif isinstance(v, str):
             if v not in WORDS:
                 fail(p, f"expected ok, error, BLOCKED or an errno name (e.g. EADDRINUSE), found {v!r}")
         elif isinstance(v, dict) and call == "getsockopt" and getattr(step, "optlen", None) is not None:
-            _mapping(v, p, fail, {"value": ("a value", lambda x: not isinstance(x, (dict, bool))),
+            _mapping(v, p, fail, {"value": ("a pair of whole numbers" if pair else "a whole number or an "
+                                            "errno name", lambda x: _option_value(x, pair)),
                                   "optlen": INT})
         elif isinstance(v, dict):
             if call not in NAME_CALLS:
@@ -167,12 +178,25 @@ def check_expect(step: Any, expect: Any, path: tuple, fail: Fail) -> None:
 
                         fail(p + (i,), f"expected a poll event ({', '.join(POLL_EVENTS)}), found "
                                        f"{_kind(e)}{_suggest(e, POLL_EVENTS)}")
-            elif not (call == "getsockopt" and getattr(step, "opt", None) in PAIR_OPTS):
+            elif not pair:
                 fail(p, f"expected a single value, found a list ({call} returns one value)")
+            elif len(v) != 2:
+                fail(p, f"expected a pair [a, b] ({step.opt} is two numbers), found a list of {len(v)} items")
+            else:
+                for i, e in enumerate(v):
+                    _scalar(e, p + (i,), fail, "a whole number", INT[1])
         elif call == "poll":
             fail(p, f"expected a list of poll events (e.g. [POLLIN, POLLOUT]), found {_kind(v)}")
 
     leaf(expect, path)
+
+
+def _option_value(v: Any, pair: bool) -> bool:
+    """What getsockopt() can return as an option's value: a number (a pair for SO_LINGER and
+    IP_LOCAL_PORT_RANGE), or an error name (SO_ERROR)."""
+    if pair:
+        return isinstance(v, list) and len(v) == 2 and all(INT[1](x) for x in v)
+    return INT[1](v) or (isinstance(v, str) and v in WORDS)
 
 
 def _is_addr(v: Any) -> bool:
