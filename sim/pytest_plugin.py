@@ -17,6 +17,11 @@ Each becomes two items:
   Scenarios with Qt or QTimer steps also need PySide6 (the ``qt`` extra) for their real run:
   skipped without it, failed under CI.
 
+A fault of the real run (a scenario process that died without a step ending it, a namespace that
+cannot be made, a step that timed out) ends the ``[real]`` item as an error, with no verdict: one
+line naming the process, the step and the signal. The real run goes first and the model then
+starts each step when the kernel started it, so rules that read the clock agree.
+
 A failure is told in the scenario's terms: the step as written, the call, expected and found;
 where the real kernel gives different results on two runs, the tolerance block to paste.
 Scenarios with ``slow: true`` (they wait out real kernel timers) carry the ``slow`` marker.
