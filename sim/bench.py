@@ -230,13 +230,18 @@ def figure_c(scenario: str, duration: float, tw_reuse: int) -> dict[str, Any]:
             "per_connection_s": wall / max(1, m["attempts"])}
 
 
-def steps_scenario(n: int) -> str:
-    """A scenario of ``n`` connections written as steps: 3 steps of set-up, then 5 per connection."""
+def steps_scenario(n: int, port_range: tuple[int, int] | None = None) -> str:
+    """A scenario of ``n`` connections written as steps: 3 steps of set-up, then 5 per connection.
+    With ``port_range`` (an ephemeral range), the listener is non-blocking: a connect() that
+    finds no port fails and the accept() after it answers EAGAIN."""
     lines = ["name: page-size", "description: |", f"  {n} connections written as steps.",
+             *(["host:", f"  sysctls: {{ip_local_port_range: [{port_range[0]}, {port_range[1]}]}}"]
+               if port_range else []),
              "processes:", "  server: {}", "  client: {nofile: 65536}", "steps:",
              "  - {proc: server, call: socket, as: srv}",
              "  - {proc: server, call: bind, sock: srv, addr: 127.0.0.1, port: 8080}",
-             "  - {proc: server, call: listen, sock: srv, backlog: 4096}"]
+             "  - {proc: server, call: listen, sock: srv, backlog: 4096}",
+             *(["  - {proc: server, call: set_nonblocking, sock: srv}"] if port_range else [])]
     for i in range(n):
         lines += [f"  - {{proc: client, call: socket, as: c{i}}}",
                   f"  - {{proc: client, call: connect, sock: c{i}, addr: 127.0.0.1, port: 8080}}",

@@ -17,6 +17,7 @@ import os
 
 import pytest
 
+from sim.bench import steps_scenario
 from sim.compare import compare_traces
 from sim.engine import SimBackend
 from sim.real.backend import RealBackend
@@ -28,33 +29,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.real]
 CONNECTIONS = 1000
 
 
-def thousand_connections(n: int = CONNECTIONS) -> str:
-    """The scenario: n connections to one listener from an 8-port range, each closed by the
-    client first (its port waits in TIME_WAIT), every step written out."""
-    lines = ["name: connections-as-steps",
-             f"description: {n} connections written as steps from an 8-port range at tcp_tw_reuse=2",
-             "host:", "  sysctls: {ip_local_port_range: [40000, 40007]}",
-             "processes: {srv: {}, cli: {}}", "steps:",
-             "  - {proc: srv, call: socket, as: l}",
-             "  - {proc: srv, call: bind, sock: l, addr: 127.0.0.1, port: 8080, expect: ok}",
-             "  - {proc: srv, call: listen, sock: l, backlog: 128, expect: ok}",
-             "  - {proc: srv, call: set_nonblocking, sock: l, expect: ok}"]
-    for i in range(n):
-        lines += [f"  - {{proc: cli, call: socket, as: c{i}}}",
-                  f"  - {{proc: cli, call: connect, sock: c{i}, addr: 127.0.0.1, port: 8080}}",
-                  f"  - {{proc: srv, call: accept, sock: l, as: a{i}}}",
-                  f"  - {{proc: cli, call: close, sock: c{i}}}",
-                  f"  - {{proc: srv, call: close, sock: a{i}}}"]
-    return "\n".join(lines) + "\n"
-
-
 def test_a_thousand_connections_as_steps_agree():
     ok, why = RealBackend.available()
     if not ok:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true but no namespace can be made: {why}")
         pytest.skip(f"no private network namespace here: {why}")
-    sc = load_text(thousand_connections(), "connections-as-steps.yaml")
+    # eight ports, each connection closed by the client first: its port waits in TIME_WAIT
+    sc = load_text(steps_scenario(CONNECTIONS, port_range=(40000, 40007)), "connections-as-steps.yaml")
     real = run(sc, RealBackend())
     sim = run(sc, SimBackend(seed=sc.seed), seed=sc.seed, follow=real)
     result = compare_traces(sc, sim, real)

@@ -295,3 +295,34 @@ def test_a_point_that_fails_is_reported_and_the_sweep_goes_on(capsys, tiny, tmp_
 def test_sweep_error_type_is_bad_input():
     with pytest.raises(SweepError):
         resolve_name("nope")
+
+
+WEIGHED = """
+name: weighed
+host:
+  sysctls: {tcp_tw_reuse: 0, ip_local_port_range: [40000, 40009]}
+processes: {server: {}, client: {}}
+steps:
+  - {proc: server, call: socket, as: srv}
+  - {proc: server, call: bind, sock: srv, addr: 127.0.0.1, port: 8080}
+  - {proc: server, call: listen, sock: srv, backlog: 128}
+  - load: {proc: client, addr: 127.0.0.1, port: 8080, rate: 100, duration: 1, accept_proc: server, listener: srv}
+"""
+
+
+def test_the_progress_unit_is_what_a_point_costs():
+    """The sweep's progress unit is connections made (refused attempts cost the simulator far
+    less: REFUSED_COST each), so a point whose ports run out weighs its successes; the work its
+    run reports adds up to that weight, and the run makes the connections the weight assumed."""
+    from sim.scenario.loader import load_text
+    from sim.scenario.runner import run
+    from sim.sweep.point import REFUSED_COST, _progress_backend, closed_form, point_metrics, point_work
+
+    sc = load_text(WEIGHED, "weighed.yaml")
+    est = closed_form(sc)
+    assert (est["ok"], est["attempts"]) == (10, 100)
+    assert point_work(sc) == pytest.approx(10 + REFUSED_COST * 90 + len(sc.steps))
+    reported: list[float] = []
+    trace = run(sc, _progress_backend(0, reported.append, sc), seed=0)
+    assert sum(reported) == pytest.approx(point_work(sc) - len(sc.steps))
+    assert point_metrics(trace, sc)["ok"] == 10

@@ -151,6 +151,18 @@ class AfInet:
         fact("this socket's connect() sent a SYN before: the kernel refuses listen() on it (EINVAL)")
         raise SysError("EINVAL", "listen.after_connect")
 
+    @rule("connect.after_listen_stopped", "tcp")
+    def connect_after_listen_stopped(self, sk: Sock) -> None:
+        """inet_shutdown() in net/ipv4/af_inet.c stops a listener on SHUT_RD (tcp_disconnect()); connect() on that socket then fails with EINVAL (measured: Linux 6.18, scenarios/regressions/connect-after-listener-shut-down.yaml).
+
+        The socket is CLOSE and SS_UNCONNECTED: listen() works on it again and bind() too, but
+        connect() is refused before any SYN is sent, whatever the destination. Cross-checked on
+        the real kernel by that scenario; the check in the connect path that refuses it is not
+        identified here.
+        """
+        fact("shutdown(SHUT_RD) stopped this socket's listening: the kernel refuses connect() on it (EINVAL)")
+        raise SysError("EINVAL", "connect.after_listen_stopped")
+
     def ip_route_connect(self, sk: Sock, daddr: str) -> str:
         if sk.laddr not in ("0.0.0.0", "::"):
             return sk.laddr
@@ -180,6 +192,8 @@ class AfInet:
         if sk.tcp_state != State.CLOSE:
             fact(f"the socket is {State(sk.tcp_state).name}")
             raise SysError("EISCONN", "sys.connect")
+        if sk.listen_stopped:
+            self.connect_after_listen_stopped(sk)
         daddr = norm_addr(addr)
         dip = ip_addr(daddr)
         if sk.family == 4 and dip.version == 6:
@@ -266,6 +280,7 @@ class AfInet:
                 fact("shutdown(SHUT_RD) on a listener stops it (tcp_disconnect -> inet_csk_listen_stop)")
                 self.tcp_disconnect(sk)
                 sk.sock_state = SS_UNCONNECTED
+                sk.listen_stopped = True
         elif st == State.SYN_SENT:
             self.tcp_disconnect(sk)
             sk.sock_state = SS_UNCONNECTED

@@ -61,6 +61,7 @@ class Sock:
         self.bindaddr_lock = False  # SOCK_BINDADDR_LOCK: bind() chose the address
         self.connect_bind = False  # SOCK_CONNECT_BIND: the port came from connect()
         self.sent_syn = False  # connect() got as far as sending a SYN (the socket went SYN_SENT)
+        self.listen_stopped = False  # shutdown(SHUT_RD) stopped this socket's listening
         self.in_bhash = False
         self.in_ehash = False
         # listener

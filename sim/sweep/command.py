@@ -240,16 +240,30 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, list, list, dict, int, list
     return sc, params, grid, base, seed, work
 
 
+def spread_order(n: int) -> list[int]:
+    """0..n-1 in bit-reversed order (0, 4, 2, 6, 1, 5, 3, 7 for 8): every prefix spreads over the
+    whole grid instead of sweeping one corner of it first. The remaining-time estimate
+    extrapolates from the work done so far; a prefix of points that all cost alike per unit
+    (e.g. every tcp_tw_reuse=0 point before any tcp_tw_reuse=2 one) would bias it."""
+    bits = max(1, (n - 1).bit_length())
+    order = sorted(range(1 << bits), key=lambda i: int(format(i, f"0{bits}b")[::-1], 2))
+    return [i for i in order if i < n]
+
+
 def _run_all(executor: Any, client: Any, queue: Any, tasks: list[dict[str, Any]], work: list[float],
              bar: _Progress, add: Callable[[dict[str, Any]], None], seed: int) -> None:
-    """Run every task, handing each result to ``add`` as it arrives."""
+    """Run every task, in :func:`spread_order`, handing each result to ``add`` as it arrives."""
+    params = {t["index"]: t["params"] for t in tasks}
+    order = spread_order(len(tasks))
+    tasks, work = [tasks[i] for i in order], [work[i] for i in order]
+    bar.plan([t["index"] for t in tasks], work)
     if isinstance(executor, _Inline):
         inline_done: dict[int, float] = {}
         for t, w in zip(tasks, work):
             if bar.enabled:
-                t = dict(t, _report=lambda d, i=t["index"]: (bar.advance(d), inline_done.__setitem__(i, inline_done.get(i, 0) + d)))
+                t = dict(t, _report=lambda d, i=t["index"]: (bar.advance(d, i), inline_done.__setitem__(i, inline_done.get(i, 0) + d)))
             res = run_point(t)
-            bar.point_done(w - inline_done.get(t["index"], 0.0))
+            bar.point_done(w - inline_done.get(t["index"], 0.0), t["index"])
             add(res)
         return
     futures = {executor.submit(run_point, t): (t["index"], w) for t, w in zip(tasks, work)}
@@ -268,8 +282,8 @@ def _run_all(executor: Any, client: Any, queue: Any, tasks: list[dict[str, Any]]
                 if isinstance(e, (ModuleNotFoundError, ImportError)) and client is not None:
                     raise SweepError(f"the Dask workers cannot import socksim ({e}); install socksim "
                                      "on every worker") from None
-                res = {"index": idx, "params": tasks[idx]["params"], "seed": seed, "error": msg}
-            bar.point_done(max(0.0, w - credited.pop(idx, 0.0)))
+                res = {"index": idx, "params": params[idx], "seed": seed, "error": msg}
+            bar.point_done(max(0.0, w - credited.pop(idx, 0.0)), idx)
             add(res)
 
 
@@ -318,7 +332,7 @@ def _sweep(args: argparse.Namespace) -> int:
             jobs = min(args.jobs or avail, len(tasks))
             desc = {"kind": "local", "jobs": jobs}
             executor, queue = (_Inline(), None) if jobs == 1 else _local_executor(jobs, progress)
-        with _Progress(progress, len(tasks), sum(work)) as bar:
+        with _Progress(progress, len(tasks), sum(work), desc.get("jobs", 0)) as bar:
             _run_all(executor, client, queue, tasks, work, bar, add, seed)
     except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM, SIGHUP: keep the finished points
         stopped = e
@@ -391,12 +405,16 @@ def _drain(queue: Any, bar: _Progress, credited: dict[int, float]) -> None:
         except (_q.Empty, OSError, EOFError):
             return
         credited[idx] = credited.get(idx, 0.0) + d
-        bar.advance(d)
+        bar.advance(d, idx)
 
 
-def whole_run_eta() -> Any:
+REPORT_EVERY = 0.25  # seconds between a running point's progress reports (sim/sweep/point.py)
+
+
+def whole_run_eta(estimate: Callable[[float], float | None] | None = None) -> Any:
     """A remaining-time column from the whole run's average speed (elapsed x left / done), not
-    from the last seconds' speed, which swings with the cost of the point being run."""
+    from the last seconds' speed, which swings with the cost of the point being run; or from
+    ``estimate(elapsed)`` (a sweep's: its points scheduled on its workers)."""
     from rich.progress import ProgressColumn
     from rich.text import Text
 
@@ -404,7 +422,9 @@ def whole_run_eta() -> Any:
         def render(self, task: Any) -> Text:
             if not task.completed or not task.total or task.elapsed is None:
                 return Text("-:--:--", style="progress.remaining")
-            left = task.elapsed * max(0.0, task.total - task.completed) / task.completed
+            left = estimate(task.elapsed) if estimate is not None else None
+            if left is None:
+                left = task.elapsed * max(0.0, task.total - task.completed) / task.completed
             h, rest = divmod(int(left + 0.5), 3600)
             return Text(f"{h}:{rest // 60:02d}:{rest % 60:02d}", style="progress.remaining")
 
@@ -415,8 +435,13 @@ class _Progress:
     """A rich progress bar on stderr, in units of work (connections, see point_work); points
     done in its text."""
 
-    def __init__(self, enabled: bool, points: int, work: float):
+    def __init__(self, enabled: bool, points: int, work: float, jobs: int = 0):
         self.enabled, self.points, self.work, self.done = enabled, points, work, 0
+        self.jobs = jobs  # local worker processes (0: unknown, e.g. a Dask cluster)
+        self.order: list[int] = []  # point indices in the order they are handed out
+        self.size: dict[int, float] = {}  # point index -> its work
+        self.credit: dict[int, float] = {}  # point index -> work done so far (points started)
+        self.span: dict[int, list[float]] = {}  # point index -> [first report, end] (monotonic)
         self.p = None
         if enabled:
             from rich.console import Console
@@ -424,7 +449,7 @@ class _Progress:
 
             self.p = Progress(TextColumn("[bold]sweep[/bold] {task.description}"), BarColumn(),
                               TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
-                              TextColumn("eta"), whole_run_eta(),
+                              TextColumn("eta"), whole_run_eta(self.remaining),
                               console=Console(stderr=True), transient=False)
             self.task = self.p.add_task(self._text(), total=work)
 
@@ -440,12 +465,47 @@ class _Progress:
         if self.p:
             self.p.stop()
 
-    def advance(self, d: float) -> None:
+    def plan(self, order: list[int], work: list[float]) -> None:
+        """The points in the order they are handed to the workers, and the work of each."""
+        self.order, self.size = list(order), dict(zip(order, work))
+
+    def remaining(self, elapsed: float) -> float | None:
+        """The time left if the points left run on the workers as they are handed out: a
+        worker's speed is the work done so far over the time workers spent running points; each
+        point left goes to the worker that is free first. A single average over the run would
+        miss its end, where fewer points than workers are left and workers idle."""
+        now = time.monotonic()
+        done = sum(self.credit.values())
+        busy = sum((end if end else now) - start for start, end in self.span.values())
+        if self.jobs <= 0 or not self.order or done <= 0 or busy <= 0:
+            return None
+        speed = done / busy
+        running = [i for i, (_, end) in self.span.items() if not end]
+        free = sorted(max(0.0, self.size[i] - self.credit[i]) / speed for i in running)
+        free += [0.0] * max(0, self.jobs - len(free))
+        for i in self.order:
+            if i not in self.credit:
+                free.sort()
+                free[0] += self.size[i] / speed
+        return max(free)
+
+    def _started(self, index: int) -> None:
+        # a point reports first after REPORT_EVERY seconds of running
+        self.span.setdefault(index, [time.monotonic() - REPORT_EVERY, 0.0])
+
+    def advance(self, d: float, index: int | None = None) -> None:
+        if index is not None:
+            self._started(index)
+            self.credit[index] = self.credit.get(index, 0.0) + d
         if self.p and d > 0:
             self.p.advance(self.task, d)
 
-    def point_done(self, rest: float) -> None:
+    def point_done(self, rest: float, index: int | None = None) -> None:
         self.done += 1
+        if index is not None:
+            self._started(index)
+            self.credit[index] = self.credit.get(index, 0.0) + max(0.0, rest)
+            self.span[index][1] = time.monotonic()
         if self.p:
             self.p.update(self.task, advance=max(0.0, rest), description=self._text())
 
