@@ -16,9 +16,9 @@ from .timer_compare import relax
 from .trace import Trace
 from .wire import WireComparison, compare_wire
 
-# Whether a divergence on the wire makes the traces disagree (False: reported only: scenarios
-# landed since the last capture of every bundled scenario are not yet all matched).
-WIRE_ENFORCED = False
+# Whether a divergence on the wire makes the traces disagree: it does (every bundled Linux
+# scenario agrees on the wire, or names the tolerance it needs with its reason).
+WIRE_ENFORCED = True
 
 FIELDS = ("ret", "err", "blocked", "completed_after", "obs", "name")
 

@@ -80,55 +80,76 @@ def segment_text(seg: WireSegment, steps: list[StepRecord]) -> str:
 
 
 def compare_wire(scenario: Any, sim: Trace, real: Trace) -> WireComparison:
-    """The real trace's segments are what is expected; the simulator's are what was found."""
+    """The real trace's segments are what is expected; the simulator's are what was found.
+
+    A segment is placed by its own trace's record, named by the scenario step it comes from: a
+    timer's slot makes one record per call it made, and the two backends need not make the same
+    number of records for the segments of one step to match."""
     wire_note = str((real.summary or {}).get("wire", ""))
     if not wire_note.startswith("captured"):
         return WireComparison(checked=False, why=f"the real kernel's wire was {wire_note or 'not captured'}")
     scenario_wide = list(getattr(scenario, "tolerate", None) or [])
-    steps = sim.steps if len(sim.steps) >= len(real.steps) else real.steps
-    groups = _groups(steps)
     out = WireComparison()
     conns = sorted({s.conn for s in sim.wire} | {s.conn for s in real.wire})
     out.connections = len(conns)
+    sides = (_Side(real.steps, scenario_wide), _Side(sim.steps, scenario_wide))
     for c in conns:
         want = [s for s in real.wire if s.conn == c]
         got = [s for s in sim.wire if s.conn == c]
-        _compare_connection(c, want, got, steps, groups, scenario_wide, out)
+        _compare_connection(c, want, got, sides, out)
     return out
 
 
-def _compare_connection(c: int, want: list[WireSegment], got: list[WireSegment],
-                        steps: list[StepRecord], groups: list[int], scenario_wide: list[Any],
-                        out: WireComparison) -> None:
-    def split(segs: list[WireSegment]) -> tuple[list[WireSegment], list[WireSegment]]:
-        loose = [s for s in segs if "wire" in _tolerances(_at(steps, s.rec), ())]
+class _Side:
+    """One trace's records, as the comparison reads them for that trace's segments."""
+
+    def __init__(self, steps: list[StepRecord], scenario_wide: list[Any]):
+        self.steps, self.scenario_wide = steps, scenario_wide
+        self.groups = _groups(steps)
+
+    def tolerances(self, seg: WireSegment, scenario_wide: bool = True) -> dict[str, str]:
+        return _tolerances(_at(self.steps, seg.rec), self.scenario_wide if scenario_wide else ())
+
+    def key(self, seg: WireSegment) -> tuple:
+        head = self.groups[seg.rec] if seg.rec < len(self.groups) else seg.rec
+        rec = _at(self.steps, head)
+        step = rec.step if rec is not None and rec.step is not None else head
+        return _key(seg, self.tolerances(seg), step)
+
+    def keys(self, segs: list[WireSegment]) -> list[tuple]:
+        return [self.key(s) for s in segs]
+
+    def split(self, segs: list[WireSegment]) -> tuple[list[WireSegment], list[WireSegment]]:
+        loose = [s for s in segs if "wire" in self.tolerances(s, False)]
         return [s for s in segs if s not in loose], loose
 
-    def keys(segs: list[WireSegment]) -> list[tuple]:
-        return [_key(s, _tolerances(_at(steps, s.rec), scenario_wide),
-                     groups[s.rec] if s.rec < len(groups) else s.rec) for s in segs]
 
-    want_strict, want_loose = split(want)
-    got_strict, got_loose = split(got)
+def _compare_connection(c: int, want: list[WireSegment], got: list[WireSegment],
+                        sides: tuple[_Side, _Side], out: WireComparison) -> None:
+    real, sim = sides
+    want_strict, want_loose = real.split(want)
+    got_strict, got_loose = sim.split(got)
     ends = want[0] if want else got[0]
     head = f"connection {c} ({ends.src} > {ends.dst}):"
-    lines = _diff(keys(want_strict), keys(got_strict), want_strict, got_strict, steps)
+    wk, gk = real.keys(want_strict), sim.keys(got_strict)
+    lines = _diff(wk, gk, want_strict, got_strict, sides)
     if lines:
         out.disagree.append(head)
         out.disagree.extend(lines)
-        sig = _first_divergence(keys(want_strict), keys(got_strict), want_strict, got_strict)
+        sig = _first_divergence(wk, gk, want_strict, got_strict)
         if sig and (out.first is None or sig[0] < out.first[0]):
             out.first = sig
-    loose = _diff(keys(want_loose), keys(got_loose), want_loose, got_loose, steps)
+    loose = _diff(real.keys(want_loose), sim.keys(got_loose), want_loose, got_loose, sides)
     if loose:
-        reasons = {_tolerances(_at(steps, s.rec), ())["wire"] for s in want_loose + got_loose}
+        reasons = {real.tolerances(s, False)["wire"] for s in want_loose}
+        reasons |= {sim.tolerances(s, False)["wire"] for s in got_loose}
         out.tolerated.append(f"{head} (tolerated: {'; '.join(sorted(reasons))})")
         out.tolerated.extend(loose)
     for w, g in zip(want_strict, got_strict):
-        tol = _tolerances(_at(steps, w.rec), scenario_wide)
+        tol = real.tolerances(w)
         for f, name in (("win", "wire.win"), ("opts", "wire.opts")):
             if name in tol and getattr(w, f) != getattr(g, f):
-                out.tolerated.append(f"{head} {segment_text(w, steps)}: {f} real {getattr(w, f)}, "
+                out.tolerated.append(f"{head} {segment_text(w, real.steps)}: {f} real {getattr(w, f)}, "
                                      f"simulator {getattr(g, f)} ({tol[name]})")
 
 
@@ -156,16 +177,17 @@ def _at(steps: list[StepRecord], rec: int) -> StepRecord | None:
 
 
 def _diff(a: list[tuple], b: list[tuple], want: list[WireSegment], got: list[WireSegment],
-          steps: list[StepRecord]) -> list[str]:
+          sides: tuple[_Side, _Side]) -> list[str]:
     """Readable lines: '  expected (real kernel): ...' / '  found (simulator): ...'."""
+    real, sim = sides[0].steps, sides[1].steps
     lines: list[str] = []
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
         if op == "equal":
             continue
         for s in want[i1:i2]:
-            lines.append(f"  expected (real kernel): {segment_text(s, steps)}")
+            lines.append(f"  expected (real kernel): {segment_text(s, real)}")
         for s in got[j1:j2]:
-            lines.append(f"  found (simulator):      {segment_text(s, steps)}")
+            lines.append(f"  found (simulator):      {segment_text(s, sim)}")
         if op == "delete":
             lines.append("  found (simulator):      (nothing)")
         if op == "insert":

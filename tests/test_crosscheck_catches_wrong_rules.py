@@ -81,3 +81,21 @@ def test_wrong_tw_reuse_rule_is_caught(monkeypatch):
     monkeypatch.setattr(timewait.TimeWaitSock, "__init__", init)
     result, _ = _crosscheck("restart-time-wait-reuseaddr-both.yaml")
     assert not result.agree
+
+
+def test_a_wrong_window_is_caught_on_the_wire(monkeypatch, capsys):
+    """A model that reaches every call result through a wrong segment fails the crosscheck: the
+    window field of every segment after the handshake off by one unit, nothing else changed."""
+    from sim.cli import main
+    from sim.kernel.tcp_output import TcpOutput
+
+    name = "restart-time-wait-reuseaddr-both.yaml"
+    real_rule = TcpOutput.tcp_select_window
+    monkeypatch.setattr(TcpOutput, "tcp_select_window", lambda self, sk: real_rule(self, sk) + 1)
+    result, _ = _crosscheck(name)
+    assert not result.disagreeing  # every call result still agrees ...
+    assert not result.agree and result.wire.disagree  # ... the wire does not
+    assert main(["crosscheck", str(ROOT / name)]) == 1
+    out = capsys.readouterr().out
+    assert "segments on the wire differ:" in out and "(reported only)" not in out
+    assert "expected (real kernel): step" in out and "found (simulator):      step" in out

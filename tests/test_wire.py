@@ -204,3 +204,19 @@ def test_a_wire_difference_is_a_fuzz_divergence_with_a_readable_diff() -> None:
     assert "found (simulator):      step 1 (line 11, client send): 127.0.0.1:80 > 127.0.0.1:40000 ACK seq=1 ack=6 len=0 win=80" in text
     sim.wire[4].flags = "RST|ACK"
     assert fuzz.verdict_of(compare_traces(sc, sim, real), sim, real).primary == "wire: expected <ACK, found <RST|ACK"
+
+
+def test_segments_are_placed_by_their_own_traces_step() -> None:
+    """A timer's slot makes one record per call: when one backend made a record more (a call
+    that did not put anything on the wire), the segments of later steps still line up."""
+    real = _trace("real", HANDSHAKE + [(2, (40000, 80, "PSH|ACK", 1, 1, 5))], steps=3)
+    sim = _trace("sim", HANDSHAKE + [(3, (40000, 80, "PSH|ACK", 1, 1, 5))], steps=4)
+    for t in (real, sim):
+        t.steps[0].step = 0
+    real.steps[1].step, real.steps[2].step = 1, 2
+    sim.steps[1].step, sim.steps[2].step, sim.steps[3].step = 1, 1, 2  # the slot ran twice
+    sc = load_text("name: x\nprocesses: {client: {}}\nsteps:\n  - {proc: client, call: socket}\n")
+    assert compare_wire(sc, sim, real).agree
+    sim.steps[3].step = 1  # the data now comes from another step than on the real kernel
+    res = compare_wire(sc, sim, real)
+    assert not res.agree and res.first == (2, "wire: >PSH|ACK differs in step")
