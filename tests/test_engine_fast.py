@@ -112,3 +112,26 @@ def test_the_fast_path_holds_fewer_timer_entries():
     assert fb.kernel.tw.count == pb.kernel.tw.count == 20
     tw_entries = lambda b: sum(1 for q in b.timers.queues.values() for _, item in q if item and item[1] == "tw")
     assert tw_entries(fb) == 20 and tw_entries(pb) == 40
+
+
+@pytest.mark.parametrize("tw_reuse,reuseaddr,latency", [(0, False, 0.0), (0, True, 0.0005), (2, False, 0.0)])
+def test_refused_attempts_are_replayed_identically(tw_reuse, reuseaddr, latency):
+    """Once a connect() is refused from a remembered fruitless port search, the fast engine answers
+    the next attempts without making their calls (Kernel.connect_known_to_fail) while the plain
+    engine makes every call: the runs are the same, and the fast one searched fewer times."""
+    load = {"proc": "client", "addr": "127.0.0.1", "port": 8080, "rate": 400.0, "duration": 1.0,
+            "accept_proc": "server", "listener": "srv", "reuseaddr": reuseaddr}
+    data = {"name": "replayed", "seed": 1,
+            "host": {"sysctls": {"ip_local_port_range": [40000, 40023], "tcp_tw_reuse": tw_reuse,
+                                 "tcp_tw_reuse_delay": 200}, "latency": latency},
+            "processes": {"server": {}, "client": {}},
+            "steps": [{"proc": "server", "call": "socket", "as": "srv"},
+                      {"proc": "server", "call": "bind", "sock": "srv", "addr": "127.0.0.1", "port": 8080},
+                      {"proc": "server", "call": "listen", "sock": "srv", "backlog": 128},
+                      {"load": load}, {"sleep": 61.0}, {"load": {**load, "rate": 50.0}},
+                      {"observe": {"what": "sockstat"}}]}
+    fast, fb = _run(data, fast=True)
+    plain, pb = _run(data, fast=False)
+    assert fast == plain
+    assert _tables(fb) == _tables(pb)
+    assert fb.kernel.port_searches_spared < pb.kernel.port_searches_spared

@@ -419,9 +419,16 @@ class SimBackend:
                 for k in self.kernels.values() for la, lp, ra, rp, st in k.tcp_rows() if ra is not None}
 
     def load(self, index: int, spec: dict[str, Any]) -> dict[str, Any]:
-        from .load import run_load
+        from .load import WIRE_LIMIT, run_load
 
-        return run_load(self, spec)
+        rec = self.wire_recorder
+        rec.limit, rec.dropped = len(rec.nodes) + WIRE_LIMIT, 0
+        try:
+            stats = run_load(self, spec)
+        finally:
+            rec.limit = None
+        stats["model"]["wire_segments_not_recorded"] = rec.dropped
+        return stats
 
     def close(self) -> dict[str, Any]:
         out = {"time": self.env.now, "segments": self.segments, **self._summary(self.kernel)}

@@ -24,6 +24,9 @@ CONNECT_TIMEOUT = 2.0  # the real backend bounds each connect() at 2 s; so does 
 TCP_STATE_COLUMNS = {2: "syn_sent", 3: "syn_recv", 1: "established", 4: "fin_wait1", 5: "fin_wait2",
                      8: "close_wait", 11: "closing", 9: "last_ack"}
 SAMPLES = 2000  # samples per load step (one after every n-th connection attempt)
+# segments of a load step the trace's wire keeps (the first ones, in transmission order); the
+# others are counted (a step of a million connections would otherwise hold 7 million segments)
+WIRE_LIMIT = 10_000
 SAMPLE_COLUMNS = ["t", "time_wait", "ports_in_use", *TCP_STATE_COLUMNS.values()]
 
 
@@ -80,6 +83,12 @@ def run_load(b: SimBackend, spec: dict[str, Any]) -> dict[str, Any]:
             then(out)
         return out
 
+    def quiet() -> bool:
+        """Whether the engine would do nothing around the calls of an attempt: nothing watches the
+        kernels, nothing is in flight, and no blocked call is retried on every wake-up."""
+        return (not b._busy() and None not in b.waiters and not any(x.probes for x in kernels)
+                and all(blk.key is not None for _, blk in b.pending.values()))
+
     def error(name: str) -> None:
         stats["errors"][name] = stats["errors"].get(name, 0) + 1
         if stats["first_error"] is None:
@@ -96,8 +105,17 @@ def run_load(b: SimBackend, spec: dict[str, Any]) -> dict[str, Any]:
             sys(proc, "close", sock=fd)
         sys(proc, "recv", then=after_recv, sock=fd, bytes=65536)
 
+    refused = [False]  # an attempt of this step was refused from a remembered fruitless port search
+    addr, port = spec["addr"], spec["port"]
+    replayable = b.fast and not spec.get("bind_addr")
+
     def one_connection() -> None:
         stats["attempts"] += 1
+        if refused[0] and quiet() and k.connect_known_to_fail(client, addr, port, env.now):
+            # the calls would take the very path of that attempt: same outcome, same rules,
+            # nothing else changed (Kernel.connect_known_to_fail checks the state it depends on)
+            error("EADDRNOTAVAIL")
+            return
         o = sys(client, "socket")
         if o.err:
             error(o.err)
@@ -112,8 +130,12 @@ def run_load(b: SimBackend, spec: dict[str, Any]) -> dict[str, Any]:
                 sys(client, "close", sock=fd)
                 return
 
+        spared = k.port_searches_spared
+
         def after_connect(o: Outcome) -> None:
             if o.err:
+                if o.err == "EADDRNOTAVAIL" and replayable and k.port_searches_spared == spared + 1:
+                    refused[0] = True
                 error(o.err)
                 sys(client, "close", sock=fd)
                 return

@@ -21,16 +21,26 @@ from ..trace import RawSegment
 
 
 class WireRecorder:
-    """Segments in transmission order; :meth:`take` returns (and forgets) what was sent."""
+    """Segments in transmission order; :meth:`take` returns (and forgets) what was sent.
+
+    ``limit`` (None: none) bounds the segments held until the next :meth:`take`: a load step
+    makes millions of segments, and its trace keeps the first ``limit`` of them (in
+    transmission order up to there) and the count of the others in ``dropped``.
+    """
 
     def __init__(self) -> None:
         self.roots: list[list] = []
         self.nodes: dict[int, list] = {}  # id(segment) -> [segment, children]
+        self.limit: int | None = None
+        self.dropped = 0
 
     def sent(self, seg: Any, cause: Any = None) -> None:
         """``seg`` left the kernel; ``cause`` is the segment whose delivery made it (None: a call
         or a timer). A segment already known is not recorded twice."""
         if id(seg) in self.nodes:
+            return
+        if self.limit is not None and len(self.nodes) >= self.limit:
+            self.dropped += 1
             return
         node = [seg, []]
         parent = self.nodes.get(id(cause)) if cause is not None else None

@@ -172,6 +172,37 @@ class AfInet:
         ip = ip_addr(daddr)
         return "::1" if isinstance(ip, ipaddress.IPv6Address) else "127.0.0.1"
 
+    def connect_known_to_fail(self, proc: str, addr: str, port: int, now: float) -> bool:
+        """Whether socket(AF_INET, SOCK_STREAM), connect(``addr``, ``port``) and close() by ``proc``
+        would now take the path of a connect() refused from a remembered fruitless port search
+        (EADDRNOTAVAIL in __inet_hash_connect(), net/ipv4/inet_hashtables.c); if so, the attempt's
+        one lasting effect, a socket number used, is applied and True is returned.
+
+        That path changes nothing else: the fd and the open file are taken and given back, the
+        socket is created unconnected and destroyed in CLOSE, no segment, timer or random draw is
+        made. Every condition the path depends on is checked here from the current state, in the
+        order the calls check them; any other case answers False (the caller makes the calls).
+        """
+        p = self.procs.get(proc)
+        if self.personality != "linux" or p is None or not p.alive:
+            return False
+        fds = p.files.fds
+        fd = 0
+        while fd in fds:
+            fd += 1
+        if fd >= p.files.nofile or (self.files.nr_files >= self.files.file_max and p.uid != 0):
+            return False  # alloc_fd() or alloc_empty_file() would fail first
+        dip = ip_addr(addr)
+        daddr = norm_addr(addr)
+        if dip.version != 4 or (dip not in LOOPBACK4 and (str(dip) == "0.0.0.0" or self.fib.output(daddr) is None)):
+            return False  # not the route every such attempt takes
+        saddr = self.fib.source(daddr) or "127.0.0.1"  # ip_route_connect() for an unbound socket
+        if not self.port_search_fruitless((saddr, daddr, port), now * 1000.0):
+            return False
+        self.now = now
+        Sock._ids += 1  # the socket the attempt would have made
+        return True
+
     @rule("sys.connect", "tcp")
     def inet_stream_connect(self, p: Process, sock: int, addr: str = "127.0.0.1", port: int = 0) -> int:
         """__inet_stream_connect() in net/ipv4/af_inet.c; tcp_v4_connect() in net/ipv4/tcp_ipv4.c."""

@@ -57,6 +57,15 @@ class InetHashtables:
 
         return established_ok, ripe
 
+    def port_search_fruitless(self, dest: tuple, now_ms: float) -> bool:
+        """Whether connect()'s port search towards ``dest`` (saddr, daddr, dport) is known to find
+        nothing: the last full search failed, and since then nothing was removed from ehash or the
+        bind table and no TIME_WAIT entry it found too young grew old enough (__inet_hash_connect()
+        in net/ipv4/inet_hashtables.c would walk the range again and find no port)."""
+        failed = self.exhausted.get(dest)
+        return (failed is not None and failed[0] == (self.ehash_frees, self.bhash.frees)
+                and now_ms <= failed[1])
+
     def inet_hash_connect(self, sk: Sock, saddr: str, daddr: str, dport: int) -> None:
         sysctl = self.sysctls
         if sk.lport:
@@ -89,8 +98,8 @@ class InetHashtables:
         # changes no state, so the trace is identical).
         dest = (saddr, daddr, dport)
         gens = (self.ehash_frees, self.bhash.frees)
-        failed = self.exhausted.get(dest)
-        if not local_range and failed is not None and failed[0] == gens and now_ms <= failed[1]:
+        if not local_range and self.port_search_fruitless(dest, now_ms):
+            self.port_searches_spared += 1
             fact(f"no port in {lo}-{hi} has a free 4-tuple to this destination (nothing was freed "
                  "or grew old enough since the last full search)")
             raise SysError("EADDRNOTAVAIL", "connect.hash_connect")

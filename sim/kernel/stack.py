@@ -163,6 +163,7 @@ class Kernel(Tracepoints, FileOps, Select, SocketCalls, AfInet, InetConnectionSo
         self.dest_ports: dict[tuple, list[int]] = {}  # (laddr, raddr, rport) -> ehash entries per parity
         # destination -> (generations, valid until ms) of a failed port search
         self.exhausted: dict[tuple, tuple[tuple[int, int], float]] = {}
+        self.port_searches_spared = 0  # connect()s answered from a remembered fruitless search
         self.woken: set[Any] = set()  # sockets whose wait queue was woken (sk_state_change, sk_data_ready)
         self.outbox: list[Segment] = []
         self.isn_next = 0  # secure_tcp_seq()
