@@ -110,7 +110,7 @@ def test_the_fast_path_holds_fewer_timer_entries():
     _, fb = _run(data, fast=True)
     _, pb = _run(data, fast=False)
     assert fb.kernel.tw.count == pb.kernel.tw.count == 20
-    tw_entries = lambda b: sum(1 for q in b.timers.queues.values() for _, item in q if item and item[1] == "tw")
+    tw_entries = lambda b: sum(1 for key in b.timers.queues for item in b.timers.items(key) if item and item[1] == "tw")
     assert tw_entries(fb) == 20 and tw_entries(pb) == 40
 
 

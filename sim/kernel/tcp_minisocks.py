@@ -26,9 +26,9 @@ class TcpMinisocks:
         if admitted:
             tw = TimeWaitSock(sk, int(substate), self.now, self.timer_expiry(self.now, timeo), sk.used_ts, key)
             # tcp_time_wait(): tw_snd_nxt, tw_rcv_nxt, tw_rcv_wnd = tcp_receive_window(), wscale
-            tw.wire = [(sk.isn or 0) + 1 + sk.snd_nxt + (1 if sk.fin_sent else 0),
+            tw.wire = ((sk.isn or 0) + 1 + sk.snd_nxt + (1 if sk.fin_sent else 0),
                        sk.peer_isn + 1 + sk.rcv_nxt + (1 if sk.done else 0),
-                       max(0, sk.rcv_wup + sk.rcv_wnd - (1 + sk.rcv_nxt)), sk.rcv_wscale]
+                       max(0, sk.rcv_wup + sk.rcv_wnd - (1 + sk.rcv_nxt)), sk.rcv_wscale)
             self.inet_unhash(sk)
             self.ehash_put(key, tw)
             self.inet_bind_hash(sk.lport, tw)
@@ -89,7 +89,8 @@ class TcpMinisocks:
                 if tw.ts_recent and seg.ts:  # tcp_timewait_state_process(): tw_ts_recent_stamp renewed
                     tw.ts_stamp = self.now
                 self.inet_twsk_reschedule(tw)
-                tw.wire[1] += 1  # tw_rcv_nxt: the FIN is acknowledged
+                snd_nxt, rcv_nxt, wnd, wscale = tw.wire
+                tw.wire = (snd_nxt, rcv_nxt + 1, wnd, wscale)  # tw_rcv_nxt: the FIN is acknowledged
                 self.tcp_v4_timewait_ack(tw, seg)
             return
         if seg.flags & FIN:

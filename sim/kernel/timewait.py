@@ -18,6 +18,7 @@ TCP_TIMEWAIT_LEN = 60.0  # include/net/tcp.h: (60*HZ), not a sysctl
 TIME_WAIT_STATE = 6
 FIN_WAIT2_STATE = 5
 LOOPBACK_V4 = ipaddress.ip_network("127.0.0.0/8")
+_NO_WIRE = (0, 0, 0, 0)
 
 
 def _bind_field(i: int) -> property:
@@ -60,7 +61,7 @@ class TimeWaitSock:
         self.ts_recent = ts  # tw_ts_recent_stamp != 0: the connection used timestamps
         self.ts_stamp = now  # tw_ts_recent_stamp: when its last timestamped segment arrived
         self.gen = 0
-        self.wire = [0, 0, 0, 0]  # tw_snd_nxt, tw_rcv_nxt, tw_rcv_wnd, tw_rcv_wscale (the wire's numbers)
+        self.wire = _NO_WIRE  # tw_snd_nxt, tw_rcv_nxt, tw_rcv_wnd, tw_rcv_wscale (the wire's numbers)
 
     family = _bind_field(0)
     addr6 = _bind_field(1)
