@@ -184,7 +184,7 @@ class AfInet:
         order the calls check them; any other case answers False (the caller makes the calls).
         """
         p = self.procs.get(proc)
-        if self.personality != "linux" or p is None or not p.alive:
+        if p is None or not p.alive:
             return False
         fds = p.files.fds
         fd = 0

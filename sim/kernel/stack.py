@@ -90,6 +90,8 @@ HOOKS: frozenset[str] = frozenset({
     "inet_csk_get_port", "inet_hash_connect", "sk_acceptq_is_full", "syn_to_full_listener",
     "tcp_conn_request", "inet_lookup_listener", "tcp_rcv_state_process", "tcp_time_wait",
     "inet_ehash_insert", "inet_unhash",
+    # the engine's shortcut for a load step's refused attempts (a personality without it says no)
+    "connect_known_to_fail",
 })
 
 

@@ -386,6 +386,12 @@ class WinsockKernel(WinsockOptions, WinsockPorts, WinsockIO, Kernel):
                 sk.win_rst_tries = 0
         return self._retag("win.connect", DOCUMENTED["connect"], super().inet_stream_connect, p, sock, addr, port)
 
+    def connect_known_to_fail(self, proc: str, addr: str, port: int, now: float) -> bool:
+        """The engine's shortcut for refused attempts is Linux's (a remembered fruitless port
+        search in __inet_hash_connect()); Winsock's port search here keeps no such memory, so every
+        attempt makes its calls."""
+        return False
+
     def inet_hash_connect(self, sk: Sock, saddr: str, daddr: str, dport: int) -> None:
         if sk.lport:
             super().inet_hash_connect(sk, saddr, daddr, dport)
