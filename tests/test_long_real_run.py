@@ -41,7 +41,9 @@ def test_a_thousand_connections_as_steps_agree():
     sim = run(sc, SimBackend(seed=sc.seed), seed=sc.seed, follow=real)
     result = compare_traces(sc, sim, real)
     bad = [(d.index, d.disagree) for d in result.steps if d.disagree][:5]
-    assert result.agree, (len(result.disagreeing), bad)
+    # every call's result; the segments are not held here: which of the eight ports a connect()
+    # picks is not always the real kernel's (the wire shows the other port; README, "Time in a cross-check")
+    assert not result.disagreeing and not result.faults, (len(result.disagreeing), bad)
     connects = [r for r in real.steps if r.call == "connect"]
     refused = sum(r.err == "EADDRNOTAVAIL" for r in connects)
     assert len(connects) == CONNECTIONS and 0 < refused < CONNECTIONS, refused  # time decided
