@@ -219,3 +219,20 @@ def test_real_topology_deletes_a_veth_end_left_in_this_namespace(monkeypatch):
     with pytest.raises(topology.RealBackendError, match="on purpose"):
         b.start(data)
     assert _root_links() <= before
+
+
+def test_real_topology_captures_the_link_both_ways(tmp_path):
+    """The wire between two namespaces is captured on the client's veth end: the handshake shows
+    SYN out, SYN-ACK back and the final ACK out, with the veth MTU's MSS (1460) on both SYNs --
+    the real kernel's own segments, which the model's (MSS from the route's device) must match."""
+    _real_or_skip()
+    sc, out = tmp_path / "s.yaml", tmp_path / "v.json"
+    sc.write_text(TWO % {"delay": 0.01})
+    assert main(["crosscheck", str(sc), "-q", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["real"]["summary"]["wire"].startswith("captured")
+    for side in ("real", "sim"):
+        hs = [(w["dir"], w["flags"], w["opts"].get("mss")) for w in data[side]["wire"]
+              if w["src"].startswith("10.0.0.")][:3]
+        assert hs == [(">", "SYN", 1460), ("<", "SYN|ACK", 1460), (">", "ACK", None)], (side, hs)
+    assert data["verdict"]["wire_agree"] is True

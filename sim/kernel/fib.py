@@ -23,6 +23,8 @@ from typing import Any
 from .addr import ip_addr
 
 LOOPBACK_DEV = "lo"
+LO_MTU = 65536  # drivers/net/loopback.c: loopback_setup() (64 KiB)
+ETH_DATA_LEN = 1500  # a veth device's MTU: veth_setup() -> ether_setup() (net/ethernet/eth.c)
 
 
 def _v4(ip: Any) -> Any:
@@ -63,6 +65,14 @@ class Fib:
         if ip.is_loopback or ip in self.local or ip.is_unspecified:
             return LOOPBACK_DEV
         return self.routes.get(ip)
+
+    def mtu(self, daddr: str | None) -> int:
+        """The MTU of the device a segment to ``daddr`` leaves by: loopback's 64 KiB, or an
+        Ethernet device's 1500 for a link (dst_mtu() of the route; no path MTU is learnt)."""
+        if daddr is None:
+            return LO_MTU
+        dev = self.output(daddr)
+        return LO_MTU if dev in (None, LOOPBACK_DEV) else ETH_DATA_LEN
 
     def source(self, daddr: str) -> str | None:
         """The source address for ``daddr`` from an unbound socket: the destination itself when it

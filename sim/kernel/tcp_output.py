@@ -11,16 +11,16 @@ from .tcp_states import State
 from .tracepoints import SegmentSent, TcpSendReset
 
 
-LO_MTU = 65536  # drivers/net/loopback.c: loopback_setup() (64 KiB)
+from .fib import LO_MTU
 
 
-def tcp_advmss(sk: Sock) -> int:
-    """The MSS this side offers: ipv4_default_advmss() (net/ipv4/route.c): the MTU less 40
-    bytes of headers, at most IPV4_MAX_PMTU (65535) - 40 = 65495 on lo; IPv6:
-    ip6_default_advmss() (net/ipv6/route.c): the MTU less 60 bytes = 65476."""
+def tcp_advmss(sk: Sock, mtu: int = LO_MTU) -> int:
+    """The MSS this side offers: ipv4_default_advmss() (net/ipv4/route.c): the route's MTU less
+    40 bytes of headers, at most IPV4_MAX_PMTU (65535) - 40 = 65495 on lo, 1460 on a veth link;
+    IPv6: ip6_default_advmss() (net/ipv6/route.c): the MTU less 60 bytes = 65476 on lo."""
     if sk.raddr is not None and ":" in sk.raddr and not sk.blackhole:  # (ipv6_mapped: IPv4's)
-        return LO_MTU - 60
-    return min(LO_MTU, 65535) - 40
+        return mtu - 60
+    return min(mtu, 65535) - 40
 
 
 class TcpOutput:
@@ -79,7 +79,7 @@ class TcpOutput:
             sk.isn = self.secure_tcp_seq()
         if seg.flags & SYN:
             seg.seq = sk.isn
-            mss = tcp_advmss(sk)
+            mss = tcp_advmss(sk, self.fib.mtu(sk.raddr))
             ts = bool(self.sysctls["tcp_timestamps"]) and (not seg.flags & ACK or sk.used_ts)
             # tcp_openreq_init_rwin(): the SYN-ACK's window leaves room for the timestamp option
             if not (seg.flags & ACK and not sk.is_request and sk.rcv_wnd):
@@ -177,7 +177,7 @@ class TcpOutput:
         (tcp_send_fin()), else it goes alone."""
         if sk.tcp_state not in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT1, State.LAST_ACK, State.CLOSING):
             return
-        mss = tcp_advmss(sk) - (12 if sk.used_ts else 0)
+        mss = tcp_advmss(sk, self.fib.mtu(sk.raddr)) - (12 if sk.used_ts else 0)
         peer = sk.peer_max_window  # tp->max_window: the largest window field the peer sent, scaled
         goal = min(mss, peer >> 1) if peer > 536 else max(peer, 1)
         if sk.snd_wscale:
@@ -213,6 +213,6 @@ class TcpOutput:
         """tcp_measure_rcv_mss() and tcp_grow_window() (net/ipv4/tcp_input.c): a received segment
         updates the receiver's MSS estimate and opens rcv_ssthresh by two of them, up to the clamp."""
         if length >= sk.rcv_mss:
-            sk.rcv_mss = min(length, tcp_advmss(sk))
+            sk.rcv_mss = min(length, tcp_advmss(sk, self.fib.mtu(sk.raddr)))
         if sk.rcv_ssthresh < sk.window_clamp:
             sk.rcv_ssthresh = min(sk.rcv_ssthresh + 2 * sk.rcv_mss, sk.window_clamp)

@@ -1,4 +1,4 @@
-"""Capture the segments on the namespace's loopback while a scenario runs.
+"""Capture the segments on the namespace's loopback (and a link's veth end) while a scenario runs.
 
 Why a packet socket and not a capture library (libpcap through a Python binding, scapy):
 
@@ -42,7 +42,10 @@ from sim.trace import TCP_FLAG_ORDER, RawSegment, endpoint_text
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
+PACKET_HOST = 0
 PACKET_OUTGOING = 4
+SO_TIMESTAMPNS = 35  # asm-generic/socket.h: each frame's kernel receive time as a timespec
+CMSG_SPACE_TIMESPEC = socket.CMSG_SPACE(16)
 CLONE_NEWNET = 0x40000000
 SNAPLEN = 256  # Ethernet (14) + IPv6 (40) + TCP with options (60) fits easily
 RCVBUF = 8 << 20  # room for every header of a busy scenario between two drains
@@ -63,8 +66,8 @@ class CaptureUnavailable(OSError):
     """No packet socket could be opened in the scenario's namespace."""
 
 
-def _open_in_netns(netns_path: str) -> socket.socket:
-    """Create an AF_PACKET socket bound to ``lo`` inside the namespace at ``netns_path``.
+def _open_in_netns(netns_path: str, dev: str = "lo") -> socket.socket:
+    """Create an AF_PACKET socket bound to ``dev`` inside the namespace at ``netns_path``.
 
     setns() moves only the calling thread, so a fresh thread does it and moves back before it
     ends; the process's other threads (and the controller's own sockets) stay in the host
@@ -87,7 +90,8 @@ def _open_in_netns(netns_path: str) -> socket.socket:
                         s.setsockopt(socket.SOL_SOCKET, 33, RCVBUF)  # SO_RCVBUFFORCE (root)
                     except OSError:
                         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-                    s.bind(("lo", ETH_P_ALL))
+                    s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+                    s.bind((dev, ETH_P_ALL))
                     s.setblocking(False)
                 except BaseException:
                     s.close()
@@ -229,18 +233,30 @@ def endpoint_states(netns_pid: int) -> dict[tuple[str, str], str]:
 
 
 class Capture:
-    """The loopback of one namespace, read between steps."""
+    """One interface of one namespace, read between steps.
 
-    def __init__(self, sock: socket.socket, t0: float) -> None:
+    On ``lo`` only the outgoing copy of each frame is kept (see above). On a veth end each frame
+    is seen once: ``PACKET_OUTGOING`` for what this namespace sends, ``PACKET_HOST`` for what its
+    peer sent (``veth_xmit()`` in drivers/net/veth.c hands the frame to the peer's receive path),
+    so both are kept and the capture in one namespace sees both directions of the link.
+
+    Each frame carries the kernel's time of capture (``SO_TIMESTAMPNS``, CLOCK_REALTIME), turned
+    into seconds since ``t0`` on the monotonic clock, so the segments of several captures (each
+    namespace's ``lo``, a veth end) can be put in one order.
+    """
+
+    def __init__(self, sock: socket.socket, t0: float, dev: str = "lo") -> None:
         self.sock = sock
         self.t0 = t0
-        self.frames = 0  # every frame read (both copies)
+        self.dev = dev
+        self.keep = (PACKET_OUTGOING,) if dev == "lo" else (PACKET_OUTGOING, PACKET_HOST)
+        self.frames = 0  # every frame read (both copies on lo)
         self.kept = 0
         self._buf = bytearray(SNAPLEN)
 
     @classmethod
-    def open(cls, netns_pid: int, t0: float) -> Capture:
-        return cls(_open_in_netns(f"/proc/{netns_pid}/ns/net"), t0)
+    def open(cls, netns_pid: int, t0: float, dev: str = "lo") -> Capture:
+        return cls(_open_in_netns(f"/proc/{netns_pid}/ns/net", dev), t0, dev)
 
     def drain(self, quiet: float = DRAIN_QUIET, limit: float = DRAIN_MAX) -> list[RawSegment]:
         """Every segment sent since the last drain, in order.
@@ -262,21 +278,30 @@ class Capture:
                 break
         return out
 
+    def _stamp(self, ancdata: list[tuple[int, int, bytes]]) -> float:
+        """The frame's kernel timestamp in seconds since t0 (monotonic), or now without one."""
+        for level, kind, data in ancdata:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+                sec, nsec = struct.unpack_from("@qq", data)
+                return sec + nsec / 1e9 - (time.time() - time.monotonic()) - self.t0
+        return time.monotonic() - self.t0
+
     def _read_queued(self, out: list[RawSegment]) -> int:
         n = 0
         while True:
             try:
-                size, addr = self.sock.recvfrom_into(self._buf, SNAPLEN, socket.MSG_TRUNC)
+                size, anc, _flags, addr = self.sock.recvmsg_into(
+                    [self._buf], CMSG_SPACE_TIMESPEC, socket.MSG_TRUNC)
             except BlockingIOError:
                 return n
             n += 1
             self.frames += 1
-            if addr[2] != PACKET_OUTGOING:
+            if addr[2] not in self.keep:
                 continue  # the receiving copy of a frame already seen going out
             seg = parse_frame(bytes(self._buf[:min(size, SNAPLEN)]), size)
             if seg is None:
                 continue
-            seg.time = round(time.monotonic() - self.t0, 6)
+            seg.time = round(self._stamp(anc), 6)
             self.kept += 1
             out.append(seg)
 
