@@ -236,3 +236,23 @@ def test_real_topology_captures_the_link_both_ways(tmp_path):
               if w["src"].startswith("10.0.0.")][:3]
         assert hs == [(">", "SYN", 1460), ("<", "SYN|ACK", 1460), (">", "ACK", None)], (side, hs)
     assert data["verdict"]["wire_agree"] is True
+
+
+def test_the_link_bandwidth_decides_the_outcome_on_both_sides(tmp_path):
+    """scenarios/hosts/hosts-bandwidth-time-wait-age.yaml at 64 kbit/s lets 1.3 s pass during a
+    transfer, so a loopback TIME_WAIT entry becomes old enough for tcp_tw_reuse=2; the same steps
+    at 10 Mbit/s leave it too young -- on the model and on the real kernels (tbf on the veth pair,
+    its rate read back into the trace)."""
+    _real_or_skip()
+    src = Path(__file__).parent.parent / "scenarios" / "hosts" / "hosts-bandwidth-time-wait-age.yaml"
+    text = src.read_text()
+    assert "bandwidth: 64000" in text
+    sc, out = tmp_path / "fast.yaml", tmp_path / "fast.json"
+    sc.write_text(text.replace("bandwidth: 64000", "bandwidth: 10000000"))
+    main(["crosscheck", str(sc), "-q", "--json", str(out)])
+    data = json.loads(out.read_text())
+    assert data["real"]["summary"]["links"][0]["bandwidth_applied"] == 10_000_000
+    for side in ("sim", "real"):
+        connects = [s["err"] for s in data[side]["steps"] if s.get("call") == "connect"
+                    and (s.get("args") or {}).get("addr") == "127.0.0.1"]
+        assert connects == [None, "EADDRNOTAVAIL", "EADDRNOTAVAIL"], (side, connects)

@@ -11,6 +11,11 @@ reproduced here: the segments cross the veth pair at once. The runner takes each
 after the network has settled, so outcomes do not depend on the delay; a step whose outcome
 would (one racing the wire) names a tolerance in the scenario. See docs/hosts.md.
 
+Bandwidth: a link's bandwidth is applied on both veth ends with a token bucket filter (tbf, one
+frame of burst), read back and recorded (``bandwidth_applied``). The data then takes real time to
+cross, so after each call the backend waits for what is in flight to be acknowledged (bounded),
+as the model delivers everything in flight before the next step.
+
 Every namespace and veth end is cleaned up, even on failure: a veth end still in the host's
 namespace is deleted, and the ends inside the hosts' namespaces go with them when the zygotes
 die. Every command is bounded by :data:`IP_TIMEOUT`.
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import json
 import os
 import shutil
 import subprocess
@@ -35,13 +41,16 @@ from . import capture
 from .backend import RealBackend
 from .common import RealBackendError
 
-IP_TIMEOUT = 5.0  # seconds for one `ip` command
+IP_TIMEOUT = 5.0  # seconds for one `ip` or `tc` command
+TBF_BURST = 1600  # bytes: one Ethernet frame (1514) fits, two do not
+TBF_LIMIT = 4 << 20  # bytes the token bucket may hold queued
+LINK_SETTLE_MAX = 10.0  # seconds: at most this long for the data in flight on a link to land
+LINK_SETTLE_POLL = 0.005
 _SEQ = itertools.count()
 
 
-def _ip(*args: str, netns_pid: int | None = None) -> None:
-    """Run ``ip ARGS`` (inside the network namespace of ``netns_pid`` when given)."""
-    cmd = ["ip", *args]
+def _run(cmd: list[str], netns_pid: int | None = None) -> str:
+    """Run ``cmd`` (inside the network namespace of ``netns_pid`` when given); its output."""
     if netns_pid is not None:
         cmd = ["nsenter", f"--net=/proc/{netns_pid}/ns/net", "--", *cmd]
     try:
@@ -51,6 +60,32 @@ def _ip(*args: str, netns_pid: int | None = None) -> None:
         raise RealBackendError(f"{' '.join(cmd)}: {exc}") from None
     if res.returncode != 0:
         raise RealBackendError(f"{' '.join(cmd)}: {res.stderr.strip() or res.returncode}")
+    return res.stdout
+
+
+def _ip(*args: str, netns_pid: int | None = None) -> None:
+    """Run ``ip ARGS`` (inside the network namespace of ``netns_pid`` when given)."""
+    _run(["ip", *args], netns_pid)
+
+
+def _tbf(dev: str, bandwidth: int, netns_pid: int) -> int:
+    """Shape ``dev``'s transmissions to ``bandwidth`` bits/s with a token bucket filter; the rate
+    the kernel took, read back (bits/s).
+
+    The bucket holds one Ethernet frame (``burst``): the model sends each segment after the ones
+    before it, with no burst; a larger TSO/GSO packet is cut into frames (tbf_segment() in
+    net/sched/sch_tbf.c). ``limit`` is generous, so nothing queued is ever dropped: a lossy link
+    is not what the scenario asked for.
+    """
+    if shutil.which("tc") is None:
+        raise RealBackendError("`tc` is not installed (iproute2): a link's bandwidth cannot be applied")
+    _run(["tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", f"{bandwidth}bit",
+          "burst", str(TBF_BURST), "limit", str(TBF_LIMIT)], netns_pid)
+    shown = json.loads(_run(["tc", "-j", "qdisc", "show", "dev", dev], netns_pid) or "[]")
+    rate = next((q.get("options", {}).get("rate") for q in shown if q.get("kind") == "tbf"), None)
+    if not rate:
+        raise RealBackendError(f"tc: no token bucket filter on {dev} after adding one")
+    return int(rate) * 8  # tc shows bytes per second
 
 
 def _prefix(addr: str) -> str:
@@ -71,6 +106,7 @@ class TopologyBackend:
         self.meta: dict[str, Any] = {"links": []}
         self.captures: list[capture.Capture] = []  # one veth end of each link
         self.wire_note = ""
+        self.shaped = 0.0  # > 0 when a link has a bandwidth: how long a link may stay quiet
         self._summary: dict[str, Any] | None = None
 
     @classmethod
@@ -142,8 +178,14 @@ class TopologyBackend:
             _ip("link", "set", "dev", dev, "up", netns_pid=pid)
             for addr in hosts[peer].get("addresses") or []:
                 _ip("route", "add", _prefix(addr), "dev", dev, netns_pid=pid)
-        self.meta["links"].append({"between": [a, b], "devices": ends, "delay": link.get("delay", 0.0),
-                                   "delay_applied": 0.0})
+        entry: dict[str, Any] = {"between": [a, b], "devices": ends, "delay": link.get("delay", 0.0),
+                                 "delay_applied": 0.0}
+        if link.get("bandwidth"):
+            bw = int(link["bandwidth"])
+            entry["bandwidth"] = bw
+            entry["bandwidth_applied"] = min(_tbf(dev, bw, self.hosts[h].zygote_pid) for h, dev in ends.items())
+            self.shaped = max(self.shaped, 3 * 1514 * 8 / bw)  # three frames' time
+        self.meta["links"].append(entry)
 
     # ------------------------------------------------------------------ the contract
     def _of(self, proc: str) -> RealBackend | None:
@@ -160,7 +202,40 @@ class TopologyBackend:
         res = b.call(index, proc, call, args)
         if call == "fork" and args.get("as"):
             self.proc_host[str(args["as"])] = self.proc_host[proc]
+        if self.shaped:
+            self._settle_links()
         return res
+
+    def _in_flight(self) -> int:
+        """Bytes sent and not yet acknowledged, over every host's connections (tx_queue of
+        /proc/net/tcp and tcp6: write_seq - snd_una, get_tcp4_sock() in net/ipv4/tcp_ipv4.c)."""
+        total = 0
+        for b in self.hosts.values():
+            for name in ("tcp", "tcp6"):
+                try:
+                    with open(f"/proc/{b.zygote_pid}/net/{name}") as f:
+                        rows = f.read().splitlines()[1:]
+                except OSError:
+                    continue
+                for row in rows:
+                    fields = row.split()
+                    if len(fields) > 4:
+                        total += int(fields[4].split(":")[0], 16)
+        return total
+
+    def _settle_links(self) -> None:
+        """Wait for the data in flight to land, as the model does before the next step: a link
+        with a bandwidth takes real time to carry it. Bounded: no progress for ``self.shaped``
+        seconds (a peer's closed window), or LINK_SETTLE_MAX in all."""
+        start = last = time.monotonic()
+        before = self._in_flight()
+        while before and time.monotonic() - start < LINK_SETTLE_MAX:
+            time.sleep(LINK_SETTLE_POLL)
+            now = self._in_flight()
+            if now != before:
+                before, last = now, time.monotonic()
+            elif time.monotonic() - last > self.shaped + 0.05:
+                break
 
     def wire_segments(self) -> list[Any]:
         """The segments every host's loopback and every link carried since the last call, in the
