@@ -387,7 +387,10 @@ class RealBackend(ProcessChannels, Observations, Faults):
 
     # ------------------------------------------------------------------ load
 
-    def load(self, index: int, spec: dict[str, Any]) -> dict[str, Any]:
+    def load(self, index: int, spec: dict[str, Any], server_side: RealBackend | None = None) -> dict[str, Any]:
+        """Run a load step: the client's connections from this namespace; the accepting process
+        in this namespace too, or in ``server_side``'s (another host's, joined by a link)."""
+        srv = server_side if server_side is not None else self
         self._step_now = index
         self._fault_if_dead(index)
         stats: dict[str, Any] = {"attempts": 0, "ok": 0, "errors": {}, "first_error": None,
@@ -407,18 +410,18 @@ class RealBackend(ProcessChannels, Observations, Faults):
             if client.pending is not None:
                 return refuse(PROCESS_BUSY)
         if spec.get("accept_proc") is not None:
-            server = self._procs.get(str(spec["accept_proc"]))
-            if server is None or not self._alive(server):
+            server = srv._procs.get(str(spec["accept_proc"]))
+            if server is None or not srv._alive(server):
                 return refuse(PROCESS_GONE)
             if server.pending is not None:
-                self._collect(server)
+                srv._collect(server)
                 if server.pending is not None:
                     return refuse(PROCESS_BUSY)
-            if not self._send_to(server, {"op": "load_server_start",
+            if not srv._send_to(server, {"op": "load_server_start",
                                           "listener": int(spec["listener"]),
                                           "close_first": spec.get("close_first", "client")}):
                 return refuse(PROCESS_GONE)
-            if self._wait_reply(server, REPLY_TIMEOUT)[0] != "ok":
+            if srv._wait_reply(server, REPLY_TIMEOUT)[0] != "ok":
                 return refuse(PROCESS_GONE)
         extra: dict[str, Any] = {}
         try:
@@ -441,14 +444,16 @@ class RealBackend(ProcessChannels, Observations, Faults):
         finally:
             if server is not None and not server.gone:
                 time.sleep(self.pending_settle)  # connections still in flight
-                if self._send_to(server, {"op": "load_server_stop"}):
-                    status, msg, _ = self._wait_reply(server, REPLY_TIMEOUT)
+                if srv._send_to(server, {"op": "load_server_stop"}):
+                    status, msg, _ = srv._wait_reply(server, REPLY_TIMEOUT)
                     if status == "ok":
                         stats["accepted"] = int(msg.get("accepted", 0))
                         if msg.get("errors"):
                             extra["server_errors"] = msg["errors"]
             self.meta.setdefault("loads", {})[str(index)] = extra
             self._settle("load")
+            if srv is not self:
+                srv._settle("load")
         return stats
 
     # ------------------------------------------------------------------ teardown
