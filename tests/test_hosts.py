@@ -134,6 +134,34 @@ def test_two_host_report_states_the_answer(tmp_path):
     head = md.split("## The question")[0]
     assert "towards 10.0.0.2:8080: 100 free ports / 60 s (TIME\\_WAIT)" in head
     assert "`tcp_tw_reuse=2` gives nothing here: the destination is not loopback" in head
+    _two_host_page_in_chromium(data, rep / "index.html")
+
+
+def _two_host_page_in_chromium(data: dict, page: Path) -> None:
+    """The HTML page of the two-host sweep, in headless Chromium: the headline answer comes
+    first and states each point's outcome from the run file, and every curve a figure promises
+    is seen in its image."""
+    from tests.test_report_answer import PROBE
+    from tests.test_report import open_in_chromium
+
+    probed: dict = {}
+    [(_, errors)] = open_in_chromium(page, probe=PROBE, probed=probed)
+    assert errors == []
+    got = probed[page]
+    assert got["answer_first"] and got["answer"]
+    answer = " ".join(got["answer"].split())
+    for pt in data["points"]:
+        m = pt["metrics"]
+        where = ", ".join(f"{k}={v}" for k, v in pt["params"].items())
+        if m["first_error"]:
+            assert f"at {where}: the first connection fails after {m['first_error_at']:.3f} s with {m['first_error']}" in answer
+        else:
+            assert f"at {where}: no connection fails" in answer
+    assert "towards 10.0.0.2:8080" in answer and "Limits: " in answer
+    assert got["figures"]
+    for f in got["figures"]:
+        missing = [c["label"] for c in f["curves"] if not c["seen"] or not c["pixels"]]
+        assert missing == [], (f["id"], missing)
 
 
 def _root_links() -> set[str]:

@@ -47,8 +47,11 @@ def _pixels(fig: Any, ax: Any, xs: Sequence[float], ys: Sequence[float]) -> list
     return out
 
 
-def _curve(label: str, color: str, kind: str, spots: list[tuple[Any, float, float]]) -> dict[str, Any]:
-    return {"label": label, "color": color, "kind": kind, "spots": spots}
+def _curve(label: str, color: str, kind: str, spots: list[tuple[Any, float, float]],
+           edge: float = 0.0) -> dict[str, Any]:
+    """A promised series; ``edge`` (points): a hollow marker's half width, so the pixel checked is
+    on its outline (left of the data point), where its colour is, not in its empty middle."""
+    return {"label": label, "color": color, "kind": kind, "spots": spots, "edge": edge}
 
 
 def _finish(fig: Any, curves: list[dict[str, Any]]) -> tuple[bytes, list[dict[str, Any]]]:
@@ -56,8 +59,9 @@ def _finish(fig: Any, curves: list[dict[str, Any]]) -> tuple[bytes, list[dict[st
     out = []
     for c in curves:
         pts = []
+        shift = int(round(c.get("edge", 0.0) * fig.dpi / 72))
         for ax, x, y in c["spots"]:
-            pts += _pixels(fig, ax, [x], [y])
+            pts += [[px - shift, py] for px, py in _pixels(fig, ax, [x], [y])]
         out.append({"label": c["label"], "color": c["color"], "kind": c["kind"], "pixels": pts})
     return png, out
 
@@ -107,7 +111,9 @@ def metric_chart(x_label: str, xs: list[Any], series: list[dict[str, Any]], *, y
             ec = shade(c, 0.55 if key == "est" else 0.35)
             ax.plot(ex, ey, color=ec, linestyle="none" if categorical else style, linewidth=1.5,
                     label=f"{name}{lab}", zorder=4, **{**mk, "markersize": mk["markersize"] + 4 * i})
-            curves.append(_curve(f"{name}{lab}", ec, kind, [(ax, x, y) for x, y in zip(ex, ey)]))
+            size = mk["markersize"] + 4 * i
+            curves.append(_curve(f"{name}{lab}", ec, kind, [(ax, x, y) for x, y in zip(ex, ey)],
+                                 edge=size / 2 if mk["marker"] == "s" else 0.0))
         if none_label is not None:
             spots = [(p, at) for p, v, at in zip(pos, s["ys"], s.get("none_at") or [None] * len(pos))
                      if v is None and at is not None]
