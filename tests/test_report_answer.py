@@ -148,3 +148,33 @@ def test_a_switch_is_drawn_as_categories(report):
     xp, categorical = _choose_x([{"name": "tcp_tw_reuse", "field": "tcp_tw_reuse", "target": "sysctls",
                                   "values": [0, 2]}])
     assert xp["name"] == "tcp_tw_reuse" and categorical
+
+
+def test_states_at_nearly_equal_counts_are_each_seen():
+    """2,000 connections/s over a 10 ms link: SYN_SENT, SYN_RECV, FIN_WAIT1 and LAST_ACK each
+    hold about 40 connections (rate x their time), jittering by one, under 28,000 in TIME_WAIT.
+    On the symlog axis those four lines lie within a pixel of each other; every one must still
+    show its colour near the pixel the figure promises (as the browser check reads it)."""
+    import io
+    import random
+
+    import matplotlib.image as mi
+
+    from sim.report import charts
+
+    rnd = random.Random(7)
+    n = 200
+    t = [i * 0.1 for i in range(n)]
+    series = {"t": t, "time_wait": [min(28232, 2000 * x) for x in t]}
+    for st in ("syn_sent", "syn_recv", "fin_wait1", "last_ack"):
+        series[st] = [0] + [40 + rnd.choice((-1, 0, 1)) for _ in range(n - 1)]
+    png, curves, shown = charts.states_panels([("", series)])
+    assert set(shown) >= {"syn_sent", "syn_recv", "fin_wait1", "last_ack", "time_wait"}
+    img = (mi.imread(io.BytesIO(png))[:, :, :3] * 255).astype(int)
+    h, w = img.shape[:2]
+    for c in curves:
+        rgb = [int(c["color"][i:i + 2], 16) for i in (1, 3, 5)]
+        (x, y), = c["pixels"]
+        seen = any(sum(abs(int(img[py, px, k]) - rgb[k]) for k in range(3)) <= 60
+                   for py in range(max(0, y - 7), min(h, y + 8)) for px in range(max(0, x - 7), min(w, x + 8)))
+        assert seen, c["label"]

@@ -146,12 +146,13 @@ def metric_chart(x_label: str, xs: list[Any], series: list[dict[str, Any]], *, y
 
 
 def _spots(columns: list[Sequence[Any]], base: float = 1.5, step: float = 1.8,
-           prefer: str = "max") -> list[tuple[float, int | None]]:
+           prefer: str = "max", close: float = 0.0) -> list[tuple[float, int | None]]:
     """For lines drawn in order, each line's width and the sample where it is checked.
 
     A line is checked where no later line (drawn on top of it) has the same value, at its largest
     (or smallest) such value; a line that every later line covers wherever it is drawn gets wider
-    by ``step`` per line on top of it, so its colour still shows around them."""
+    by ``step`` per line on top of it, so its colour still shows around them. With ``close``, values
+    within that fraction of each other count as the same (on a log axis they are a pixel apart)."""
     out: list[tuple[float, int | None]] = []
     for i, ys in enumerate(columns):
         idx = [j for j, v in enumerate(ys) if v is not None]
@@ -159,7 +160,19 @@ def _spots(columns: list[Sequence[Any]], base: float = 1.5, step: float = 1.8,
             out.append((base, None))
             continue
         later = columns[i + 1:]
-        free = [j for j in idx if all(j >= len(o) or o[j] != ys[j] for o in later)]
+
+        def same(a: Any, b: Any) -> bool:
+            if a is None or b is None or not close or isinstance(a, tuple):
+                return a == b
+            return abs(a - b) <= close * max(abs(a), abs(b))
+
+        def clear(j: int) -> bool:  # no later line on it here (with close: nor at either neighbour,
+            # so the sample is not on a steep stretch that other lines cross)
+            near = (j - 1, j, j + 1) if close else (j,)
+            return all(k < 0 or k >= len(ys) or k >= len(o) or not same(o[k], ys[k])
+                       for o in later for k in near)
+
+        free = [j for j in idx if clear(j)]
         pick = max if prefer == "max" else min
 
         def val(j: int) -> Any:
@@ -168,8 +181,10 @@ def _spots(columns: list[Sequence[Any]], base: float = 1.5, step: float = 1.8,
         if free:
             out.append((base, pick(free, key=val)))
         else:
-            j = pick(idx, key=val)
-            out.append((base + step * sum(1 for o in later if j < len(o) and o[j] == ys[j]), j))
+            # covered everywhere: checked at its largest value, or (with close) in the middle of
+            # the run, on a plateau rather than on a steep stretch other lines cross
+            j = idx[len(idx) // 2] if close else pick(idx, key=val)
+            out.append((base + step * sum(1 for o in later if j < len(o) and same(o[j], ys[j])), j))
     return out
 
 
@@ -189,7 +204,8 @@ def states_panels(panels: list[tuple[str, dict[str, list]]]) -> tuple[bytes, lis
     for ax, (label, s) in zip(axes, panels):
         t = s.get("t", [])
         cols = [[v if tt is not None else None for tt, v in zip(t, s.get(st) or [])] for st in shown]
-        for st, ys, (w, j) in zip(shown, cols, _spots(cols)):
+        # a symlog axis: counts within 15 % of each other (40 and 44) are a few pixels apart
+        for st, ys, (w, j) in zip(shown, cols, _spots(cols, close=0.15)):
             c = COLORS[STATE_ORDER.index(st) % len(COLORS)]
             x, y = pairs(t, ys)
             ax.plot(x, y, color=c, linewidth=w, label=STATE_LABELS[st],
