@@ -141,27 +141,13 @@ def _two_host_page_in_chromium(data: dict, page: Path) -> None:
     """The HTML page of the two-host sweep, in headless Chromium: the headline answer comes
     first and states each point's outcome from the run file, and every curve a figure promises
     is seen in its image."""
-    from tests.test_report_answer import PROBE
-    from tests.test_report import open_in_chromium
+    from tests.test_report_answer import assert_curves_seen, assert_first_failures_stated, probe_page
 
-    probed: dict = {}
-    [(_, errors)] = open_in_chromium(page, probe=PROBE, probed=probed)
-    assert errors == []
-    got = probed[page]
-    assert got["answer_first"] and got["answer"]
-    answer = " ".join(got["answer"].split())
-    for pt in data["points"]:
-        m = pt["metrics"]
-        where = ", ".join(f"{k}={v}" for k, v in pt["params"].items())
-        if m["first_error"]:
-            assert f"at {where}: the first connection fails after {m['first_error_at']:.3f} s with {m['first_error']}" in answer
-        else:
-            assert f"at {where}: no connection fails" in answer
+    answer, figures = probe_page(page)
+    assert_first_failures_stated(answer, data)
     assert "towards 10.0.0.2:8080" in answer and "Limits: " in answer
-    assert got["figures"]
-    for f in got["figures"]:
-        missing = [c["label"] for c in f["curves"] if not c["seen"] or not c["pixels"]]
-        assert missing == [], (f["id"], missing)
+    assert figures
+    assert_curves_seen(figures)
 
 
 def _root_links() -> set[str]:

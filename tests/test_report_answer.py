@@ -87,35 +87,51 @@ def _states_in(series: dict) -> set[str]:
     return {s for s in STATE_ORDER if any(series.get(s) or [])}
 
 
-def test_report_states_the_answer_and_draws_every_promised_curve(report):
-    _chromium_or_skip()
-    run, page = report
+def probe_page(page: Path) -> tuple[str, list[dict]]:
+    """The page in headless Chromium, loaded without error, its headline answer first (after the
+    title and subtitle): the answer's text and the figures with their promised curves."""
     probed: dict = {}
-    [(images, errors)] = open_in_chromium(page, probe=PROBE, probed=probed)
+    [(_, errors)] = open_in_chromium(page, probe=PROBE, probed=probed)
     assert errors == []
     got = probed[page]
-    # the headline answer is the first thing after the title and subtitle
     assert got["answer_first"] and got["answer"]
-    answer = " ".join(got["answer"].split())
+    return " ".join(got["answer"].split()), got["figures"]
+
+
+def assert_first_failures_stated(answer: str, run: dict) -> None:
+    """Each point's first failure (or none) from the run file is stated in the answer."""
     for pt in run["points"]:
-        m, est = pt["metrics"], pt["estimate"]
+        m = pt["metrics"]
         where = ", ".join(f"{k}={v}" for k, v in pt["params"].items())
         if m["first_error"]:
             assert f"at {where}: the first connection fails after {m['first_error_at']:.3f} s with {m['first_error']}" in answer
         else:
             assert f"at {where}: no connection fails" in answer
+
+
+def assert_curves_seen(figures: list[dict]) -> None:
+    """Every promised curve is seen in its image, at pixels it promised."""
+    for f in figures:
+        missing = [c["label"] for c in f["curves"] if not c["seen"] or not c["pixels"]]
+        assert missing == [], (f["id"], missing)
+
+
+def test_report_states_the_answer_and_draws_every_promised_curve(report):
+    _chromium_or_skip()
+    run, page = report
+    answer, figure_list = probe_page(page)
+    assert_first_failures_stated(answer, run)
+    for pt in run["points"]:
+        est = pt["estimate"]
         rate = est["ports"] / est["hold_seconds"]
         assert f"{est['ports']:,} free ports / {est['hold_seconds']:g} s" in answer
         assert (f"= {rate:,.0f} connections/s" in answer) or (f"= {rate:,.3g} connections/s" in answer)
     assert "What changed: tcp_tw_reuse 0 → 1" in answer
     assert "Limits: " in answer
-    figures = {f["id"]: f for f in got["figures"]}
-    # every promised curve is visible in its image
-    for f in got["figures"]:
-        missing = [c["label"] for c in f["curves"] if not c["seen"] or not c["pixels"]]
-        assert missing == [], (f["id"], missing)
+    figures = {f["id"]: f for f in figure_list}
+    assert_curves_seen(figure_list)
     # what the captions promise is among the figure's curves
-    for f in got["figures"]:
+    for f in figure_list:
         kinds = {c["kind"] for c in f["curves"]}
         if "Filled circles: simulated" in f["caption"]:
             assert "simulated" in kinds, f["id"]

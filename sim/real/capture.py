@@ -212,23 +212,28 @@ def _proc_addr(text: str) -> str:
     return endpoint_text((ip, int(port, 16)))
 
 
+def tcp_rows(netns_pid: int) -> list[list[str]]:
+    """The rows of the namespace's /proc/net/tcp and tcp6, each split into its fields."""
+    rows = []
+    for name in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{netns_pid}/net/{name}") as f:
+                rows += [line.split() for line in f.read().splitlines()[1:]]
+        except OSError:
+            continue
+    return rows
+
+
 def endpoint_states(netns_pid: int) -> dict[tuple[str, str], str]:
     """(local, remote) -> TCP state name for every connected row of the namespace's
     /proc/net/tcp and tcp6 (listeners left out)."""
     out: dict[tuple[str, str], str] = {}
-    for name in ("tcp", "tcp6"):
-        try:
-            with open(f"/proc/{netns_pid}/net/{name}") as f:
-                lines = f.read().splitlines()[1:]
-        except OSError:
+    for f in tcp_rows(netns_pid):
+        if len(f) < 4 or int(f[3], 16) == 10:
             continue
-        for line in lines:
-            f = line.split()
-            if len(f) < 4 or int(f[3], 16) == 10:
-                continue
-            st = int(f[3], 16)
-            out[(_proc_addr(f[1]), _proc_addr(f[2]))] = (
-                TCP_STATES[st] if st < len(TCP_STATES) else f"STATE_{st:02X}")
+        st = int(f[3], 16)
+        out[(_proc_addr(f[1]), _proc_addr(f[2]))] = (
+            TCP_STATES[st] if st < len(TCP_STATES) else f"STATE_{st:02X}")
     return out
 
 

@@ -209,19 +209,8 @@ class TopologyBackend:
     def _in_flight(self) -> int:
         """Bytes sent and not yet acknowledged, over every host's connections (tx_queue of
         /proc/net/tcp and tcp6: write_seq - snd_una, get_tcp4_sock() in net/ipv4/tcp_ipv4.c)."""
-        total = 0
-        for b in self.hosts.values():
-            for name in ("tcp", "tcp6"):
-                try:
-                    with open(f"/proc/{b.zygote_pid}/net/{name}") as f:
-                        rows = f.read().splitlines()[1:]
-                except OSError:
-                    continue
-                for row in rows:
-                    fields = row.split()
-                    if len(fields) > 4:
-                        total += int(fields[4].split(":")[0], 16)
-        return total
+        return sum(int(f[4].split(":")[0], 16) for b in self.hosts.values()
+                   for f in capture.tcp_rows(b.zygote_pid) if len(f) > 4)
 
     def _settle_links(self) -> None:
         """Wait for the data in flight to land, as the model does before the next step: a link
