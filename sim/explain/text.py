@@ -185,22 +185,11 @@ def render_text(ex: Explanation) -> str:
                 lines.append(f"              {d.strip()}")
     if ex.trail and len(ex.trail) > 1:
         lines.append("  rules consulted: " + ", ".join(r for r, _ in ex.trail))
-    if ex.syscalls:
-        lines.append("")
-        lines.append("  the system calls Qt made:")
-        lines += [f"    - {c}" for c in ex.syscalls]
-    if ex.facts:
-        lines.append("")
-        lines.append("  what the rule looked at:")
-        lines += [f"    - {f}" for f in ex.facts]
-    if ex.state:
-        lines.append("")
-        lines.append("  the kernel's tables just before the step:")
-        lines += [f"    - {f}" for f in ex.state]
-    if ex.during:
-        lines.append("")
-        lines.append("  during the step:")
-        lines += [f"    - {f}" for f in ex.during]
+    for title, items in (("the system calls Qt made", ex.syscalls), ("what the rule looked at", ex.facts),
+                         ("the kernel's tables just before the step", ex.state),
+                         ("during the step", ex.during)):
+        if items:
+            lines += ["", f"  {title}:"] + [f"    - {x}" for x in items]
     if ex.effect:
         lines.append(f"  afterwards: {ex.effect}")
     changed = [w for w in ex.whatifs if w.changed]
