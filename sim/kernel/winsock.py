@@ -84,7 +84,7 @@ class WinsockKernel(WinsockOptions, WinsockPorts, WinsockIO, Kernel):
         super().__init__(given, file_max, seed)
         self.TIME_WAIT_LEN = float(self.sysctls.get("TcpTimedWaitDelay", type(self).TIME_WAIT_LEN))
         self.pool = NonPagedPool(self._pool_limit(given))
-        self.wsa_refs: dict[str, int] = {}
+        self.wsa_refs: dict[int, int] = {}  # per process (PID): its threads share one count
         self.win_decided: list[str] = []  # Windows rules that decided the call under way
         self._port_cursor: dict[int, int] = {}
 
@@ -106,7 +106,7 @@ class WinsockKernel(WinsockOptions, WinsockPorts, WinsockIO, Kernel):
 
     # ------------------------------------------------------------------ syscall entry
     def syscall(self, proc: str, call: str, args: dict[str, Any], now: float) -> Outcome:
-        if call not in WSA_FREE_CALLS and self.wsa_refs.get(proc, 0) <= 0:
+        if call not in WSA_FREE_CALLS and self.wsa_refs.get(self.procs[proc].pid, 0) <= 0:
             return super().syscall(proc, "wsa_refused", {"call": call}, now)
         return super().syscall(proc, call, args, now)
 
@@ -164,18 +164,18 @@ class WinsockKernel(WinsockOptions, WinsockPorts, WinsockIO, Kernel):
     @rule("win.wsastartup", "windows", "sockets")
     def sys_WSAStartup(self, p: Process, **_: Any) -> int:
         """WSAStartup function (Learn/api/winsock/nf-winsock-wsastartup): each successful call needs its own WSACleanup (a per-process reference count)."""
-        n = self.wsa_refs[p.name] = self.wsa_refs.get(p.name, 0) + 1
-        fact(f"Winsock reference count of {p.name}: {n}")
+        n = self.wsa_refs[p.pid] = self.wsa_refs.get(p.pid, 0) + 1
+        fact(f"Winsock reference count of process {p.pid} ({p.name}): {n}")
         return 0
 
     @rule("win.wsacleanup", "windows", "sockets")
     def sys_WSACleanup(self, p: Process, **_: Any) -> int:
         """WSACleanup function (Learn/api/winsock/nf-winsock-wsacleanup): only the last call cleans up; open sockets are reset and freed as if closesocket were called."""
-        n = self.wsa_refs.get(p.name, 0)
+        n = self.wsa_refs.get(p.pid, 0)
         if n <= 0:
             fact("more WSACleanup calls than successful WSAStartup calls")
             raise SysError("WSANOTINITIALISED", "win.wsacleanup")
-        self.wsa_refs[p.name] = n - 1
+        self.wsa_refs[p.pid] = n - 1
         if n > 1:
             fact(f"reference count {n} -> {n - 1}: nothing is cleaned up yet")
             return 0
@@ -189,23 +189,24 @@ class WinsockKernel(WinsockOptions, WinsockPorts, WinsockIO, Kernel):
         return 0
 
     def exit_files(self, p: Process) -> int:
-        self.wsa_refs[p.name] = 0
         if any(q is not p and q.alive and q.files is p.files for q in self.procs.values()):
-            fact(f"{p.name} is one thread of its process: the process's SOCKET handles stay open")
+            fact(f"{p.name} is one thread of its process: the process's SOCKET handles and its "
+                 "Winsock reference count stay")
             p.alive = False
             return 0
+        self.wsa_refs[p.pid] = 0
         return super().exit_files(p)
 
     @rule("win.thread", "windows", "fd")
     def dup_fd(self, p: Process, **kw: Any) -> int:
-        """CreateThread function (Learn, processthreadsapi.h) and Socket Handles (Learn/winsock/socket-handles-2): Windows has no fork; a scenario's fork starts a second thread of the process, which uses the same SOCKET handles."""
+        """CreateThread function (Learn, processthreadsapi.h), Socket Handles (Learn/winsock/socket-handles-2) and WSAStartup function (Learn/api/winsock/nf-winsock-wsastartup): Windows has no fork; a scenario's fork starts a second thread of the process, which uses the same SOCKET handles and the process's one WSAStartup count."""
         ret = Kernel.dup_fd(self, p, **kw)
         child = self.procs[kw["as"]]
         for f in child.files.fds.values():
             f.f_count -= 1  # one handle table, not a copy
         child.files, child.pid = p.files, p.pid
-        self.wsa_refs[kw["as"]] = self.wsa_refs.get(p.name, 0)
-        fact(f"{kw['as']} is a second thread of {p.name}'s process: it shares its SOCKET handles")
+        fact(f"{kw['as']} is a second thread of {p.name}'s process: it shares its SOCKET handles "
+             f"and its Winsock reference count ({self.wsa_refs.get(p.pid, 0)})")
         return ret
 
     # ------------------------------------------------------------------ socket / handles
