@@ -129,15 +129,42 @@ KNOCKOUTS: dict[str, Callable[..., Any]] = {
 }
 
 
+# Rules that only ever raise: their errors are checked by where they were raised, never knocked out.
+ALWAYS_FAILS = {"win.wsa_not_initialised"}
+
+
+class MissingKnockout(LookupError):
+    """A Windows rule the shared model has no counterpart of, and no entry in KNOCKOUTS."""
+
+
 def knockout(rid: str) -> Callable[..., Any]:
-    """The function that stands in for ``rid`` when it is knocked out."""
+    """The function that stands in for ``rid`` when it is knocked out: its entry in KNOCKOUTS, or
+    the shared (Linux) method the Windows one overrides."""
     if rid in KNOCKOUTS:
         return KNOCKOUTS[rid]
-    name = METHOD[rid]
+    name = METHOD.get(rid)
+    if name is None:
+        raise MissingKnockout(f"{rid} is not a method of WinsockKernel: no rule of that name decides a step")
     base = getattr(Kernel, name, None)
     if base is None:
-        raise KeyError(f"no knockout for {rid}")
+        raise MissingKnockout(
+            f"{rid} (WinsockKernel.{name}) is a Windows-only branch rule with no entry in KNOCKOUTS: add "
+            f"what the shared (Linux) model does in its place, e.g. KNOCKOUTS[{rid!r}] = _refuse('EAGAIN') "
+            "for an error Linux would give, or a function with the same arguments returning Linux's value")
     return base
+
+
+def missing_knockouts() -> list[str]:
+    """Every Windows rule a step can be knocked out of (not a call's own rule, which stays) that has
+    neither a KNOCKOUTS entry nor a shared method to fall back on."""
+    entries = {r for e in ENTRY.values() for r in (e if isinstance(e, tuple) else (e,))}
+    missing = []
+    for rid in sorted(set(METHOD) - entries - ALWAYS_FAILS):
+        try:
+            knockout(rid)
+        except MissingKnockout as e:
+            missing.append(str(e))
+    return missing
 
 
 def _win_rule_on_stack() -> str | None:
@@ -308,8 +335,23 @@ def _changes(path: Path, inv: int, rid: str, sig: tuple) -> bool:
     return r is None or _signature(r, probe.results.get(inv)) != sig
 
 
+def test_every_windows_branch_rule_has_a_knockout():
+    """A new Windows-only branch rule needs to say what the shared model does in its place; the
+    message names the rule (instead of a KeyError in the middle of a scenario's knock-out run)."""
+    missing = missing_knockouts()
+    assert not missing, "\n".join(missing)
+
+
+def test_a_missing_knockout_is_named(monkeypatch):
+    monkeypatch.delitem(KNOCKOUTS, "win.recv_timeout")
+    missing = missing_knockouts()
+    assert len(missing) == 1 and "win.recv_timeout" in missing[0] and "KNOCKOUTS" in missing[0], missing
+
+
 @pytest.mark.parametrize("path", WINDOWS, ids=[p.stem for p in WINDOWS])
 def test_every_windows_step_is_credited_to_its_deciding_rule(path):
+    if missing_knockouts():
+        pytest.fail("cannot knock out every Windows rule:\n" + "\n".join(missing_knockouts()), pytrace=False)
     bad = credit_violations(path)
     assert not bad, bad
 
