@@ -125,6 +125,7 @@ KNOCKOUTS: dict[str, Callable[..., Any]] = {
     "win.sockopt_optlen": _linux_set_optlen,
     "win.getsockopt_optlen": _linux_get_optlen,
     "win.recv_timeout": _refuse("EAGAIN"),  # socket(7): SO_RCVTIMEO runs out with EAGAIN
+    "win.send_timeout": _refuse("EAGAIN"),  # socket(7): SO_SNDTIMEO runs out with EAGAIN
     "win.blocking_call_canceled": _refuse("EBADF"),
 }
 

@@ -519,8 +519,8 @@ class WinsockKernel(WinsockOptions, WinsockPorts, WinsockIO, Kernel):
             sk.syn_tries = 0
             self.inet_csk_reset_xmit_timer("syn", 1.0, sk, gen)  # an unanswered retry still times out
             return
-        if kind in ("win_linger", "win_rcvtimeo"):
-            self.now = now  # nothing to do: the engine retries the blocked closesocket / recv
+        if kind in ("win_linger", "win_rcvtimeo", "win_sndtimeo"):
+            self.now = now  # nothing to do: the engine retries the blocked closesocket / recv / send
             return
         super().timer(kind, obj, gen, now)
 

@@ -28,8 +28,33 @@ class WinsockIO:
     # ------------------------------------------------------------------ data
     @rule("win.send", "windows", "buffers")
     def tcp_sendmsg(self, p: Process, sock: int, bytes: int, flags: list[str] | None = None) -> int:
-        """send function (Learn/api/winsock2/nf-winsock2-send): WSAENOTCONN if not connected, WSAESHUTDOWN after SD_SEND, WSAECONNRESET after a hard close by the peer, WSAENOBUFS without buffer space."""
-        return self._retag("win.send", DOCUMENTED["send"], super().tcp_sendmsg, p, sock, bytes, flags)
+        """send function (Learn/api/winsock2/nf-winsock2-send): WSAENOTCONN if not connected, WSAESHUTDOWN after SD_SEND, WSAECONNRESET after a hard close by the peer, WSAENOBUFS without buffer space, WSAETIMEDOUT when SO_SNDTIMEO runs out."""
+        try:
+            return self._retag("win.send", DOCUMENTED["send"], super().tcp_sendmsg, p, sock, bytes, flags)
+        except Block as b:
+            _, sk = self.sockfd_lookup(p, sock)
+            ms = getattr(sk, "win_sndtimeo", 0)
+            if not ms:
+                raise
+            deadline, resume = self.now + ms / 1000, b.resume
+            self.inet_csk_reset_xmit_timer("win_sndtimeo", ms / 1000, sk, 0)
+            fact(f"no room in the send buffer: send waits up to SO_SNDTIMEO = {ms} ms")
+            raise Block(lambda now: self._send_wait(resume, deadline, now), b.reason) from None
+
+    def _send_wait(self, resume: Any, deadline: float, now: float) -> int:
+        try:
+            return self._retag("win.send", DOCUMENTED["send"], resume, now)
+        except Block as b:
+            if self.now >= deadline - 1e-9:
+                return self._send_timed_out(deadline)
+            again = b.resume
+            raise Block(lambda n: self._send_wait(again, deadline, n), b.reason) from None
+
+    @rule("win.send_timeout", "windows", "buffers")
+    def _send_timed_out(self, deadline: float) -> int:
+        """SOL_SOCKET Socket Options (Learn/winsock/sol-socket-socket-options): SO_SNDTIMEO is the timeout, in milliseconds, of a blocking send; after it the socket's state is indeterminate. The error, WSAETIMEDOUT (send function, Learn/api/winsock2/nf-winsock2-send), is inferred from the receive side measured by Wine test_timeout."""
+        fact("SO_SNDTIMEO ran out with the send buffer still full")
+        raise SysError("ETIMEDOUT", "win.send_timeout")
 
     def tcp_sendmsg_locked(self, sk: Sock, total: int, nonblock: bool, copied: int) -> int:
         if copied == 0:
