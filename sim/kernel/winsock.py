@@ -43,6 +43,7 @@ from .handles import Process
 from .skbuff import DATA, RST, SYN, Segment
 from .stack import DEFAULT_SYSCTLS, Kernel, Outcome
 from .tcp_states import State
+from .winsock_args import WinsockArgs
 from .winsock_io import WinsockIO
 from .winsock_opts import WinsockOptions
 from .winsock_ports import WinsockPorts
@@ -60,7 +61,7 @@ WSA_FREE_CALLS = frozenset({"WSAStartup", "WSACleanup", "exit", "fork"})
 CONNECTED = (State.ESTABLISHED, State.CLOSE_WAIT)
 
 
-class WinsockKernel(WinsockOptions, WinsockPorts, WinsockIO, Kernel):
+class WinsockKernel(WinsockArgs, WinsockOptions, WinsockPorts, WinsockIO, Kernel):
     """One Windows host: Winsock on top of the Windows TCP/IP stack (the rule variants)."""
 
     personality = "windows"
@@ -271,9 +272,11 @@ class WinsockKernel(WinsockOptions, WinsockPorts, WinsockIO, Kernel):
         return 0
 
     @rule("win.getsockname", "windows", "sockets")
-    def inet_getname(self, p: Process, sock: int) -> int:
-        """getsockname function (Learn/api/winsock/nf-winsock-getsockname): the local port; WSAEINVAL if the socket has not been bound."""
+    def inet_getname(self, p: Process, sock: int, null: Any = (), addrlen: int | None = None) -> int:
+        """getsockname function (Learn/api/winsock/nf-winsock-getsockname): the local port; WSAEINVAL if the socket has not been bound, WSAEFAULT for a bad name or a namelen too small."""
         _, sk = self.sockfd_lookup(p, sock)
+        if null or addrlen is not None:
+            self.check_name_out(sk, "getsockname", null, addrlen)
         if not sk.in_bhash and not sk.lport:
             fact("the socket has not been bound to an address")
             raise SysError("EINVAL", "win.getsockname")
@@ -365,9 +368,12 @@ class WinsockKernel(WinsockOptions, WinsockPorts, WinsockIO, Kernel):
 
     # ------------------------------------------------------------------ connect
     @rule("win.connect", "windows", "tcp")
-    def inet_stream_connect(self, p: Process, sock: int, addr: str = "127.0.0.1", port: int = 0) -> int:
-        """connect function (Learn/api/winsock2/nf-winsock2-connect): WSAEWOULDBLOCK on a non-blocking socket, WSAEALREADY while pending, WSAEISCONN once connected, WSAEINVAL on a listening socket."""
+    def inet_stream_connect(self, p: Process, sock: int, addr: str = "127.0.0.1", port: int = 0,
+                            null: Any = (), addrlen: int | None = None) -> int:
+        """connect function (Learn/api/winsock2/nf-winsock2-connect): WSAEWOULDBLOCK on a non-blocking socket, WSAEALREADY while pending, WSAEISCONN once connected, WSAEINVAL on a listening socket, WSAEFAULT for a bad name or namelen."""
         f, sk = self.sockfd_lookup(p, sock)
+        if null or addrlen is not None:
+            self.check_name_in(sk, "connect", null, addrlen)
         if sk.kind == "tcp":
             if sk.tcp_state == State.LISTEN:
                 fact("the socket is listening")
@@ -434,9 +440,12 @@ class WinsockKernel(WinsockOptions, WinsockPorts, WinsockIO, Kernel):
     # ------------------------------------------------------------------ accept
     @rule("win.accept", "windows", "tcp")
     def do_accept(self, p: Process, sock: int, **kw: Any) -> int:
-        """accept function (Learn/api/winsock2/nf-winsock2-accept): a new SOCKET handle for a queued connection, with the listener's options; WSAEINVAL if listen was not called, WSAEWOULDBLOCK if non-blocking and none is queued."""
+        """accept function (Learn/api/winsock2/nf-winsock2-accept): a new SOCKET handle for a queued connection, with the listener's options; WSAEINVAL if listen was not called, WSAEWOULDBLOCK if non-blocking and none is queued, WSAEFAULT if addrlen is too small."""
         f = p.files.fds.get(sock)
         lsk = f.sock if f is not None else None
+        null, addrlen = kw.pop("null", ()), kw.pop("addrlen", None)
+        if (null or addrlen is not None) and lsk is not None:
+            self.check_name_out(lsk, "accept", null, addrlen)
         try:
             fd = self._retag("win.accept", DOCUMENTED["accept"], super().do_accept, p, sock, **kw)
         except Block as b:

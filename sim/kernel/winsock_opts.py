@@ -23,12 +23,22 @@ from .winsock_tables import DOCUMENTED, LINUX_ONLY_OPTIONS
 
 # Options Windows keeps in one byte: a value is read from (and reported in) its low byte only
 # (test_set_getsockopt's option-length table: size 1 for a 4-byte buffer).
-BYTE_OPTIONS = frozenset({"TCP_NODELAY", "SO_KEEPALIVE", "IPV6_V6ONLY"})
+BYTE_OPTIONS = frozenset({"TCP_NODELAY", "SO_KEEPALIVE", "IPV6_V6ONLY", "SO_DONTROUTE"})
 # SOL_SOCKET BOOL options: any nonzero value reads back 1; an optlen of 0 is accepted.
 BOOL_OPTIONS = frozenset({"SO_REUSEADDR", "SO_EXCLUSIVEADDRUSE", "SO_DONTLINGER", "SO_OOBINLINE"})
 SHORT_LEN_OK = BYTE_OPTIONS | BOOL_OPTIONS  # accept an optlen of 1 or 2
 TIMEOUTS = {"SO_RCVTIMEO": "win_rcvtimeo", "SO_SNDTIMEO": "win_sndtimeo"}  # DWORD milliseconds
 READ_ONLY = frozenset({"SO_TYPE", "SO_ACCEPTCONN", "SO_CONNECT_TIME"})
+# Options Winsock stores and reads back, with the value a new socket reads (the socket's attribute).
+# SO_DEBUG: 0 (Wine test_so_debug); SO_DONTROUTE: off (its default is not asserted, inferred);
+# TCP_KEEPALIVE / TCP_KEEPINTVL (seconds) and TCP_KEEPCNT: the host's KeepAliveTime (2 h),
+# KeepAliveInterval (1 s) and the 10 probes of Windows Vista and later (TCP/IP registry values and
+# SIO_KEEPALIVE_VALS pages; the defaults are not asserted by the Wine tests: inferred).
+STORED = {"SO_DEBUG": ("win_debug", 0), "SO_DONTROUTE": ("win_dontroute", 0),
+          "TCP_KEEPALIVE": ("win_keepidle", 7200), "TCP_KEEPINTVL": ("win_keepintvl", 1),
+          "TCP_KEEPCNT": ("win_keepcnt", 10)}
+TRUTH_VALUES = frozenset({"SO_DEBUG", "SO_DONTROUTE"})  # any nonzero value reads back 1
+TCP_KEEPCNT_MAX = 255  # IPPROTO_TCP socket options page; Wine test_set_getsockopt: 0x100 is WSAEINVAL
 NOT_CONNECTED = 0xFFFFFFFF  # SO_CONNECT_TIME of a socket that is not connected
 CONNECTED_STATES = (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT1, State.FIN_WAIT2,
                     State.CLOSING, State.LAST_ACK)
@@ -41,8 +51,9 @@ class WinsockOptions:
 
     # ------------------------------------------------------------------ setsockopt
     def do_sock_setsockopt(self, p: Process, sock: int, opt: str, value: Any = 1,
-                           optlen: int | None = None) -> int:
+                           optlen: int | None = None, null: Any = ()) -> int:
         _, sk = self.sockfd_lookup(p, sock)
+        self.check_optval(opt, null)
         if sk.kind != "tcp" and opt.startswith("TCP_"):
             fact(f"{opt} is an IPPROTO_TCP option: this socket is not TCP")
             raise SysError("ENOPROTOOPT", "win.setsockopt")
@@ -79,7 +90,7 @@ class WinsockOptions:
 
     @rule("win.setsockopt", "windows", "sockets")
     def sock_setsockopt(self, sk: Sock, opt: str, value: Any) -> None:
-        """setsockopt function and SOL_SOCKET Socket Options (Learn/winsock/sol-socket-socket-options): SO_EXCLUSIVEADDRUSE, SO_DONTLINGER (the inverse of SO_LINGER's l_onoff), SO_OOBINLINE, SO_RCVTIMEO/SO_SNDTIMEO (DWORD milliseconds); SO_SNDBUF/SO_RCVBUF set the buffer space as given."""
+        """setsockopt function and SOL_SOCKET Socket Options (Learn/winsock/sol-socket-socket-options): SO_EXCLUSIVEADDRUSE, SO_DONTLINGER (the inverse of SO_LINGER's l_onoff), SO_OOBINLINE, SO_DEBUG, SO_DONTROUTE, SO_RCVTIMEO/SO_SNDTIMEO (DWORD milliseconds); SO_SNDBUF/SO_RCVBUF set the buffer space as given; IPPROTO_TCP TCP_KEEPALIVE/TCP_KEEPINTVL (seconds), TCP_KEEPCNT."""
         if opt in ("SO_EXCLUSIVEADDRUSE", "SO_REUSEADDR") and isinstance(value, int) and value:
             self._reuse_exclusive_conflict(sk, opt)
         if opt == "SO_ERROR" and isinstance(value, int):
@@ -103,6 +114,8 @@ class WinsockOptions:
             fact(f"SO_DONTLINGER {int(bool(value))}: SO_LINGER becomes {{{sk.linger[0]}, {secs}}}")
         elif opt == "SO_OOBINLINE":
             sk.win_oobinline = bool(value)
+        elif opt in STORED:
+            self._stored_option(sk, opt, value)
         elif opt in TIMEOUTS:
             setattr(sk, TIMEOUTS[opt], value & 0xFFFFFFFF)
             fact(f"{opt} {value & 0xFFFFFFFF} ms (0: wait forever)")
@@ -116,6 +129,27 @@ class WinsockOptions:
             fact(f"{opt} {value}: stored as given (no doubling, no sysctl cap; inferred)")
         else:
             self._retag("win.setsockopt", DOCUMENTED["sockopt"], super().sock_setsockopt, sk, opt, value)
+
+    def _stored_option(self, sk: Sock, opt: str, value: int) -> None:
+        """SO_DEBUG and SO_DONTROUTE keep a truth value; TCP_KEEPALIVE, TCP_KEEPINTVL and
+        TCP_KEEPCNT a DWORD (Wine test_set_getsockopt, test_so_debug; IPPROTO_TCP socket options)."""
+        if opt.startswith("TCP_") and sk.kind != "tcp":
+            raise SysError("ENOPROTOOPT", "win.setsockopt")
+        if opt == "TCP_KEEPCNT" and not 0 <= value <= TCP_KEEPCNT_MAX:
+            self._keepcnt_range(value)
+        if opt in TRUTH_VALUES:
+            value = int(bool(value))
+        elif value < 0:
+            fact(f"{opt} {value}: a DWORD count of seconds or probes cannot be negative (inferred)")
+            raise SysError("EINVAL", "win.setsockopt")
+        setattr(sk, STORED[opt][0], value)
+        fact(f"{opt} {value}" + (" (any nonzero value is stored as 1)" if opt in TRUTH_VALUES else ""))
+
+    @rule("win.keepcnt_range", "windows", "sockets")
+    def _keepcnt_range(self, value: int) -> None:
+        """IPPROTO_TCP socket options (Learn/winsock/ipproto-tcp-socket-options): TCP_KEEPCNT is the number of keep-alive probes, at most 255; Wine dlls/ws2_32/tests/sock.c, test_set_getsockopt option-length table (asserted on Windows): 0x100 is refused with WSAEINVAL."""
+        fact(f"TCP_KEEPCNT {value}: more than {TCP_KEEPCNT_MAX} probes")
+        raise SysError("EINVAL", "win.keepcnt_range")
 
     @rule("win.reuse_exclusive_conflict", "windows", "sockets")
     def _reuse_exclusive_conflict(self, sk: Sock, opt: str) -> None:
@@ -136,9 +170,11 @@ class WinsockOptions:
 
     # ------------------------------------------------------------------ getsockopt
     @rule("win.getsockopt", "windows", "sockets")
-    def do_sock_getsockopt(self, p: Process, sock: int, opt: str, optlen: int | None = None) -> Any:
+    def do_sock_getsockopt(self, p: Process, sock: int, opt: str, optlen: int | None = None,
+                           null: Any = ()) -> Any:
         """getsockopt function (Learn/api/winsock/nf-winsock-getsockopt): the option's current value; SO_CONNECT_TIME the seconds connected, 0xFFFFFFFF if not connected; WSAENOPROTOOPT for an option Winsock does not know, WSAEFAULT for a buffer too small."""
         _, sk = self.sockfd_lookup(p, sock)
+        self.check_optval(opt, null)
         if opt in LINUX_ONLY_OPTIONS:
             fact(f"{opt} is not a Winsock option")
             raise SysError("ENOPROTOOPT", "win.getsockopt")
@@ -153,6 +189,10 @@ class WinsockOptions:
             val = int(getattr(sk, "win_oobinline", False))
         elif opt in TIMEOUTS:
             val = getattr(sk, TIMEOUTS[opt], 0)
+        elif opt in STORED:
+            if opt.startswith("TCP_") and sk.kind != "tcp":
+                raise SysError("ENOPROTOOPT", "win.getsockopt")
+            val = getattr(sk, *STORED[opt])
         elif opt == "SO_CONNECT_TIME":
             val = self._connect_time(sk)
         else:

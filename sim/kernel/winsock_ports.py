@@ -25,8 +25,12 @@ class WinsockPorts:
     """bind(), SO_EXCLUSIVEADDRUSE and the dynamic port range on a Windows host."""
 
     @rule("win.bind", "windows", "ports")
-    def inet_bind(self, p: Process, sock: int, addr: str = "0.0.0.0", port: int = 0) -> int:
-        """bind function (Learn/api/winsock/nf-winsock-bind): WSAEINVAL if already bound, WSAEADDRNOTAVAIL for a non-local address, port 0 takes a port from the dynamic range."""
+    def inet_bind(self, p: Process, sock: int, addr: str = "0.0.0.0", port: int = 0, null: Any = (),
+                  addrlen: int | None = None) -> int:
+        """bind function (Learn/api/winsock/nf-winsock-bind): WSAEINVAL if already bound, WSAEADDRNOTAVAIL for a non-local address, WSAEFAULT for a bad name or namelen, port 0 takes a port from the dynamic range."""
+        if null or addrlen is not None:
+            _, sk = self.sockfd_lookup(p, sock)
+            self.check_name_in(sk, "bind", null, addrlen)
         return self._retag("win.bind", DOCUMENTED["bind"], super().inet_bind, p, sock, addr, port)
 
     def inet_csk_get_port(self, table: BindTable, sk: Sock, port: int) -> int:

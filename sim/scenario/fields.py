@@ -50,7 +50,13 @@ SOCKOPTS = (
     "TCP_USER_TIMEOUT", "SO_RCVLOWAT",
     # Winsock's own (a Linux host answers ENOPROTOOPT; SO_RCVTIMEO/SO_SNDTIMEO are DWORD milliseconds)
     "SO_RCVTIMEO", "SO_SNDTIMEO", "SO_OOBINLINE", "SO_DONTLINGER", "SO_CONNECT_TIME",
+    # modelled for Windows only (a Linux scenario is refused at load: see WINDOWS_ONLY_OPTIONS)
+    "SO_DEBUG", "SO_DONTROUTE", "TCP_KEEPALIVE", "TCP_KEEPCNT", "TCP_KEEPINTVL",
 )
+# Options Linux has too (SO_DEBUG, SO_DONTROUTE, TCP_KEEPCNT, TCP_KEEPINTVL; TCP_KEEPALIVE is
+# Linux's TCP_KEEPIDLE) but the Linux model does not: a Linux scenario naming one is refused at
+# load rather than answered with a made-up ENOPROTOOPT.
+WINDOWS_ONLY_OPTIONS = ("SO_DEBUG", "SO_DONTROUTE", "TCP_KEEPALIVE", "TCP_KEEPCNT", "TCP_KEEPINTVL")
 PAIR_OPTS = ("SO_LINGER", "IP_LOCAL_PORT_RANGE")  # values written as [a, b]
 # The capabilities a process can lack (capabilities(7)).
 CAPS = ("CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW")

@@ -116,6 +116,12 @@ class SocketCall(_Call):
 
 
 OptLen = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+# Pointer arguments passed as NULL (``null: [addr]``) and the address length passed
+# (``addrlen: N``): modelled for the Windows personality (WSAEFAULT); a Linux host refuses them
+# at load (sim/scenario/validate.py, POINTER_KEYS).
+AddrNull = list[Literal["addr"]]
+AddrOutNull = list[Literal["addr", "addrlen"]]
+ValueNull = list[Literal["value"]]
 
 
 class SetsockoptCall(_Call):
@@ -125,6 +131,7 @@ class SetsockoptCall(_Call):
     # SO_LINGER takes [onoff, seconds], IP_LOCAL_PORT_RANGE [low, high]
     value: Union[Int32, tuple[Int32, Int32], Ref] = 1
     optlen: OptLen | None = None  # bytes passed (default: the option's size)
+    null: ValueNull = []  # [value]: optval is a NULL pointer
 
     @model_validator(mode="after")
     def _value_shape(self) -> SetsockoptCall:
@@ -139,6 +146,7 @@ class GetsockoptCall(_Call):
     sock: SockRef
     opt: Literal[SOCKOPTS]  # type: ignore[valid-type]
     optlen: OptLen | None = None  # the buffer length passed (default: the option's size)
+    null: ValueNull = []  # [value]: optval is a NULL pointer
 
 
 def _check_addr_or_ref(v: str) -> str:
@@ -156,6 +164,8 @@ class BindCall(_Call):
     sock: SockRef
     addr: str = "0.0.0.0"
     port: PortArg = 0
+    addrlen: OptLen | None = None  # namelen passed (default: the size of the family's sockaddr)
+    null: AddrNull = []  # [addr]: name is a NULL pointer
 
     _addr = field_validator("addr")(classmethod(lambda cls, v: _check_addr_or_ref(v)))
 
@@ -171,6 +181,8 @@ class ConnectCall(_Call):
     sock: SockRef
     addr: str = "127.0.0.1"
     port: PortArg
+    addrlen: OptLen | None = None  # namelen passed (default: the size of the family's sockaddr)
+    null: AddrNull = []  # [addr]: name is a NULL pointer
 
     _addr = field_validator("addr")(classmethod(lambda cls, v: _check_addr_or_ref(v)))
 
@@ -179,6 +191,8 @@ class AcceptCall(_Call):
     call: Literal["accept"]
     sock: SockRef
     as_: Name | None = Field(None, alias="as")
+    addrlen: OptLen | None = None  # *addrlen: the size of the address buffer passed
+    null: AddrOutNull = []  # [addr] and/or [addrlen] passed as NULL pointers
 
 
 MsgFlag = Literal["MSG_DONTWAIT", "MSG_NOSIGNAL", "MSG_PEEK", "MSG_OOB", "MSG_WAITALL"]
@@ -275,6 +289,8 @@ class ExitCall(_Call):
 class GetsocknameCall(_Call):
     call: Literal["getsockname"]
     sock: SockRef
+    addrlen: OptLen | None = None  # *namelen: the size of the address buffer passed
+    null: AddrOutNull = []  # [addr] and/or [addrlen] passed as NULL pointers
 
 
 class SetNonblockCall(_Call):

@@ -16,6 +16,8 @@ from ..engine.qt.qtimer import QtTimers
 from ..kernel.rules import RULES, Trail, activate, decisive
 from .captures import Captures, run_checks
 from .expect import call_ok, canon
+from .fields import WINDOWS_ONLY_OPTIONS
+from .validate import POINTER_KEYS
 from .model import (
     ForkCall, LoadStep, ObserveStep, QtCall, QtStep, Scenario, SleepStep, SysctlStep, TimerStep, call_args,
     step_kind,
@@ -30,8 +32,18 @@ def _canon(name: str) -> str:
     return canon(name)
 
 
-def _api_call(pers, call: str, proc: str, last_err: dict[str, tuple[str, int]]) -> CallResult | None:
+NOT_MODELLED = "NOT_MODELLED"  # a Windows-only argument or option run under another personality
+
+
+def _api_call(pers, call: str, proc: str, last_err: dict[str, tuple[str, int]],
+              args: dict[str, Any] | None = None) -> CallResult | None:
     """Calls that no kernel sees: handled by the personality's API conventions, the same for both backends."""
+    if pers.name != "windows" and args and (any(k in args for k in POINTER_KEYS)
+                                            or args.get("opt") in WINDOWS_ONLY_OPTIONS):
+        what = args.get("opt") if args.get("opt") in WINDOWS_ONLY_OPTIONS else "NULL pointers and address lengths"
+        return CallResult(ret=None, err=NOT_MODELLED, rule="api.not_modelled",
+                          cite="modelled for the Windows personality only",
+                          facts=[f"{pers.name}: {what} not modelled; the call is not made"])
     op = pers.kernel_call(call)
     if op == "nop":
         return CallResult(ret=0, rule="api.nop",
@@ -212,7 +224,7 @@ class _Run:
                 args[key] = self.caps.resolve(self.cur_step, line, key, args[key])
                 rec.args[key + "_from"] = rec.args[key]
                 rec.args[key] = args[key]
-        res = _api_call(self.pers, step.call, step.proc, self.last_err)
+        res = _api_call(self.pers, step.call, step.proc, self.last_err, args)
         if res is None:
             res = self.backend.call(rec.index, step.proc, self.pers.kernel_call(step.call), args)
         if res.at is not None:  # when the system call began, a little after the step was issued

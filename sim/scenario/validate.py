@@ -13,6 +13,7 @@ import ipaddress
 from typing import Any, Callable
 
 from .expect import SET_KEYS, is_set
+from .fields import WINDOWS_ONLY_OPTIONS
 from .model import (
     ERRNO_NAMES, NAME_CALLS, OUTCOME_WORDS, PAIR_OPTS, POLL_EVENTS, TCP_INFO_FIELDS, WSA_NAMES,
     Scenario, step_kind,
@@ -220,6 +221,27 @@ def _fails(expect: Any) -> bool:
     return False
 
 
+POINTER_KEYS = ("null", "addrlen")  # NULL pointers and address lengths (WSAEFAULT on Windows)
+
+
+def check_windows_only(sc: Scenario, step: Any, where: tuple, fail: Fail) -> None:
+    """Arguments only the Windows personality models: NULL pointers, address lengths and the options
+    the Linux model does not have. On a Linux host they are refused here, not answered with a
+    result the Linux model would make up."""
+    if sc.host_of(step.proc).personality == "windows":
+        return
+    for key in POINTER_KEYS:
+        v = getattr(step, key, None)
+        if v not in (None, []):
+            fail(where + (key,), f"expected no {key}: on a Linux host; NULL pointers and address lengths "
+                                 "(WSAEFAULT) are modelled for the Windows personality only "
+                                 "(host: {personality: windows})")
+    opt = getattr(step, "opt", None)
+    if opt in WINDOWS_ONLY_OPTIONS:
+        fail(where + ("opt",), f"expected an option the Linux model has, found {opt}: it is modelled for "
+                               "the Windows personality only (host: {personality: windows})")
+
+
 def check_scenario(sc: Scenario, data: dict, mark: Callable[[tuple], tuple[int, int]],
                    raise_at: Callable[[int, int, str], None]) -> dict[tuple[int, str], tuple[int, int]]:
     """Check expectations, captures and references; return where each reference is written."""
@@ -236,6 +258,8 @@ def check_scenario(sc: Scenario, data: dict, mark: Callable[[tuple], tuple[int, 
         label = f"steps[{i}] ({'call ' + step.call if kind == 'call' else kind})"
         fail = fail_at(label)
         check_expect(step, step.expect, ("steps", i, "expect"), fail)
+        if kind == "call":
+            check_windows_only(sc, step, ("steps", i), fail)
         if kind == "observe" and isinstance(getattr(step.observe, "port", None), str):
             slots = {"port": "port"}
             holder, prefix = step.observe, ("steps", i, "observe")
