@@ -38,7 +38,7 @@ STORED = {"SO_DEBUG": ("win_debug", 0), "SO_DONTROUTE": ("win_dontroute", 0),
           "TCP_KEEPALIVE": ("win_keepidle", 7200), "TCP_KEEPINTVL": ("win_keepintvl", 1),
           "TCP_KEEPCNT": ("win_keepcnt", 10)}
 TRUTH_VALUES = frozenset({"SO_DEBUG", "SO_DONTROUTE"})  # any nonzero value reads back 1
-TCP_KEEPCNT_MAX = 255  # IPPROTO_TCP socket options page; Wine test_set_getsockopt: 0x100 is WSAEINVAL
+TCP_KEEPCNT_MAX = 255  # Wine test_set_getsockopt: 5 is kept, 0x100 is WSAEINVAL; 255 itself is inferred
 NOT_CONNECTED = 0xFFFFFFFF  # SO_CONNECT_TIME of a socket that is not connected
 CONNECTED_STATES = (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT1, State.FIN_WAIT2,
                     State.CLOSING, State.LAST_ACK)
@@ -147,7 +147,7 @@ class WinsockOptions:
 
     @rule("win.keepcnt_range", "windows", "sockets")
     def _keepcnt_range(self, value: int) -> None:
-        """IPPROTO_TCP socket options (Learn/winsock/ipproto-tcp-socket-options): TCP_KEEPCNT is the number of keep-alive probes, at most 255; Wine dlls/ws2_32/tests/sock.c, test_set_getsockopt option-length table (asserted on Windows): 0x100 is refused with WSAEINVAL."""
+        """Wine dlls/ws2_32/tests/sock.c, test_set_getsockopt option-length table (asserted on Windows): TCP_KEEPCNT refuses 0x100 with WSAEINVAL while TCP_KEEPALIVE and TCP_KEEPINTVL keep it (the bound, 255, is inferred); IPPROTO_TCP socket options (Learn/winsock/ipproto-tcp-socket-options): TCP_KEEPCNT is the number of keep-alive probes."""
         fact(f"TCP_KEEPCNT {value}: more than {TCP_KEEPCNT_MAX} probes")
         raise SysError("EINVAL", "win.keepcnt_range")
 
