@@ -194,3 +194,45 @@ def test_dynamicport_is_the_windows_range_and_shows_in_netsh_terms():
     with console.capture() as cap:
         print_windows_summary(tr)
     assert "netsh int ipv4 set dynamicport tcp start=50000 num=1" in cap.get()
+
+
+# ----------------------------------------------------------------------------- pointers and lengths
+LINUX_POINTER_STEPS = {
+    "null": "- {proc: a, call: bind, sock: s, addr: 127.0.0.1, port: 0, null: [addr]}",
+    "addrlen": "- {proc: a, call: getsockname, sock: s, addrlen: 15}",
+    "opt": "- {proc: a, call: setsockopt, sock: s, opt: TCP_KEEPCNT, value: 5}",
+}
+
+
+@pytest.mark.parametrize("key", sorted(LINUX_POINTER_STEPS))
+def test_windows_only_arguments_are_refused_on_a_linux_host(tmp_path, key):
+    """NULL pointers, address lengths and the options only the Windows model has: one line with the
+    file, line and column of the key on a Linux host, never a made-up Linux answer."""
+    from sim.scenario.errors import ScenarioError
+
+    f = tmp_path / "lin.yaml"
+    f.write_text("name: lin\ndescription: x\nprocesses:\n  a: {}\nsteps:\n"
+                 "  - {proc: a, call: socket, as: s}\n  " + LINUX_POINTER_STEPS[key] + "\n")
+    with pytest.raises(ScenarioError) as e:
+        load_file(f)
+    line = f.read_text().splitlines()[e.value.line - 1]
+    assert e.value.line == 7 and line[:e.value.column - 1].endswith(f"{key}: "), (str(e.value), line)
+    assert "Windows personality only" in e.value.message
+
+
+def test_a_pointer_argument_under_the_linux_personality_is_not_modelled():
+    """A Windows scenario run as Linux does not hand a Linux kernel arguments it does not take: the
+    step is reported NOT_MODELLED (a --compare-personalities row), the rest of the run goes on."""
+    sc = load_file(ROOT / "scenarios" / "windows" / "win-wine-efault-names.yaml")
+    tr = run(sc, SimBackend(seed=1), seed=1, personality="linux")
+    marked = [r for r in tr.steps if r.kind == "call" and ("null" in r.args or "addrlen" in r.args)]
+    assert marked and all(r.err == "NOT_MODELLED" for r in marked)
+    plain = [r for r in tr.steps if r.kind == "call" and r.call in ("listen", "socket")]
+    assert plain and all(r.err is None for r in plain)
+
+
+def test_threads_share_the_wsastartup_count():
+    """WSACleanup page: in a multithreaded process the last WSACleanup ends Winsock for every
+    thread. The thread's WSACleanup leaves the main thread without Winsock (a copied count would
+    have left it one)."""
+    assert not _failed(ROOT / "scenarios" / "windows" / "win-wsastartup-shared-by-threads.yaml", 1)
