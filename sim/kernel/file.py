@@ -39,10 +39,20 @@ class FileOps:
         return 0
 
     def fput(self, f: OpenFile, exiting: bool) -> None:
+        """fput() in fs/file_table.c: one reference fewer; the last one releases the file (__fput)."""
+        if self.fput_drop(f):
+            self.fput_release(f, exiting)
+
+    def fput_drop(self, f: OpenFile) -> bool:
+        """fput() in fs/file_table.c: drop one reference; True when it was the last."""
         f.f_count -= 1
         if f.f_count > 0:
             fact(f"{f.f_count} other reference(s) to this socket remain: nothing is sent")
-            return
+            return False
+        return True
+
+    def fput_release(self, f: OpenFile, exiting: bool) -> None:
+        """__fput() in fs/file_table.c: the open file goes; a socket's release closes it (sock_close)."""
         self.files.release()
         self.tcp_close(f.sock, exiting)
 
@@ -97,18 +107,21 @@ class FileOps:
 
     @rule("sys.exit", "fd")
     def exit_files(self, p: Process) -> int:
-        """do_exit() -> exit_files(): every fd is closed, the highest first (task_work runs last-in first-out); a positive SO_LINGER is ignored."""
-        return self.exit_files_next(p)
-
-    def exit_files_next(self, p: Process) -> int:
-        # each release's segments cross loopback before the next release (task_work_run())
-        while p.files.fds:
-            fd = max(p.files.fds)
+        """do_exit() -> exit_files() -> close_files() in fs/file.c: every fd is dropped, lowest first; the files whose last reference went are released afterwards by task_work_run() (kernel/task_work.c), last-in first-out: the file dropped last is released first. A positive SO_LINGER is ignored."""
+        for fd in sorted(p.files.fds):
             f = self.file_close_fd(p, fd)
-            if f.sock is not None:
-                self.fput(f, exiting=True)
-                if p.files.fds and self.outbox:
-                    raise Block(lambda now: self.exit_files_next(p), "exit: releasing the next file")
+            # fput() queues __fput() as task work (task_work_add() pushes on the list's head)
+            if f.sock is not None and self.fput_drop(f):
+                p.task_works.append(f)
+        return self.task_work_run(p)
+
+    def task_work_run(self, p: Process) -> int:
+        """task_work_run() in kernel/task_work.c: the queued releases run from the list's head (the
+        newest first); each release's segments cross loopback before the next one runs."""
+        while p.task_works:
+            self.fput_release(p.task_works.pop(), exiting=True)
+            if p.task_works and self.outbox:
+                raise Block(lambda now: self.task_work_run(p), "exit: releasing the next file")
         p.alive = False
         return 0
 

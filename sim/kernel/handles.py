@@ -17,12 +17,13 @@ from .rules import fact, rule
 class Process:
     """A process as the socket layer sees it: a name, an fd table (``files_struct``), credentials."""
 
-    __slots__ = ("name", "files", "cred", "alive", "pid")
+    __slots__ = ("name", "files", "cred", "alive", "pid", "task_works")
 
     def __init__(self, name: str, files: Any, uid: int, pid: int, cred: Any = None):
         from .capability import Cred
 
         self.name, self.files, self.alive, self.pid = name, files, True, pid
+        self.task_works: list[OpenFile] = []  # task->task_works: files whose release is deferred
         self.cred = cred if cred is not None else Cred(uid)
 
     @property

@@ -84,6 +84,7 @@ class Sock:
         self.max_window = 0  # tp->max_window: the largest window the peer offered
         self.syn_unacked = False  # our SYN took a sequence number the peer never acknowledged
         self.seq_gap = 0  # write_seq moved by tcp_disconnect(): max_window + 2
+        self.purged = 0  # bytes of write_seq - snd_una freed by tcp_write_queue_purge()
         self.nospace = False  # SOCK_NOSPACE
         self.mapped_ops = False  # AF_INET6 socket switched to the ipv6_mapped ops by a v4 connect
         self.blackhole = False  # transmits through ops that cannot reach its peer
@@ -119,12 +120,14 @@ class Sock:
 
     @property
     def snd_q(self) -> int:
-        """write_seq - snd_una: bytes queued and not yet acknowledged (SIOCOUTQ)."""
-        return self.write_seq - self.snd_una
+        """Bytes queued and not yet acknowledged whose buffers are still held (sk_wmem_queued's
+        payload): write_seq - snd_una, less what tcp_write_queue_purge() freed."""
+        return self.write_seq - self.snd_una - self.purged
 
     @property
     def unsent(self) -> int:
-        return self.write_seq - self.snd_nxt
+        """Bytes queued and not yet sent (none once tcp_write_queue_purge() freed the queue)."""
+        return 0 if self.purged else self.write_seq - self.snd_nxt
 
     # ---- bind-rule view (see ports.py)
     @property

@@ -77,7 +77,7 @@ class Tcp:
         for a in actions:
             if a == "send_syn":
                 sk.syn_unacked = True
-                sk.seq_gap = 0  # tcp_connect_init(): snd_una = write_seq for the new attempt
+                self.tcp_connect_init(sk)
                 sk.isn = self.secure_tcp_seq()
                 self.tcp_transmit_skb(sk, SYN)
             elif a == "arm_syn_timer":
@@ -128,10 +128,22 @@ class Tcp:
             self.emit(BufferUncharged(nbytes))
 
     def tcp_write_queue_purge(self, sk: Sock) -> None:
-        """tcp_write_queue_purge(): the unsent and unacknowledged data is dropped."""
+        """tcp_write_queue_purge() in net/ipv4/tcp.c: the unsent and unacknowledged data is freed
+        (its memory uncharged, packets_out 0), but write_seq, snd_nxt and snd_una stay, so SIOCOUTQ
+        (write_seq - snd_una) still counts it (measured: Linux 6.18,
+        scenarios/regressions/send-queue-after-reset.yaml)."""
         if sk.snd_q:
             self.sk_mem_uncharge(sk.snd_q)
-        sk.snd_una = sk.snd_nxt = sk.write_seq
+            sk.purged += sk.snd_q
+
+    def tcp_connect_init(self, sk: Sock) -> None:
+        """tcp_connect_init() in net/ipv4/tcp_output.c: a new attempt starts its sequence space
+        afresh (snd_una = snd_nxt = write_seq, the ISN; rcv_nxt from the peer's SYN), so nothing of
+        an earlier connection on the same socket (its data, its FIN) shifts the new numbers."""
+        sk.write_seq = sk.snd_nxt = sk.snd_una = sk.snd_edge = sk.purged = sk.seq_gap = 0
+        sk.rcv_nxt = sk.pushed_seq = 0
+        sk.fin_pending = sk.fin_sent = sk.fin_acked = False
+        sk.psh_marks.clear()
 
     @rule("tcp.close", "tcp")
     def tcp_close(self, sk: Sock, exiting: bool) -> None:
@@ -195,6 +207,10 @@ class Tcp:
             sk.err = "ECONNRESET"  # an aborted connection attempt reports ECONNRESET
         self.tcp_set_state(sk, State.CLOSE, "disconnect")
         self.inet_unhash(sk)
+        if sk.rcv_q:  # __skb_queue_purge(&sk->sk_receive_queue)
+            self.sk_mem_uncharge(sk.rcv_q)
+            sk.rcv_q = 0
+        self.tcp_write_queue_purge(sk)
         sk.seq_gap += sk.max_window + 2  # tcp_disconnect(): write_seq += max_window + 2 (listeners too)
         if sk.in_bhash and not sk.bindport_lock:
             self.inet_put_port(sk.lport, sk)
@@ -339,7 +355,7 @@ class Tcp:
             return "EINVAL"
         if sk.tcp_state in (State.SYN_SENT, State.SYN_RECV):
             return {"recv_q": 0, "send_q": 0}
-        return {"recv_q": sk.rcv_q, "send_q": sk.snd_q + sk.syn_unacked + sk.seq_gap}
+        return {"recv_q": sk.rcv_q, "send_q": sk.snd_q + sk.purged + sk.syn_unacked + sk.seq_gap}
 
 
 # ----------------------------------------------------------------------------- poll, TCP_INFO, options
@@ -429,7 +445,7 @@ def tcp_get_info(sk: Any, fields: list[str]) -> dict[str, Any]:
     """tcp_get_info() in net/ipv4/tcp.c: state, congestion state and counters of one socket."""
     st = State(sk.tcp_state)
     synced = st not in (State.CLOSE, State.LISTEN, State.SYN_SENT) or sk.established_at is not None
-    in_flight = (1 if st == State.SYN_SENT else 0) + (1 if sk.snd_nxt > sk.snd_una else 0) + (
+    in_flight = (1 if st == State.SYN_SENT else 0) + (1 if sk.snd_nxt > sk.snd_una + sk.purged else 0) + (
         1 if sk.fin_sent and not sk.fin_acked else 0)
     info = {
         "state": st.name, "ca_state": "OPEN", "retransmits": 0, "probes": 0, "backoff": 0,
