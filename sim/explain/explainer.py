@@ -27,6 +27,10 @@ class Explainer(Facts, WhatIfs):
         self.whatif = whatif
         self.base = scenario.model_dump(by_alias=True)
         self._runs: dict[str, Recording | None] = {}
+        self._record_of: dict[int, tuple[Recording, dict[tuple[int, int | None], int]]] = {}
+        self._base_rows: list[tuple] | None = None  # the base run's records, as knock-ons compare them
+        self._prefetched = False
+        self._forked: dict[tuple[int, str], tuple[bool, str | None, str]] = {}  # prefetch_whatifs()
         self._by_step: tuple[dict[int, list[int]], dict[int, list[Any]]] | None = None
         self.runs = 0
         self.windows = self.trace.personality == "windows"  # explained in Windows' terms
@@ -51,6 +55,7 @@ class Explainer(Facts, WhatIfs):
         return ex
 
     def explain_all(self) -> list[Explanation]:
+        self.prefetch_whatifs()
         return [self.explain(i) for i in range(len(self.trace.steps))]
 
     # ------------------------------------------------------------------ decision and source

@@ -14,6 +14,70 @@ from ..trace import StepRecord
 from .text import MAX_WHATIFS, WhatIf, call_text, outcome_text
 
 
+FORK_MIN_STEPS = 24  # a variant that shares fewer steps with the base runs from the start
+FORK_MIN_VARIANTS = 40  # fewer variants than this: not worth starting the worker process
+
+
+def outcome_in(r: Recording, target: tuple[int, int | None], index: dict[int, Any]) -> str | None:
+    """The outcome text of the record of ``r`` for scenario step ``target`` (step, via);
+    ``index`` caches each recording's record positions."""
+    got = index.get(id(r))
+    if got is None or got[0] is not r:
+        first: dict[tuple[int, int | None], int] = {}
+        for idx, key in enumerate(r.step_of):
+            first.setdefault(key, idx)
+        got = index[id(r)] = (r, first)
+    idx = got[1].get(target)
+    if idx is None:
+        return None
+    eff = r.effects.get(idx, "")
+    return outcome_text(r.trace.steps[idx]) + (f" ({eff})" if eff else "")
+
+
+def base_rows(r: Recording) -> list[tuple[int, int | None, str, str, str]]:
+    """Per record of the base run: its step, via, kind, outcome (with effect) and call text."""
+    rows = []
+    for j, rec in enumerate(r.trace.steps[:len(r.step_of)]):
+        s, via = r.step_of[j]
+        eff = r.effects.get(j)
+        rows.append((s, via, rec.kind, outcome_text(rec) + (f" ({eff})" if eff else ""), call_text(rec)))
+    return rows
+
+
+def knock_on(r: Recording, base: list[tuple], mapping: dict[int, int], upto: int, new_target: int,
+             index: dict[int, Any]) -> str:
+    """An added step that failed, or the first earlier step whose outcome the variant changed."""
+    added = set(range(new_target)) - set(mapping.values())
+    for idx, key in enumerate(r.step_of):
+        if key[1] is None and key[0] in added:
+            rec = r.trace.steps[idx]
+            if rec.err:
+                return f"the added {call_text(rec)} gave {outcome_text(rec)}"
+    for j in range(upto):
+        s, via, kind, ours, what = base[j]
+        if via is not None or s not in mapping or kind != "call":
+            continue
+        theirs = outcome_in(r, (mapping[s], None), index)
+        if theirs is not None and theirs != ours:
+            return f"step {j} {what} gave {theirs} first"
+    return ""
+
+
+def blocks(r: Recording, new_s: int, via: int | None) -> bool:
+    """Whether the variant's target step blocked (then the steps after it matter)."""
+    return any(key == (new_s, via) and r.trace.steps[n].blocked for n, key in enumerate(r.step_of))
+
+
+def judge(r: Recording, base: list[tuple], i: int, new_s: int, via: int | None,
+          mapping: dict[int, int]) -> tuple[bool, str | None, str]:
+    """What an explanation needs of a variant's run: blocked?, the target's outcome, the knock-on."""
+    if blocks(r, new_s, via):
+        return True, None, ""
+    index: dict[int, Any] = {}
+    got = outcome_in(r, (new_s, via), index)
+    return False, got, knock_on(r, base, mapping, i, new_s, index) if got is not None else ""
+
+
 class _Impossible(Exception):
     """A what-if variant that the loader would refuse (it names a capture no step makes)."""
 
@@ -50,13 +114,7 @@ class WhatIfs:
         return res
 
     def _outcome_in(self, r: Recording, target: tuple[int, int | None]) -> str | None:
-        for idx, key in enumerate(r.step_of):
-            if key == target:
-                rec = r.trace.steps[idx]
-                out = outcome_text(rec)
-                eff = r.effects.get(idx, "")
-                return out + (f" ({eff})" if eff else "")
-        return None
+        return outcome_in(r, target, self._record_of)
 
     def _apply(self, ops: list[tuple], target: int) -> tuple[dict[str, Any], int, dict[int, int]] | None:
         # the steps are shared with the base (an operation replaces a step, never changes one in place):
@@ -95,18 +153,17 @@ class WhatIfs:
         mapping = {o: j for j, (o, _) in enumerate(steps) if o is not None}
         return data, new_target, mapping
 
-    def _whatifs(self, i: int, rec: StepRecord, gb: nx.DiGraph, ga: nx.DiGraph) -> list[WhatIf]:
-        if i >= len(self.r.step_of):
-            return []
+    def _candidates(self, i: int, rec: StepRecord, gb: nx.DiGraph, ga: nx.DiGraph) -> list[tuple]:
+        """Step ``i``'s what-if variants: (label, kind, the variant cut after the target, the whole
+        variant, the target's new step, its via, the old-to-new step mapping)."""
         s, via = self.r.step_of[i]
-        here = outcome_text(rec) + (f" ({self.r.effects[i]})" if self.r.effects.get(i) else "")
         cands: list[tuple[str, list[tuple], str]] = []
         for gen in (self._g_socket_args, self._g_reuse, self._g_wait, self._g_remove_options,
                     self._g_sysctls, self._g_backlog, self._g_listener, self._g_other_process,
                     self._g_read_first, self._g_close_others, self._g_earlier_calls, self._g_peer_data,
                     self._g_fd_alloc, self._g_wsastartup):
             cands.extend(gen(i, rec, s, gb, ga))
-        out: list[WhatIf] = []
+        out: list[tuple] = []
         seen: set[str] = set()
         for label, ops, kind in cands:
             if label in seen or len(out) >= MAX_WHATIFS:
@@ -118,39 +175,77 @@ class WhatIfs:
             data, new_s, mapping = applied
             # steps after the target cannot change its outcome unless it blocks: leave them out
             short = {**data, "steps": data["steps"][:new_s + 1]}
-            r = self._variant(short)
-            if r is not None and any(key == (new_s, via) and r.trace.steps[n].blocked
-                                     for n, key in enumerate(r.step_of)):
-                r = self._variant(data)
-            if r is None:
-                continue
-            got = self._outcome_in(r, (new_s, via))
+            out.append((label, kind, short, data, new_s, via, mapping))
+        return out
+
+    def _whatifs(self, i: int, rec: StepRecord, gb: nx.DiGraph, ga: nx.DiGraph) -> list[WhatIf]:
+        if i >= len(self.r.step_of):
+            return []
+        here = outcome_text(rec) + (f" ({self.r.effects[i]})" if self.r.effects.get(i) else "")
+        out: list[WhatIf] = []
+        for label, kind, short, data, new_s, via, mapping in self._candidates(i, rec, gb, ga):
+            done = self._forked.get((i, label))
+            if done is not None and not done[0]:  # run from the base run's state (prefetch_whatifs)
+                got, knock = done[1], done[2]
+            else:
+                r = self._variant(short)
+                if r is not None and blocks(r, new_s, via):
+                    r = self._variant(data)
+                if r is None:
+                    continue
+                got = self._outcome_in(r, (new_s, via))
+                knock = self._knock_on(r, mapping, i, new_s) if got is not None else ""
             if got is None:
                 continue
-            knock = self._knock_on(r, mapping, i, new_s)
             out.append(WhatIf(label + (f" (in that run {knock})" if knock else ""), got, got != here, kind))
         return out
 
+    def prefetch_whatifs(self) -> None:
+        """Run the what-if variants of every record at once, each forked from one more run of the
+        base scenario at its first changed step (sim/explain/forked.py): the cost grows with the
+        steps, not with their square. Variants that change more than steps, that share a short
+        prefix with the base, or that block, and all of them where forking is unavailable or
+        there are few, run from the start as before."""
+        from pydantic import ValidationError
+
+        from ..scenario.model import QtStep, Scenario, TimerStep
+        from ..scenario.validate import check_scenario
+        from .forked import Job, can_fork, first_changed, run_forked
+
+        if not self.whatif or not can_fork() or self._prefetched:
+            return
+        self._prefetched = True
+        base_sc = Scenario.model_validate(self.base)
+        if any(isinstance(st, (QtStep, TimerStep)) for st in base_sc.steps):
+            return  # a Qt program's event loops are set up from all its steps at the start
+        jobs: list[Job] = []
+        for i, rec in enumerate(self.trace.steps):
+            if i >= len(self.r.step_of):
+                break
+            gb, ga = self.r.before(i), self.r.after(i)
+            for label, _kind, short, _data, new_s, via, mapping in self._candidates(i, rec, gb, ga):
+                at = first_changed(self.base, short)
+                if at is None or at < FORK_MIN_STEPS:
+                    continue  # a short prefix re-runs faster than a process forks
+                try:
+                    sc = Scenario.model_validate(short)
+                    check_scenario(sc, short, lambda _path: (0, 0), _refuse)
+                except (ValidationError, _Impossible):
+                    continue
+                if any(isinstance(st, (QtStep, TimerStep)) for st in sc.steps):
+                    continue
+                jobs.append(Job((i, label), at, sc.steps[at:], i, new_s, via, mapping))
+        if len(jobs) < FORK_MIN_VARIANTS:
+            return
+        if self._base_rows is None:
+            self._base_rows = base_rows(self.r)
+        self._forked.update(run_forked(base_sc, jobs, self._base_rows, self.seed, self.personality))
+        self.runs += len(self._forked) + 1
+
     def _knock_on(self, r: Recording, mapping: dict[int, int], upto: int, new_target: int) -> str:
-        """An added step that failed, or the first earlier step whose outcome the variant changed."""
-        added = set(range(new_target)) - set(mapping.values())
-        for idx, key in enumerate(r.step_of):
-            if key[1] is None and key[0] in added:
-                rec = r.trace.steps[idx]
-                if rec.err:
-                    return f"the added {call_text(rec)} gave {outcome_text(rec)}"
-        for j in range(upto):
-            s, via = self.r.step_of[j]
-            if via is not None or s not in mapping:
-                continue
-            mine = self.trace.steps[j]
-            if mine.kind not in ("call",):
-                continue
-            theirs = self._outcome_in(r, (mapping[s], None))
-            ours = outcome_text(mine) + (f" ({self.r.effects[j]})" if self.r.effects.get(j) else "")
-            if theirs is not None and theirs != ours:
-                return f"step {j} {call_text(mine)} gave {theirs} first"
-        return ""
+        if self._base_rows is None:
+            self._base_rows = base_rows(self.r)
+        return knock_on(r, self._base_rows, mapping, upto, new_target, self._record_of)
 
     # ------------------------------------------------------------------ what if: helpers
     def _scenario_step(self, record_index: int | None) -> int | None:

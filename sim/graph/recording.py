@@ -394,13 +394,15 @@ def track_label(info: dict[str, Any], tid: str) -> str:
     return f"{noun} {name} of {proc} (fd {fd})" if name else f"{noun} fd {fd} of {proc}"
 
 
-def record(scenario: Any, seed: int = 0, graphs: bool = True, personality: str | None = None) -> Recording:
-    """Run ``scenario`` on the simulator and record the kernel around every trace record."""
+def record(scenario: Any, seed: int = 0, graphs: bool = True, personality: str | None = None,
+           at_step: Any = None) -> Recording:
+    """Run ``scenario`` on the simulator and record the kernel around every trace record
+    (``at_step``: called before each scenario step, see the runner's switch())."""
     from ..scenario.runner import run
 
     rec = _Recorder(scenario, graphs=graphs)
     backend = _Probe(rec, seed=seed, personality=personality)
-    kw: dict[str, Any] = {"on_step": rec.on_step}
+    kw: dict[str, Any] = {"on_step": rec.on_step, "at_step": at_step}
     if personality is not None:
         kw["personality"] = personality
     rec.rec.trace = run(scenario, backend, seed=seed, **kw)

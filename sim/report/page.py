@@ -58,7 +58,7 @@ def render_page(scenario: Any, trace: Trace | None = None, seed: int = 0) -> str
         for a, b in zip(trace.steps, steps):
             if (a.ret, a.err) != (b.ret, b.err):
                 mismatch.append(a.index)
-    exps = [ex.explain(i) for i in range(len(steps))]
+    exps = ex.explain_all()
     for i, e in enumerate(exps):
         if e.kind == "load" and len(e.during) > MAX_LISTED:
             e.during = ex.during_rows(i)  # a load step summarised: one line per transition-table row

@@ -61,8 +61,9 @@ class _Run:
 
     def __init__(self, scenario: Scenario, backend: Backend, seed: int | None,
                  on_step: Callable[[StepRecord], None] | None, personality: str | None,
-                 follow: Trace | None = None):
+                 follow: Trace | None = None, at_step: Callable[[Any, int], None] | None = None):
         self.sc, self.backend, self.on_step = scenario, backend, on_step
+        self.at_step = at_step  # called before each scenario step (see switch())
         self.step_times = step_times(follow) if follow is not None else {}
         self.clock_start = follow.summary.get("clock_start") if follow is not None else None
         self.data = scenario.model_dump(by_alias=True)
@@ -96,7 +97,11 @@ class _Run:
             self.backend.set_clock_start(float(self.clock_start))
         try:
             self.qt.start()
-            for i, step in enumerate(self.sc.steps):
+            i = 0
+            while i < len(self.sc.steps):  # switch() may replace the steps still to come
+                if self.at_step is not None:
+                    self.at_step(self, i)
+                step = self.sc.steps[i]
                 line = self.sc.step_lines[i] if i < len(self.sc.step_lines) else 0
                 self.cur_step = i
                 self._follow(i)
@@ -104,6 +109,7 @@ class _Run:
                     self.backend.begin_step(i)
                 self.step(step, line)
                 self._wire(len(self.trace.steps) - 1)
+                i += 1
             for rec in run_checks(self.sc, self.caps, lambda kind, line: self._record(kind, line)):
                 self.trace.steps.append(rec)
                 if self.on_step:
@@ -117,6 +123,12 @@ class _Run:
         self.trace.meta["wall_seconds"] = round(time.monotonic() - wall, 3)
         self.trace.meta["source"] = self.sc.source
         return self.trace
+
+    def switch(self, scenario: Scenario) -> None:
+        """Go on with ``scenario``'s steps from the current one: it must have the same processes,
+        hosts and earlier steps (a what-if variant forked from this run at its first changed step)."""
+        self.sc = scenario
+        self.caps.sc = scenario
 
     def _follow(self, i: int) -> None:
         """Start step ``i`` at the time the followed run started it: real time passes between a
@@ -399,11 +411,11 @@ def _failed(rec: StepRecord) -> bool:
 
 def run(scenario: Scenario, backend: Backend, seed: int | None = None,
         on_step: Callable[[StepRecord], None] | None = None, personality: str | None = None,
-        follow: Trace | None = None) -> Trace:
+        follow: Trace | None = None, at_step: Callable[[Any, int], None] | None = None) -> Trace:
     """Run ``scenario`` on ``backend``; the trace has one record per step, plus one per call a
     timer's slot made (``via`` says which timeout). With ``follow`` (the trace of another run of
     the same scenario, e.g. the real kernel's) each step starts at the time it started there."""
-    return _Run(scenario, backend, seed, on_step, personality, follow).go()
+    return _Run(scenario, backend, seed, on_step, personality, follow, at_step).go()
 
 
 def step_times(trace: Trace) -> dict[int, float]:
