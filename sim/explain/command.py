@@ -25,6 +25,8 @@ def print_explanations(scenario: Any, trace: Any = None, seed: int = 0, steps: l
         personality = trace.personality
     ex = Explainer(scenario, seed=seed, whatif=whatif, personality=personality)
     idx = steps if steps is not None else range(len(ex.trace.steps))
+    if steps is None:
+        ex.prefetch_whatifs()  # every step's what-ifs: run them forked from one base run
     for i in idx:
         print(render_text(ex.explain(i)), file=out)
         print(file=out)
@@ -87,6 +89,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     for s in steps:
         if not 0 <= s < n:
             return bad(f"--step {s}: the trace has steps 0..{n - 1}")
+    if not args.step:
+        ex.prefetch_whatifs()  # every step's what-ifs: run them forked from one base run
     exps = [ex.explain(s) for s in steps]
     if args.json:
         from ..outfile import write_file

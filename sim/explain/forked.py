@@ -88,6 +88,7 @@ def fork_variants(base_sc: Any, jobs: list[Job], base: list[tuple], seed: int,
             rfd, wfd = os.pipe()
             pid = os.fork()
             if pid == 0:
+                _die_with_parent()  # (fork() clears the worker's own setting in the child)
                 os.close(rfd)
                 mine.append((job, wfd))
                 run.switch(base_sc.model_copy(update={"steps": base_sc.steps[:i] + job.tail}))
