@@ -230,11 +230,19 @@ class AfInet:
         if sk.family == 4 and dip.version == 6:
             raise SysError("EAFNOSUPPORT", "sys.connect")
         if not (dip in LOOPBACK4 if dip.version == 4 else dip == ipaddress.IPv6Address("::1")):
-            if str(dip) in ("0.0.0.0", "::"):
+            if str(dip) == "::":
+                # tcp_v6_connect() in net/ipv6/tcp_ipv6.c: "any" means loopback, ::ffff:127.0.0.1
+                # when the socket is bound to a v4-mapped address (then it connects over IPv4)
+                if sk.addr6 is not None and sk.addr6.ipv4_mapped is not None:
+                    daddr, dip = "127.0.0.1", ip_addr("127.0.0.1")
+                else:
+                    daddr = "::1"
+                fact(f"connect() to {addr} goes to {daddr} (loopback)")
+            elif str(dip) == "0.0.0.0":
                 # ip_route_output_key_hash_rcu(): "any" means this host: the socket's own source
                 # address when it has one, else loopback
                 own = sk.laddr if sk.laddr not in ("0.0.0.0", "::") else None
-                daddr = own or ("127.0.0.1" if dip.version == 4 else "::1")
+                daddr = own or "127.0.0.1"
                 fact(f"connect() to {addr} goes to {daddr}")
             elif self.fib.output(daddr) is not None:
                 fact(f"{addr} is reached by {self.fib.output(daddr)}")
