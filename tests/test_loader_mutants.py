@@ -110,9 +110,12 @@ def mutants(draw: Any) -> tuple[str, str]:
             value = draw(st.sampled_from(OUT_OF_RANGE))
             _set(doc, p, value)
             return f"{f.name}: {value} at {p}", yaml.safe_dump(doc)
-    scalars = [p for p in paths if p and not isinstance(_get(doc, p), (dict, list)) and not _free(p)]
+    scalars = [p for p in paths if p and not isinstance(_get(doc, p), (dict, list)) and not _free(p)
+               and p != ("name",)]  # the scenario's name is free text
     p = draw(st.sampled_from(scalars))
-    value = draw(st.sampled_from(WRONG_TYPES))
+    # a type the field does not have: text in place of text can be a valid new name (as: ...)
+    value = draw(st.sampled_from([v for v in WRONG_TYPES
+                                  if not (isinstance(v, str) and isinstance(_get(doc, p), str))]))
     _set(doc, p, value)
     return f"{f.name}: {value!r} at {p}", yaml.safe_dump(doc)
 
