@@ -75,24 +75,14 @@ def send_capacity(sndbuf: int) -> int:
     return max(0, sndbuf - SKB_FIRST_OVERHEAD)
 
 
-TCP_DEFAULT_SCALING_RATIO = 0.5  # include/net/tcp.h: 1 << (TCP_RMEM_TO_WIN_SCALE - 1) of 256
+TCP_RMEM_TO_WIN_SCALE = 8  # include/net/tcp.h: scaling_ratio is payload per 256 bytes of truesize
+TCP_DEFAULT_SCALING_RATIO = 1 << (TCP_RMEM_TO_WIN_SCALE - 1)  # half the memory is payload
 
 
 @rule("buf.receive_window", "buffers", "minor")
-def receive_window(rcvbuf: int, ratio: float) -> int:
-    """tcp_win_from_space() in include/net/tcp.h: the window is the buffer times the payload/truesize ratio."""
-    return int(rcvbuf * ratio)
-
-
-def scaling_ratio(seg_len: int, current: float) -> float:
-    """tcp_measure_rcv_mss()/tcp_grow_window(): the ratio learnt from a received skb (payload over truesize).
-
-    Measured on loopback: 64 KB segments open the window to nearly the whole buffer (127575 of a
-    131072-byte buffer); segments of a few KB into a small buffer leave it at half (4096 of 8192).
-    """
-    if seg_len < 32768:
-        return current
-    return max(current, seg_len / (seg_len + SKB_FIRST_OVERHEAD))
+def tcp_win_from_space(space: int, ratio: int) -> int:
+    """tcp_win_from_space() in include/net/tcp.h: the window that ``space`` bytes of skb memory hold (space * scaling_ratio / 256)."""
+    return (space * ratio) >> TCP_RMEM_TO_WIN_SCALE
 
 
 def pages(nbytes: int) -> int:

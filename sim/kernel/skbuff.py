@@ -9,6 +9,7 @@ the flags.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 SYN, ACK, FIN, RST, DATA = 1, 2, 4, 8, 16
 
@@ -31,8 +32,38 @@ class Segment:
     win: int = 0
     opts: dict | None = None
     push: bool = False
+    # the sending socket and its byte count at the segment's end: the receiver's skb is a clone
+    # of the skb the sender keeps for retransmission until that data is acknowledged
+    origin: Any = None
+    origin_end: int = 0
 
     def describe(self) -> str:
         names = [n for b, n in ((SYN, "SYN"), (ACK, "ACK"), (FIN, "FIN"), (RST, "RST")) if self.flags & b]
         d = f" {self.length}B" if self.length else ""
         return f"{self.src[0]}:{self.src[1]} > {self.dst[0]}:{self.dst[1]} {'|'.join(names) or 'DATA'}{d}"
+
+
+# The receive queue's memory (sk_rmem_alloc). Measured on loopback (6.18, ``ss -tm``): an skb
+# costs its payload plus 832 bytes (the sk_buff and its head). skb_try_coalesce() (net/core/
+# skbuff.c) appends a later in-order skb's page fragment to the queue's tail skb, charging only
+# the payload, but never to a tail that is still a clone -- on loopback, while the sender still
+# holds the original for retransmission, i.e. until the sender has processed the ACK of that
+# data (so the segments of one burst are not merged, a later write's are) -- and the tail takes
+# at most MAX_SKB_FRAGS fragments.
+LO_SKB_OVERHEAD = 832
+MAX_SKB_FRAGS = 17
+
+
+@dataclass(slots=True)
+class RcvSkb:
+    """One skb of the receive queue: unread payload, truesize, page fragments, and whose clone it is."""
+
+    len: int
+    truesize: int
+    frags: int = 1
+    origin: Any = None  # the sending socket (loopback), None once it may be written to
+    origin_end: int = 0
+
+    def cloned(self) -> bool:
+        """skb_cloned(): the sender still holds the data (not acknowledged to it yet)."""
+        return self.origin is not None and self.origin.snd_una < self.origin_end

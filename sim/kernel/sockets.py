@@ -88,7 +88,14 @@ class Sock:
         self.nospace = False  # SOCK_NOSPACE
         self.mapped_ops = False  # AF_INET6 socket switched to the ipv6_mapped ops by a v4 connect
         self.blackhole = False  # transmits through ops that cannot reach its peer
-        self.rcv_ratio = 0.5  # tp->scaling_ratio, TCP_DEFAULT_SCALING_RATIO until data arrives
+        # tp->scaling_ratio (payload per 256 bytes of truesize): TCP_DEFAULT_SCALING_RATIO until
+        # tcp_measure_rcv_mss() learns it from an skb
+        self.scaling_ratio = 128
+        self.rcv_skbs: list = []  # the receive queue's skbs (skbuff.RcvSkb), oldest first
+        self.rmem_alloc = 0  # sk_rmem_alloc: the truesize of those skbs
+        self.backlog_len = 0  # sk_backlog.len: truesize waiting in the backlog of an owned socket
+        self.rcv_lss = 0  # icsk_ack.last_seg_size
+        self.mss_cache = 0  # tp->mss_cache: the sending MSS fixed by tcp_sync_mss() (0 until first used)
         self.fin_pending = False
         self.fin_sent = False
         self.fin_acked = False

@@ -171,6 +171,9 @@ class Kernel(Tracepoints, FileOps, Select, SocketCalls, AfInet, InetConnectionSo
         self.isn_next = 0  # secure_tcp_seq()
         self.rx_seg: Segment | None = None  # the segment being processed (tcp_v4_rcv())
         self.delack: dict[int, Sock] = {}  # sockets with a delayed ACK pending (ICSK_ACK_TIMER)
+        # the socket whose send/recv holds its lock (lock_sock()) while the segments it caused
+        # cross loopback: data for it waits in its backlog (tcp_input.tcp_backlog_data())
+        self.owned: Sock | None = None
         self.timer_requests: list[tuple[str, float, Any, int]] = []
         self.perturb = [0] * 256  # table_perturb[] of __inet_hash_connect
         self.secret = self.rng.getrandbits(64)
@@ -218,6 +221,8 @@ class Kernel(Tracepoints, FileOps, Select, SocketCalls, AfInet, InetConnectionSo
     def enter(self, now: float, what: str, proc: str = "", call: str = "") -> Trail:
         """Every entry from the engine: set the time, start a fresh trail (it becomes current)."""
         self.now = now
+        if self.owned is not None:
+            self.release_sock()
         t = self.trail
         t.clear()
         activate(t)
@@ -227,6 +232,8 @@ class Kernel(Tracepoints, FileOps, Select, SocketCalls, AfInet, InetConnectionSo
 
     def syscall(self, proc: str, call: str, args: dict[str, Any], now: float) -> Outcome:
         self.now = now  # enter(), inlined: the hottest path of a load step
+        if self.owned is not None:
+            self.release_sock()
         t = self.trail
         t.clear()
         activate(t)

@@ -234,6 +234,7 @@ class Tcp:
         return self.tcp_sendmsg_locked(sk, bytes, nonblock, 0)
 
     def tcp_sendmsg_locked(self, sk: Sock, total: int, nonblock: bool, copied: int) -> int:
+        self.owned = sk  # lock_sock(): what this call causes to arrive for sk waits in its backlog
         st = sk.tcp_state
         if st not in (State.ESTABLISHED, State.CLOSE_WAIT):
             if sk.err:
@@ -265,7 +266,7 @@ class Tcp:
         # (release_sock() runs the backlog), so they free room only for a later call.
         if copied:
             sk.psh_marks.add(sk.write_seq)  # tcp_push(): the tail skb of a write is marked PSH
-        self.tcp_push(sk)
+        self.tcp_push(sk, sendmsg=True)
         if copied >= total or total == 0:
             return copied
         sk.nospace = True  # SOCK_NOSPACE: the writer ran out of send buffer
@@ -308,12 +309,14 @@ class Tcp:
         return got
 
     def tcp_recvmsg_locked(self, sk: Sock, want: int, nonblock: bool, peek: bool) -> int:
+        self.owned = sk  # lock_sock(), as in tcp_sendmsg_locked()
         if sk.tcp_state == State.LISTEN:
             raise SysError("ENOTCONN", "sys.recv")
         if sk.rcv_q and want:
             n = min(want, sk.rcv_q)
             if not peek:
                 sk.rcv_q -= n
+                self.tcp_eat_recv_skb(sk, n)
                 self.sk_mem_uncharge(n)
                 self.tcp_cleanup_rbuf(sk)
             return n

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from . import buffers
 from .rules import fact
-from .skbuff import ACK, DATA, FIN, RST, SYN, Segment
+from .skbuff import ACK, DATA, FIN, LO_SKB_OVERHEAD, MAX_SKB_FRAGS, RST, SYN, RcvSkb, Segment
 from .sockets import RCV_SHUTDOWN, SEND_SHUTDOWN, Sock
 from .tcp_states import STATES, State, has_transition
+from .tcp_output import tcp_advmss
 from .tracepoints import InetSockSetState, RequestQueued
 
 
@@ -66,11 +67,12 @@ class TcpInput:
                 self.tcp_transition(sk, "rcv_data_after_close")
                 return
             if st in (State.ESTABLISHED, State.FIN_WAIT1, State.FIN_WAIT2):
-                sk.rcv_q += seg.length
+                if sk is self.owned:
+                    self.tcp_add_backlog(sk, seg)
+                self.tcp_queue_rcv(sk, seg)
                 sk.rcv_nxt += seg.length
-                sk.rcv_ratio = buffers.scaling_ratio(seg.length, sk.rcv_ratio)
                 self.sk_mem_charge(seg.length)
-                self.tcp_event_data_recv(sk, seg.length)
+                self.tcp_event_data_recv(sk, seg)
                 # quick-ACK mode (tcp_event_data_recv() -> tcp_incr_quickack()): data is
                 # acknowledged at once; with a FIN, once, after the FIN is taken (below)
                 if not seg.flags & FIN:
@@ -146,3 +148,117 @@ class TcpInput:
         if sk.shutdown & SEND_SHUTDOWN and sk.tcp_state == State.ESTABLISHED:
             fact("SEND_SHUTDOWN was set before the connection existed: the FIN goes out at once")
             self.tcp_transition(sk, "shutdown_wr")
+
+    # ------------------------------------------------------------------ receive queue and window
+
+    def tcp_queue_rcv(self, sk: Sock, seg: Segment) -> None:
+        """tcp_queue_rcv() with tcp_try_coalesce() (net/ipv4/tcp_input.c) and skb_try_coalesce()
+        (net/core/skbuff.c): in-order data joins the tail skb of the receive queue, charging only
+        its payload, if the tail is no longer a clone of the sender's skb and has room for one
+        more page fragment (MAX_SKB_FRAGS); otherwise it is queued as an skb of its own,
+        charging its truesize (payload + LO_SKB_OVERHEAD)."""
+        n = seg.length
+        self.sk_rmem_alloc(sk)
+        tail = sk.rcv_skbs[-1] if sk.rcv_skbs else None
+        if tail is not None and tail.frags < MAX_SKB_FRAGS and not tail.cloned():
+            tail.len += n
+            tail.truesize += n
+            tail.frags += 1
+            sk.rmem_alloc += n
+        else:
+            sk.rcv_skbs.append(RcvSkb(n, n + LO_SKB_OVERHEAD, 1, seg.origin, seg.origin_end))
+            sk.rmem_alloc += n + LO_SKB_OVERHEAD
+        sk.rcv_q += n
+
+    def tcp_add_backlog(self, sk: Sock, seg: Segment) -> None:
+        """tcp_v4_rcv() -> tcp_add_backlog(): data for a socket whose send() or recv() holds its
+        lock -- on loopback, data that call caused, such as the peer's answer to a window update
+        or a self-connected socket's own -- waits in the backlog; __release_sock() processes it
+        at the end of the call and clears sk_backlog.len only after the whole backlog, so until
+        then tcp_space() counts that truesize twice (backlog and receive queue)."""
+        sk.backlog_len += seg.length + LO_SKB_OVERHEAD
+
+    def release_sock(self) -> None:
+        """release_sock() -> __release_sock(): the backlog is drained, sk_backlog.len is zero."""
+        self.owned.backlog_len = 0
+        self.owned = None
+
+    def sk_rmem_alloc(self, sk: Sock) -> int:
+        """sk_rmem_alloc (include/net/sock.h): the truesize of the skbs in the receive queue; an
+        empty queue holds none (a queue emptied without reading, on close or abort, frees them)."""
+        if not sk.rcv_q and sk.rcv_skbs:
+            sk.rcv_skbs.clear()
+            sk.rmem_alloc = 0
+        return sk.rmem_alloc
+
+    def tcp_eat_recv_skb(self, sk: Sock, n: int) -> None:
+        """tcp_recvmsg_locked() -> tcp_eat_recv_skb() (net/ipv4/tcp.c): ``n`` bytes read from the
+        head of the queue; an skb is freed, and its truesize uncharged, once all of it is read."""
+        while n and sk.rcv_skbs:
+            head = sk.rcv_skbs[0]
+            k = min(n, head.len)
+            head.len -= k
+            n -= k
+            if head.len == 0:
+                sk.rcv_skbs.pop(0)
+                sk.rmem_alloc -= head.truesize
+
+    def tcp_event_data_recv(self, sk: Sock, seg: Segment) -> None:
+        """tcp_event_data_recv() (net/ipv4/tcp_input.c): a queued data segment updates the
+        receiver's MSS estimate and scaling_ratio (tcp_measure_rcv_mss()), then, if it holds at
+        least 128 bytes, opens rcv_ssthresh (tcp_grow_window())."""
+        self.tcp_measure_rcv_mss(sk, seg)
+        if seg.length >= 128:
+            self.tcp_grow_window(sk, seg.length)
+
+    def tcp_measure_rcv_mss(self, sk: Sock, seg: Segment) -> None:
+        """tcp_measure_rcv_mss() (net/ipv4/tcp_input.c): a segment at least as long as rcv_mss
+        becomes the new rcv_mss; if its length differs, the skb's payload/truesize ratio becomes
+        scaling_ratio and the window clamp follows the full space at that ratio. A shorter
+        segment of at least 536 bytes with its header (or 88 without PSH/FIN) sets rcv_mss when
+        two of the same length arrive in a row (last_seg_size)."""
+        n, lss = seg.length, sk.rcv_lss
+        sk.rcv_lss = 0
+        advmss = tcp_advmss(sk, self.fib.mtu(sk.raddr)) - (12 if sk.used_ts else 0)
+        if n >= sk.rcv_mss:
+            if n != sk.rcv_mss:
+                ratio = max(1, (n << buffers.TCP_RMEM_TO_WIN_SCALE) // (n + LO_SKB_OVERHEAD))
+                if ratio != sk.scaling_ratio:
+                    sk.scaling_ratio = ratio
+                    self.tcp_set_window_clamp_learnt(sk, self.tcp_full_space(sk))
+            sk.rcv_mss = min(n, advmss)
+            return
+        hdr = 32 if sk.used_ts else 20  # the segment's TCP header (tcp_header_len)
+        if n + hdr >= 536 + 20 or (n + hdr >= 88 + 20 and not seg.push and not seg.flags & FIN):
+            sk.rcv_lss = n
+            if n == lss:
+                sk.rcv_mss = n
+
+    def tcp_set_window_clamp_learnt(self, sk: Sock, val: int) -> None:
+        """tcp_set_window_clamp() (net/ipv4/tcp.c) as tcp_measure_rcv_mss() calls it: a smaller
+        clamp pulls rcv_ssthresh down to it (__tcp_adjust_rcv_ssthresh()); a larger one lets
+        rcv_ssthresh reach the window last offered."""
+        old, new = sk.window_clamp, max(buffers.SOCK_MIN_RCVBUF // 2, val)
+        if new == old:
+            return
+        sk.window_clamp = new
+        if new < old:
+            sk.rcv_ssthresh = min(sk.rcv_ssthresh, new)
+        else:
+            sk.rcv_ssthresh = max(min(sk.rcv_wnd, new), sk.rcv_ssthresh)
+
+    def tcp_grow_window(self, sk: Sock, n: int) -> None:
+        """tcp_grow_window() (net/ipv4/tcp_input.c): rcv_ssthresh grows towards the smaller of
+        the window clamp and the free space (tcp_space()), by at least two advertised MSS.
+        truesize_adjust() counts only the page fragments of an skb with nothing in its head --
+        on loopback, the payload itself -- so check #2 (tcp_win_from_space(truesize) <= len)
+        always passes. Under memory pressure rcv_ssthresh falls to 4 MSS instead
+        (tcp_adjust_rcv_ssthresh())."""
+        room = min(sk.window_clamp, self.tcp_space(sk)) - sk.rcv_ssthresh
+        if room <= 0:
+            return
+        advmss = tcp_advmss(sk, self.fib.mtu(sk.raddr)) - (12 if sk.used_ts else 0)
+        if self.pool.in_pressure:
+            sk.rcv_ssthresh = min(sk.rcv_ssthresh, 4 * advmss)
+            return
+        sk.rcv_ssthresh += min(room, max(2 * advmss, 2 * n))

@@ -140,7 +140,8 @@ class TcpMinisocks:
             self.emit(RequestQueued(lsk, req, "accept_queue"))
         self.woken.add(lsk)
         if seg.flags & DATA and seg.length:
-            req.rcv_q += seg.length
+            self.tcp_queue_rcv(req, seg)
             req.rcv_nxt += seg.length
             self.sk_mem_charge(seg.length)
+            self.tcp_event_data_recv(req, seg)
         self.tcp_synrecv_shut_wr(req)

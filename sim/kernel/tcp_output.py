@@ -23,6 +23,27 @@ def tcp_advmss(sk: Sock, mtu: int = LO_MTU) -> int:
     return min(mtu, 65535) - 40
 
 
+GSO_MAX_SIZE = 65536  # GSO_LEGACY_MAX_SIZE: a loopback or veth device's sk_gso_max_size
+MAX_TCP_HEADER = 320  # include/net/tcp.h: L1_CACHE_ALIGN(128 + MAX_HEADER) on x86_64
+
+
+def tcp_bound_to_half_wnd(max_window: int, pktsize: int, ts: bool) -> int:
+    """tcp_bound_to_half_wnd() in include/net/tcp.h: a packet is at most half the largest window
+    the peer offered (the whole window while that is at most 536 bytes), never below 68 bytes
+    less the TCP header."""
+    cutoff = max_window >> 1 if max_window > 536 else max_window
+    if cutoff and pktsize > cutoff:
+        return max(cutoff, 68 - (32 if ts else 20))
+    return pktsize
+
+
+def tcp_tso_segs(mss_now: int) -> int:
+    """tcp_tso_segs() -> tcp_tso_autosize() (or BBR's bbr_tso_segs()) in net/ipv4/tcp_output.c:
+    the MSS a TSO packet may carry: what one GSO packet holds less the header room, at least
+    two (tcp_min_tso_segs); on loopback the pacing rate never limits it."""
+    return max((GSO_MAX_SIZE - 1 - MAX_TCP_HEADER) // mss_now, 2)
+
+
 class TcpOutput:
     """Kernel functions of net/ipv4/tcp_output.c (a part of :class:`~.stack.Kernel`)."""
 
@@ -41,10 +62,13 @@ class TcpOutput:
             return
         if flags & RST:
             flags |= ACK  # tcp_send_active_reset(): TCPHDR_ACK | TCPHDR_RST at tcp_acceptable_seq()
-        free = max(0, buffers.receive_window(sk.rcvbuf, sk.rcv_ratio) - sk.rcv_q)
-        seg = Segment((sk.laddr, sk.lport), (sk.raddr, sk.rport), flags, length, sk.rcv_nxt, free,
-                      acks_fin=sk.done, ts=bool(self.sysctls["tcp_timestamps"]), push=push)
+        seg = Segment((sk.laddr, sk.lport), (sk.raddr, sk.rport), flags, length, sk.rcv_nxt,
+                      acks_fin=sk.done, ts=bool(self.sysctls["tcp_timestamps"]), push=push,
+                      origin=sk if length else None, origin_end=sk.snd_nxt)
         self.tcp_options_write(sk, seg)
+        # the window the peer learns (tcp_ack_update_window(): the field shifted by the scale
+        # we announced; a SYN's field is never scaled)
+        seg.wnd = seg.win if flags & SYN else seg.win << sk.rcv_wscale
         self.ip_queue_xmit(seg, sk)
 
     def secure_tcp_seq(self) -> int:
@@ -113,7 +137,7 @@ class TcpOutput:
         space rounded down to a multiple of the MSS, at most 65535) and the window scale that lets
         the window reach max(tcp_rmem[2], rmem_max), bounded by the clamp of a locked SO_RCVBUF
         (tcp_connect_init(), tcp_openreq_init_rwin())."""
-        space = buffers.receive_window(sk.rcvbuf, sk.rcv_ratio)  # tcp_full_space()
+        space = self.tcp_full_space(sk)
         clamp = space if sk.rcv_lock else 65535 << 14
         space = min(space, clamp)
         if space > mss:
@@ -128,20 +152,32 @@ class TcpOutput:
         """tcp_select_window() in net/ipv4/tcp_output.c: the window field of a segment: the new
         window from __tcp_select_window() (here _tcp_select_window), never less than what is left of the window already
         offered (a window is never shrunk), scaled down by the window scale."""
-        cur = max(0, sk.rcv_wup + sk.rcv_wnd - (1 + sk.rcv_nxt))
+        nxt = 1 + sk.rcv_nxt + (1 if sk.done else 0)  # tp->rcv_nxt: a received FIN takes one
+        cur = max(0, sk.rcv_wup + sk.rcv_wnd - nxt)  # tcp_receive_window()
         new = self._tcp_select_window(sk)
         if new < cur:
             step = 1 << sk.rcv_wscale
             new = -(-cur // step) * step
-        sk.rcv_wnd, sk.rcv_wup = new, 1 + sk.rcv_nxt
+        sk.rcv_wnd, sk.rcv_wup = new, nxt
         return min(new, 65535 << sk.rcv_wscale) >> sk.rcv_wscale
+
+    def tcp_space(self, sk: Sock) -> int:
+        """tcp_space() in include/net/tcp.h: the window the free part of the receive buffer holds
+        (sk_rcvbuf less the truesize of the queued and backlogged skbs, at the learnt
+        scaling_ratio)."""
+        free = sk.rcvbuf - sk.backlog_len - self.sk_rmem_alloc(sk)
+        return buffers.tcp_win_from_space(free, sk.scaling_ratio)
+
+    def tcp_full_space(self, sk: Sock) -> int:
+        """tcp_full_space() in include/net/tcp.h: the window the whole receive buffer holds."""
+        return buffers.tcp_win_from_space(sk.rcvbuf, sk.scaling_ratio)
 
     def _tcp_select_window(self, sk: Sock) -> int:
         """__tcp_select_window(): the free receive space, capped by rcv_ssthresh; zero when less
         than half the buffer is free and the free part is under an MSS or 1/16 of the buffer;
         aligned up to the scale unit, or (unscaled) kept as offered while within one MSS."""
-        allowed = buffers.receive_window(sk.rcvbuf, sk.rcv_ratio)  # tcp_full_space()
-        free = max(0, allowed - sk.rcv_q)  # tcp_space()
+        allowed = self.tcp_full_space(sk)
+        free = self.tcp_space(sk)
         full = min(sk.window_clamp or allowed, allowed)
         mss = min(sk.rcv_mss, full) if full > 0 else 0
         if mss <= 0:
@@ -169,24 +205,26 @@ class TcpOutput:
             if seg.flags & RST:
                 self.emit(TcpSendReset(sk, seg))
 
-    def tcp_push(self, sk: Sock) -> None:
-        """tcp_push() -> tcp_write_xmit(): send queued data within the peer's window, in segments
-        of at most half the largest window the peer offered (tcp_bound_to_half_wnd()); PSH on the
-        last segment of a write and wherever more than half that window was written since the
-        last PSH (forced_push()); a FIN queued behind unsent data rides on its last segment
-        (tcp_send_fin()), else it goes alone."""
+    def tcp_push(self, sk: Sock, sendmsg: bool = False) -> None:
+        """tcp_push() -> tcp_write_xmit(): send queued data within the peer's window. A packet
+        goes only if the head skb (at most one MSS of it) fits in the window
+        (tcp_snd_wnd_test(): no segment smaller than that is sent into a nearly closed window);
+        inside tcp_sendmsg() each skb leaves as it fills (tcp_push_one(), forced_push()), so a
+        packet is one skb of the size goal; later pushes send up to what the window, the
+        connection's MSS and the TSO budget allow (tcp_grow_skb(), tcp_tso_segs()). PSH on the
+        last segment of a write and wherever more than half the peer's largest window was
+        written since the last PSH (forced_push()); a FIN queued behind unsent data rides on
+        its last segment (tcp_send_fin()), else it goes alone."""
         if sk.tcp_state not in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT1, State.LAST_ACK, State.CLOSING):
             return
-        mss = tcp_advmss(sk, self.fib.mtu(sk.raddr)) - (12 if sk.used_ts else 0)
         peer = sk.peer_max_window  # tp->max_window: the largest window field the peer sent, scaled
-        goal = min(mss, peer >> 1) if peer > 536 else max(peer, 1)
-        if sk.snd_wscale:
-            # a scaled window: TSO/GSO packets carry several such segments each (what one
-            # captured packet holds depends on tcp_tso_autosize()); the model sends what the
-            # window allows as one packet
-            goal = sk.unsent
-        while sk.unsent and sk.snd_edge - sk.snd_nxt > 0:
-            n = min(sk.unsent, sk.snd_edge - sk.snd_nxt, max(goal, 1))
+        mss_now = self.tcp_current_mss(sk)
+        limit = self.tcp_xmit_size_goal(sk, mss_now) if sendmsg else mss_now * tcp_tso_segs(mss_now)
+        while sk.unsent:
+            room = sk.snd_edge - sk.snd_nxt
+            if min(sk.unsent, mss_now) > room:  # tcp_snd_wnd_test()
+                break
+            n = min(sk.unsent, room, limit)
             end = sk.snd_nxt + n
             push = end in sk.psh_marks or end - sk.pushed_seq > peer >> 1
             if push:
@@ -201,18 +239,25 @@ class TcpOutput:
             sk.fin_sent = True
             self.tcp_transmit_skb(sk, FIN | ACK)
 
+    def tcp_current_mss(self, sk: Sock) -> int:
+        """tcp_current_mss() -> tp->mss_cache, set by tcp_sync_mss() when the connection is set
+        up: the path MSS less the timestamp option, bounded to half the largest window the peer
+        had offered then (tcp_bound_to_half_wnd()); later, larger windows do not change it."""
+        if not sk.mss_cache:
+            mss = tcp_advmss(sk, self.fib.mtu(sk.raddr)) - (12 if sk.used_ts else 0)
+            sk.mss_cache = tcp_bound_to_half_wnd(sk.peer_max_window, mss, sk.used_ts)
+        return sk.mss_cache
+
+    def tcp_xmit_size_goal(self, sk: Sock, mss_now: int) -> int:
+        """tcp_xmit_size_goal() in net/ipv4/tcp.c: the size tcp_sendmsg() fills an skb to: whole
+        MSS within half the peer's largest window and the device's GSO limit."""
+        goal = tcp_bound_to_half_wnd(sk.peer_max_window, GSO_MAX_SIZE, sk.used_ts)
+        return max(goal // mss_now * mss_now, mss_now)
+
     def tcp_init_buffer_space(self, sk: Sock) -> None:
         """tcp_init_buffer_space() in net/ipv4/tcp_input.c: at establishment the window clamp
         becomes the full receive space, and rcv_ssthresh stays within it."""
-        full = buffers.receive_window(sk.rcvbuf, sk.rcv_ratio)
+        full = self.tcp_full_space(sk)
         if not sk.window_clamp or sk.window_clamp >= full:
             sk.window_clamp = full
         sk.rcv_ssthresh = min(sk.rcv_ssthresh or sk.window_clamp, sk.window_clamp)
-
-    def tcp_event_data_recv(self, sk: Sock, length: int) -> None:
-        """tcp_measure_rcv_mss() and tcp_grow_window() (net/ipv4/tcp_input.c): a received segment
-        updates the receiver's MSS estimate and opens rcv_ssthresh by two of them, up to the clamp."""
-        if length >= sk.rcv_mss:
-            sk.rcv_mss = min(length, tcp_advmss(sk, self.fib.mtu(sk.raddr)))
-        if sk.rcv_ssthresh < sk.window_clamp:
-            sk.rcv_ssthresh = min(sk.rcv_ssthresh + 2 * sk.rcv_mss, sk.window_clamp)
