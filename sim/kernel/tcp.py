@@ -345,7 +345,7 @@ class Tcp:
         if sk.raddr is None or sk.shutdown & RCV_SHUTDOWN or sk.tcp_state not in (
                 State.ESTABLISHED, State.FIN_WAIT1, State.FIN_WAIT2):
             return
-        now = max(0, sk.rcv_wup + sk.rcv_wnd - (1 + sk.rcv_nxt))  # tcp_receive_window()
+        now = self.tcp_receive_window(sk)
         if 2 * now <= sk.window_clamp:
             new = self._tcp_select_window(sk)
             if new and new >= 2 * now:

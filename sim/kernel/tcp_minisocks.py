@@ -28,7 +28,7 @@ class TcpMinisocks:
             # tcp_time_wait(): tw_snd_nxt, tw_rcv_nxt, tw_rcv_wnd = tcp_receive_window(), wscale
             tw.wire = ((sk.isn or 0) + 1 + sk.snd_nxt + (1 if sk.fin_sent else 0),
                        sk.peer_isn + 1 + sk.rcv_nxt + (1 if sk.done else 0),
-                       max(0, sk.rcv_wup + sk.rcv_wnd - (1 + sk.rcv_nxt)), sk.rcv_wscale)
+                       self.tcp_receive_window(sk), sk.rcv_wscale)
             self.inet_unhash(sk)
             self.ehash_put(key, tw)
             self.inet_bind_hash(sk.lport, tw)

@@ -148,17 +148,25 @@ class TcpOutput:
         sk.window_clamp = min(clamp, 65535 << wscale)
         return rcv_wnd, wscale
 
+    @staticmethod
+    def tcp_rcv_nxt(sk: Sock) -> int:
+        """tp->rcv_nxt on the wire's scale (the SYN is 0): the bytes received, and a received FIN."""
+        return 1 + sk.rcv_nxt + (1 if sk.done else 0)
+
+    def tcp_receive_window(self, sk: Sock) -> int:
+        """tcp_receive_window() in include/net/tcp.h: what is left of the window last offered."""
+        return max(0, sk.rcv_wup + sk.rcv_wnd - self.tcp_rcv_nxt(sk))
+
     def tcp_select_window(self, sk: Sock) -> int:
         """tcp_select_window() in net/ipv4/tcp_output.c: the window field of a segment: the new
         window from __tcp_select_window() (here _tcp_select_window), never less than what is left of the window already
         offered (a window is never shrunk), scaled down by the window scale."""
-        nxt = 1 + sk.rcv_nxt + (1 if sk.done else 0)  # tp->rcv_nxt: a received FIN takes one
-        cur = max(0, sk.rcv_wup + sk.rcv_wnd - nxt)  # tcp_receive_window()
+        cur = self.tcp_receive_window(sk)
         new = self._tcp_select_window(sk)
         if new < cur:
             step = 1 << sk.rcv_wscale
             new = -(-cur // step) * step
-        sk.rcv_wnd, sk.rcv_wup = new, nxt
+        sk.rcv_wnd, sk.rcv_wup = new, self.tcp_rcv_nxt(sk)
         return min(new, 65535 << sk.rcv_wscale) >> sk.rcv_wscale
 
     def tcp_space(self, sk: Sock) -> int:
