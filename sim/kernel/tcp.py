@@ -234,7 +234,7 @@ class Tcp:
         return self.tcp_sendmsg_locked(sk, bytes, nonblock, 0)
 
     def tcp_sendmsg_locked(self, sk: Sock, total: int, nonblock: bool, copied: int) -> int:
-        self.owned = sk  # lock_sock(): what this call causes to arrive for sk waits in its backlog
+        self.lock_sock(sk)
         st = sk.tcp_state
         if st not in (State.ESTABLISHED, State.CLOSE_WAIT):
             if sk.err:
@@ -309,7 +309,7 @@ class Tcp:
         return got
 
     def tcp_recvmsg_locked(self, sk: Sock, want: int, nonblock: bool, peek: bool) -> int:
-        self.owned = sk  # lock_sock(), as in tcp_sendmsg_locked()
+        self.lock_sock(sk)
         if sk.tcp_state == State.LISTEN:
             raise SysError("ENOTCONN", "sys.recv")
         if sk.rcv_q and want:

@@ -178,6 +178,15 @@ class TcpInput:
         then tcp_space() counts that truesize twice (backlog and receive queue)."""
         sk.backlog_len += seg.length + LO_SKB_OVERHEAD
 
+    def lock_sock(self, sk: Sock) -> None:
+        """lock_sock(): a send or receive (or its retry after a wait) owns ``sk``: what it
+        causes to arrive for ``sk`` waits in the backlog. Whatever another call (or the same
+        call before it slept, sk_wait_data() / sk_stream_wait_memory()) had backlogged was
+        processed when that one released the socket."""
+        if self.owned is not None:
+            self.release_sock()
+        self.owned = sk
+
     def release_sock(self) -> None:
         """release_sock() -> __release_sock(): the backlog is drained, sk_backlog.len is zero."""
         self.owned.backlog_len = 0
