@@ -254,7 +254,7 @@ class BindTable:
                     b = self.buckets.get(port)
                     if b is None or (not b.has_bind_owner() and established_ok(port)):
                         fact(f"port {port} chosen for connect() (4-tuple free; socket range {low}-{high})")
-                        return port, i
+                        return (port if b is None else b.port), i
                 port += 1
             fact(f"no port in {low}-{high} has a free 4-tuple to this destination")
             raise SysError("EADDRNOTAVAIL", "connect.hash_connect")
@@ -273,7 +273,8 @@ class BindTable:
                     b = self.buckets.get(port)
                     if b is None or (not b.has_bind_owner() and established_ok(port)):
                         fact(f"port {port} chosen for connect() (4-tuple free; range {low}-{high})")
-                        return port, i
+                        # the bucket's own number: the 4-tuples of every owner share one int object
+                        return (port if b is None else b.port), i
                 port += 2
             offset += 1
             if (offset & 1) and remaining > 1:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from . import buffers
 from .af_inet import AfInet
@@ -304,14 +304,17 @@ class Kernel(Tracepoints, FileOps, Select, SocketCalls, AfInet, InetConnectionSo
     # ------------------------------------------------------------------ observations
     def tcp_rows(self) -> list[tuple[str, int, str | None, int, str]]:
         """What /proc/net/tcp{,6} lists: listeners, ehash sockets (incl. requests) and minisocks."""
-        rows = []
+        return list(self.iter_tcp_rows())
+
+    def iter_tcp_rows(self) -> Iterator[tuple[str, int, str | None, int, str]]:
+        """The rows of :meth:`tcp_rows` one at a time, as tcp4_seq_show() writes them (a million
+        TIME_WAIT entries need not be listed twice over to be read once)."""
         for port, lst in self.listeners.items():
             for sk in lst:
-                rows.append((sk.laddr, port, None, 0, "LISTEN"))
+                yield (sk.laddr, port, None, 0, "LISTEN")
         for key, o in self.ehash.items():
             st = o.shown_state if isinstance(o, TimeWaitSock) else State(o.tcp_state).name
-            rows.append((key[0], key[1], key[2], key[3], st))
-        return rows
+            yield (key[0], key[1], key[2], key[3], st)
 
     def sockstat(self) -> dict[str, int]:
         # sockstat_seq_show(): inuse counts tcp_prot (IPv4) sockets; AF_INET6 ones are in sockstat6
