@@ -8,6 +8,7 @@ duration expire in insertion order, and a re-armed or cancelled entry is skipped
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
 from typing import Any, Callable
 
@@ -247,6 +248,11 @@ class SimBackend:
             self._flush()
             return
         k, kind, obj, gen = item
+        if type(obj) is weakref.ref:
+            obj = obj()
+            if obj is None:  # the socket is gone: its timer cannot find it live, only the wake-up is left
+                self._flush()
+                return
         k.timer(kind, obj, gen, self.env.now)
         self._flush()
 
@@ -284,7 +290,10 @@ class SimBackend:
                     self.wire.add(latency, (k, seg))
             if k.timer_requests:
                 reqs, k.timer_requests = k.timer_requests, []
+                compact = self._compact_timers()
                 for kind, delay, obj, gen in reqs:
+                    if compact and kind == "syn":
+                        obj = weakref.ref(obj)  # the queue does not keep a closed socket alive
                     self.timers.add(delay, (k, kind, obj, gen), due=k.timer_expiry(now, delay))
 
     def _wake(self) -> None:

@@ -184,7 +184,7 @@ class Kernel(Tracepoints, FileOps, Select, SocketCalls, AfInet, InetConnectionSo
         # CLOCK_MONOTONIC (seconds) at now = 0: the kernel's millisecond clock tcp_clock_ms()
         # ticks on whole milliseconds of that clock (set to a real run's when following one)
         self.clock_start = 0.0
-        self._last_expiry = -1.0  # the last timer-wheel expiry handed out (one float per bucket)
+        self._last_expiry: dict[float, float] = {}  # delay -> the last wheel expiry handed out for it
         self.probes: list[Any] = []  # subscribers (tracepoints.Tracepoints.subscribe)
         self.trail = Trail(self.probes)  # the rules and facts of the current kernel entry
         self.ret_name: dict[str, Any] | None = None  # the address the current call returns
@@ -200,11 +200,13 @@ class Kernel(Tracepoints, FileOps, Select, SocketCalls, AfInet, InetConnectionSo
     def timer_expiry(self, now: float, delay: float) -> float:
         """When a kernel timer armed now for ``delay`` fires: on the timer wheel's bucket boundary.
 
-        Timers of one wheel bucket fire at the same moment; they share one float for it."""
+        Timers of one wheel bucket fire at the same moment; they share one float for it (kept per
+        delay: SYN timers armed between TIME_WAIT entries would otherwise make a float per entry)."""
         at = wheel_expiry(now, delay)
-        if at == self._last_expiry:
-            return self._last_expiry
-        self._last_expiry = at
+        last = self._last_expiry.get(delay)
+        if at == last:
+            return last
+        self._last_expiry[delay] = at
         return at
 
     def new_file_table(self, nofile: int) -> FileTable:

@@ -50,26 +50,26 @@ class TimeWaitSock:
 
     A busy client holds hundreds of thousands of these, so an entry keeps only what differs from
     one connection to the next: its 4-tuple (the very tuple that keys the connection table), its
-    substate, entry time, expiry, timestamp flag, timer generation and the numbers it answers
-    with (one packed int). What the socket was bound
-    with (family, addresses, reuse flags, owner, SOCK_CONNECT_BIND) is one tuple shared by every
-    entry left by alike sockets, read through properties of the same names.
+    substate, entry time, expiry, timestamp stamp, timer generation and the numbers it answers
+    with (one packed int). What the socket was bound with (family, addresses, reuse flags, owner,
+    SOCK_CONNECT_BIND) and whether it used timestamps is one tuple shared by every entry left by
+    alike sockets, read through properties of the same names.
     """
 
-    __slots__ = ("key", "bind", "substate", "entry", "expires", "ts_recent", "ts_stamp", "gen", "_wire")
+    # eight slots: 96 bytes an entry with CPython's 16-byte allocation classes (nine would take 112)
+    __slots__ = ("key", "bind", "substate", "entry", "expires", "ts_stamp", "gen", "_wire")
     is_tw = True
     tcp_state = TIME_WAIT_STATE
     _binds: dict[tuple, tuple] = {}  # the shared bind-time tuples
 
     def __init__(self, sk: Any, substate: int, now: float, expires: float, ts: bool, key: tuple | None = None):
         bind = (sk.family, sk.addr6, sk.saddr4, sk.ipv6only, sk.reuse,  # tw_reuse = sk->sk_reuse (inet_twsk_alloc)
-                sk.reuseport, sk.uid, sk.connect_bind)
+                sk.reuseport, sk.uid, sk.connect_bind, bool(ts))
         self.bind = TimeWaitSock._binds.setdefault(bind, bind)
         self.key = key if key is not None else (sk.laddr, sk.lport, sk.raddr, sk.rport)
         self.substate = substate
         self.entry = now  # tw_entry_stamp
         self.expires = expires
-        self.ts_recent = ts  # tw_ts_recent_stamp != 0: the connection used timestamps
         self.ts_stamp = now  # tw_ts_recent_stamp: when its last timestamped segment arrived
         self.gen = 0
         self._wire = 0  # tw_snd_nxt, tw_rcv_nxt, tw_rcv_wnd, tw_rcv_wscale, packed (see ``wire``)
@@ -82,6 +82,7 @@ class TimeWaitSock:
     reuseport = _bind_field(5)
     uid = _bind_field(6)
     connect_bind = _bind_field(7)
+    ts_recent = _bind_field(8)  # tw_ts_recent_stamp != 0: the connection used timestamps
     laddr = property(lambda self: self.key[0])
     lport = property(lambda self: self.key[1])
     raddr = property(lambda self: self.key[2])
