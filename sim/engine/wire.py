@@ -30,7 +30,7 @@ class WireRecorder:
 
     def __init__(self) -> None:
         self.roots: list[list] = []
-        self.nodes: dict[int, list] = {}  # id(segment) -> [segment, children]
+        self.nodes: dict[int, list] = {}  # id(segment) -> [segment, *children] (one list a segment)
         self.limit: int | None = None
         self.dropped = 0
 
@@ -42,18 +42,18 @@ class WireRecorder:
         if self.limit is not None and len(self.nodes) >= self.limit:
             self.dropped += 1
             return
-        node = [seg, []]
+        node = [seg]
         parent = self.nodes.get(id(cause)) if cause is not None else None
-        (parent[1] if parent is not None else self.roots).append(node)
+        (parent if parent is not None else self.roots).append(node)
         self.nodes[id(seg)] = node
 
     def take(self) -> list[RawSegment]:
         out: list[RawSegment] = []
         stack = list(reversed(self.roots))
         while stack:
-            seg, children = stack.pop()
-            out.append(raw_segment(seg))
-            stack.extend(reversed(children))
+            node = stack.pop()
+            out.append(raw_segment(node[0]))
+            stack.extend(reversed(node[1:]))
         self.roots, self.nodes = [], {}
         return out
 
