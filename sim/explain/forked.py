@@ -102,12 +102,13 @@ def fork_variants(base_sc: Any, jobs: list[Job], base: list[tuple], seed: int,
             if data:
                 results[job.key] = pickle.loads(data)
 
+    finished = False
     try:
         rec = record(base_sc, seed=seed, graphs=False, personality=personality, at_step=at_step)
-    except BaseException:
-        if mine:
-            os._exit(1)
-        raise
+        finished = True
+    finally:
+        if mine and not finished:
+            os._exit(1)  # a child whose variant failed: no answer (the caller runs it itself)
     if mine:
         job, wfd = mine[0]
         code = 1
