@@ -1,9 +1,12 @@
 """The engine's fast path against its plain path: random load steps give identical traces and tables.
 
 The fast path (``SimBackend(fast=True)``, the default) keeps one queue for the connect()
-deadlines of a load step instead of a process per deadline, and lets a re-armed kernel timer
-replace its older generation in the timer queue. The plain path (``fast=False``) keeps a process
-per deadline and every timer entry until it falls due. Both must give the same run: the same trace
+deadlines of a load step instead of a process per deadline, lets a re-armed kernel timer
+replace its older generation in the timer queue, answers an attempt refused from a remembered
+fruitless port search without its calls, and takes a whole loopback lifecycle of a load step in
+one kernel call (Kernel.tcp_loopback_lifecycle) once two lifecycles through the calls gave its
+shape. The plain path (``fast=False``) keeps a process per deadline and every timer entry until
+it falls due, and makes every call. Both must give the same run: the same trace
 (every step's outcome, the load steps' statistics and samples, the end-of-run summary with the
 kernel's tables, counters and the rules consulted), the same kernel tables at the end, the same
 segments on the wire.
@@ -15,10 +18,13 @@ that checks TCP state writes (the plain runs of the same scenarios elsewhere kee
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import sim.engine.load
 from sim.engine import SimBackend
 from sim.scenario.model import Scenario
 from sim.scenario.runner import run
@@ -61,25 +67,35 @@ def load_scenarios(draw: st.DrawFn) -> dict:
     steps += [{"sleep": draw(st.sampled_from([0.5, 3.0, 65.0]))},
               {"observe": {"what": "sockstat"}},
               {"observe": {"what": "tcp_states", "port": 8080}}]
-    return {"name": "fast-vs-plain", "host": host, "seed": draw(st.integers(0, 3)),
+    # the trace's wire keeps a load step's first WIRE_LIMIT segments; the one-call lifecycle
+    # starts once it is full, so small limits let it take most of these short steps
+    return {"wire_limit": draw(st.sampled_from([10_000, 0, 0, 7, 40])),
+            "name": "fast-vs-plain", "host": host, "seed": draw(st.integers(0, 3)),
             "processes": {"server": {"nofile": draw(st.sampled_from([8, 4096]))},
                           "client": {"nofile": draw(st.sampled_from([10, 4096]))}},
             "steps": steps}
 
 
 def _run(data: dict, fast: bool) -> tuple[dict, SimBackend]:
+    data = dict(data)
+    limit = data.pop("wire_limit", sim.engine.load.WIRE_LIMIT)
     sc = Scenario.model_validate(data)
     b = SimBackend(seed=sc.seed, fast=fast)
-    trace = run(sc, b, seed=sc.seed).to_dict()
+    with mock.patch.object(sim.engine.load, "WIRE_LIMIT", limit):
+        trace = run(sc, b, seed=sc.seed).to_dict()
     trace.pop("meta")  # the wall time of the run
     return trace, b
 
 
 def _tables(b: SimBackend) -> dict:
     k = b.kernel
+    tw = [(key, o.substate, o.entry, o.expires, o.ts_recent, o.ts_stamp, o.wire, o.reuse, o.connect_bind)
+          for key, o in k.ehash.items() if getattr(o, "is_tw", False)]
     return {"tcp": k.tcp_rows(), "sockstat": k.sockstat(), "mib": dict(k.mib), "segments": b.segments,
-            "tw": (k.tw.count, k.tw.peak, k.tw.overflows, k.tw.recycled),
-            "ports": sorted((p, len(bk.owners)) for p, bk in k.bhash.buckets.items()),
+            "tw": (k.tw.count, k.tw.peak, k.tw.overflows, k.tw.recycled), "tw_entries": tw,
+            "ports": list((p, len(bk.owners)) for p, bk in k.bhash.buckets.items()),
+            "ehash": list(k.ehash), "perturb": list(k.perturb), "isn": k.isn_next, "rng": k.rng.getstate(),
+            "ehash_frees": k.ehash_frees, "bind_frees": k.bhash.frees, "rules": sorted(k.rule_hits()),
             "fds": {name: k.socket_fds(name) for name in k.procs}, "now": b.now()}
 
 
@@ -135,3 +151,30 @@ def test_refused_attempts_are_replayed_identically(tw_reuse, reuseaddr, latency)
     assert fast == plain
     assert _tables(fb) == _tables(pb)
     assert fb.kernel.port_searches_spared < pb.kernel.port_searches_spared
+
+
+@pytest.mark.parametrize("tw_reuse,ports,reuseaddr,timestamps", [
+    (0, 40, False, 1), (2, 40, False, 1), (2, 40, True, 1), (1, 12, False, 1), (2, 40, False, 0)])
+def test_one_call_lifecycles_are_identical(tw_reuse, ports, reuseaddr, timestamps):
+    """A load step whose lifecycles mostly go through Kernel.tcp_loopback_lifecycle (the trace's
+    wire full from the start): through the range's exhaustion (tcp_tw_reuse=0), TIME_WAIT entries
+    taken over (1 and 2), and their expiry; the same run as the plain engine's, call by call."""
+    load = {"proc": "client", "addr": "127.0.0.1", "port": 8080, "rate": 200.0, "duration": 1.5,
+            "accept_proc": "server", "listener": "srv", "reuseaddr": reuseaddr}
+    data = {"name": "one-call", "seed": 2, "wire_limit": 0,
+            "host": {"sysctls": {"ip_local_port_range": [40000, 40000 + ports - 1], "tcp_tw_reuse": tw_reuse,
+                                 "tcp_tw_reuse_delay": 100, "tcp_timestamps": timestamps}},
+            "processes": {"server": {}, "client": {}},
+            "steps": [{"proc": "server", "call": "socket", "as": "srv"},
+                      {"proc": "server", "call": "bind", "sock": "srv", "addr": "127.0.0.1", "port": 8080},
+                      {"proc": "server", "call": "listen", "sock": "srv", "backlog": 128},
+                      {"load": load}, {"sleep": 30.0}, {"load": {**load, "rate": 20.0}}, {"sleep": 61.0},
+                      {"load": load}, {"observe": {"what": "sockstat"}}]}
+    fast, fb = _run(data, fast=True)
+    plain, pb = _run(data, fast=False)
+    assert fast == plain
+    assert _tables(fb) == _tables(pb)
+    assert pb.kernel.lifecycles_in_one_call == 0
+    # every successful lifecycle but a few per step (two to learn the shape, one per variant)
+    ok = sum(s["obs"]["ok"] for s in fast["steps"] if isinstance(s.get("obs"), dict) and "ok" in s["obs"])
+    assert ok - 4 * 3 <= fb.kernel.lifecycles_in_one_call < ok

@@ -67,7 +67,6 @@ class InetHashtables:
                 and now_ms <= failed[1])
 
     def inet_hash_connect(self, sk: Sock, saddr: str, daddr: str, dport: int) -> None:
-        sysctl = self.sysctls
         if sk.lport:
             # explicitly bound: only the 4-tuple is checked (check_established with twp == NULL)
             key = (saddr, sk.lport, daddr, dport)
@@ -80,6 +79,23 @@ class InetHashtables:
             sk.laddr = saddr
             self.inet_ehash_insert(sk)
             return
+        port, i, index = self.inet_hash_connect_search(sk, saddr, daddr, dport)
+        self.inet_hash_connect_advance(index, i)
+        key = (saddr, port, daddr, dport)
+        self.inet_check_established(sk, key, False)  # recycles a TIME_WAIT entry if allowed
+        sk.set_local(saddr if sk.laddr in ("0.0.0.0", "::") else sk.laddr, port)
+        sk.laddr = saddr
+        sk.connect_bind = True
+        sk.raddr, sk.rport = daddr, dport
+        self.inet_bind_hash(port, sk)
+        sk.in_bhash = True
+        self.inet_ehash_insert(sk)
+
+    def inet_hash_connect_search(self, sk: Any, saddr: str, daddr: str, dport: int) -> tuple[int, int, int]:
+        """The port search of __inet_hash_connect() for an unbound socket: (port, its position in
+        the walk, the perturbation slot); SysError EADDRNOTAVAIL when no port is free. The search
+        itself changes nothing but the memory of a fruitless search (see port_search_fruitless)."""
+        sysctl = self.sysctls
         lo, hi, local_range = self.inet_sk_get_local_port_range(sk)
         h = hashlib.blake2b(f"{saddr}|{daddr}|{dport}|{self.secret}".encode(), digest_size=8)
         port_offset = int.from_bytes(h.digest(), "little")
@@ -118,17 +134,14 @@ class InetHashtables:
             if not local_range:
                 self.exhausted[dest] = (gens, ripe[0] if reuse_by_age else float("inf"))
             raise
+        return port, i, index
+
+    def inet_hash_connect_advance(self, index: int, i: int) -> None:
+        """__inet_hash_connect(): after a successful search the perturbation slot moves past the
+        port taken, by at least a random even step below 16 (so that the next search from this
+        slot starts elsewhere)."""
         i = max(i, self.rng.randrange(8) * 2)
         self.perturb[index] = (self.perturb[index] + i + 2) & 0xFFFFFFFF
-        key = (saddr, port, daddr, dport)
-        self.inet_check_established(sk, key, False)  # recycles a TIME_WAIT entry if allowed
-        sk.set_local(saddr if sk.laddr in ("0.0.0.0", "::") else sk.laddr, port)
-        sk.laddr = saddr
-        sk.connect_bind = True
-        sk.raddr, sk.rport = daddr, dport
-        self.inet_bind_hash(port, sk)
-        sk.in_bhash = True
-        self.inet_ehash_insert(sk)
 
     @rule("connect.check_established", "ports")
     def inet_check_established(self, sk: Sock, key: tuple, explicitly_bound: bool, probe: bool = False) -> bool:

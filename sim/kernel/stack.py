@@ -47,6 +47,7 @@ from .file import FileOps
 from .handles import FileCount, FileTable, Process
 from .inet_connection_sock import InetConnectionSock
 from .inet_hashtables import InetHashtables
+from .loopback import LoopbackLifecycle
 from .ports import BindTable
 from .rules import Trail, activate, decisive, rule
 from .skbuff import ACK, DATA, FIN, RST, SYN, Segment  # noqa: F401  (re-exported)
@@ -92,6 +93,8 @@ HOOKS: frozenset[str] = frozenset({
     "inet_ehash_insert", "inet_unhash",
     # the engine's shortcut for a load step's refused attempts (a personality without it says no)
     "connect_known_to_fail",
+    # the engine's fast path for a load step's lifecycle on loopback (sim/kernel/loopback.py)
+    "lifecycle_shape",
 })
 
 
@@ -131,7 +134,7 @@ DEFAULT_SYSCTLS: dict[str, Any] = {
 
 
 class Kernel(Tracepoints, FileOps, Select, SocketCalls, AfInet, InetConnectionSock, InetHashtables, Tcp,
-             TcpInput, TcpOutput, TcpMinisocks, TcpIpv4, TcpTimer, Route, Credentials, Sys):
+             TcpInput, TcpOutput, TcpMinisocks, TcpIpv4, TcpTimer, Route, Credentials, Sys, LoopbackLifecycle):
     """One host kernel (one network namespace) with its processes: the Linux rules.
 
     Another personality subclasses this class and overrides the functions named in :data:`HOOKS`

@@ -399,6 +399,12 @@ class WinsockKernel(WinsockArgs, WinsockOptions, WinsockPorts, WinsockIO, Kernel
         attempt makes its calls."""
         return False
 
+    def lifecycle_shape(self, before: dict[str, Any], client: str, server: str, csk: Any, ssk: Any, lsk: Any,
+                        timers: tuple[tuple, tuple]) -> None:
+        """The engine's one-call lifecycle (sim/kernel/loopback.py) is learnt from Linux's path;
+        here every lifecycle makes its calls."""
+        return None
+
     def inet_hash_connect(self, sk: Sock, saddr: str, daddr: str, dport: int) -> None:
         if sk.lport:
             super().inet_hash_connect(sk, saddr, daddr, dport)
