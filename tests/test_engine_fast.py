@@ -153,15 +153,18 @@ def test_refused_attempts_are_replayed_identically(tw_reuse, reuseaddr, latency)
     assert fb.kernel.port_searches_spared < pb.kernel.port_searches_spared
 
 
-@pytest.mark.parametrize("tw_reuse,ports,reuseaddr,timestamps", [
-    (0, 40, False, 1), (2, 40, False, 1), (2, 40, True, 1), (1, 12, False, 1), (2, 40, False, 0)])
-def test_one_call_lifecycles_are_identical(tw_reuse, ports, reuseaddr, timestamps):
-    """A load step whose lifecycles mostly go through Kernel.tcp_loopback_lifecycle (the trace's
-    wire full from the start): through the range's exhaustion (tcp_tw_reuse=0), TIME_WAIT entries
-    taken over (1 and 2), and their expiry; the same run as the plain engine's, call by call."""
+@pytest.mark.parametrize("tw_reuse,ports,reuseaddr,timestamps,wire_limit", [
+    (0, 40, False, 1, 0), (2, 40, False, 1, 0), (2, 40, True, 1, 100), (1, 12, False, 1, 10_000),
+    (2, 40, False, 0, 10_000), (2, 40, False, 1, 10_000)])
+def test_one_call_lifecycles_are_identical(tw_reuse, ports, reuseaddr, timestamps, wire_limit):
+    """Load steps whose lifecycles mostly go through Kernel.tcp_loopback_lifecycle, their segments
+    kept in the trace's wire or only counted (a full wire from the start, or full after 100
+    segments): through the range's exhaustion (tcp_tw_reuse=0), TIME_WAIT entries taken over
+    (1 and 2), and their expiry; the same run as the plain engine's, call by call and segment by
+    segment."""
     load = {"proc": "client", "addr": "127.0.0.1", "port": 8080, "rate": 200.0, "duration": 1.5,
             "accept_proc": "server", "listener": "srv", "reuseaddr": reuseaddr}
-    data = {"name": "one-call", "seed": 2, "wire_limit": 0,
+    data = {"name": "one-call", "seed": 2, "wire_limit": wire_limit,
             "host": {"sysctls": {"ip_local_port_range": [40000, 40000 + ports - 1], "tcp_tw_reuse": tw_reuse,
                                  "tcp_tw_reuse_delay": 100, "tcp_timestamps": timestamps}},
             "processes": {"server": {}, "client": {}},
@@ -175,6 +178,9 @@ def test_one_call_lifecycles_are_identical(tw_reuse, ports, reuseaddr, timestamp
     assert fast == plain
     assert _tables(fb) == _tables(pb)
     assert pb.kernel.lifecycles_in_one_call == 0
-    # every successful lifecycle but a few per step (two to learn the shape, one per variant)
+    # every successful lifecycle but a few per step (two to learn a shape, per outcome of the
+    # port search and state of the wire)
     ok = sum(s["obs"]["ok"] for s in fast["steps"] if isinstance(s.get("obs"), dict) and "ok" in s["obs"])
-    assert ok - 4 * 3 <= fb.kernel.lifecycles_in_one_call < ok
+    assert ok - 8 * 3 <= fb.kernel.lifecycles_in_one_call < ok
+    if wire_limit == 10_000:
+        assert len(fast["wire"]) > 6 * ok - 6 * 8 * 3

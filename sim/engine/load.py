@@ -8,11 +8,11 @@ Every call goes through the same kernel syscalls as a scenario step.
 
 from __future__ import annotations
 
-import dataclasses
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..kernel.stack import Blocked, Outcome
+from .lifecycle import OneCallLifecycles
 
 if TYPE_CHECKING:
     from .host import SimBackend
@@ -119,7 +119,7 @@ def run_load(b: SimBackend, spec: dict[str, Any]) -> dict[str, Any]:
             error("EADDRNOTAVAIL")
             return
         if fast is not None and fast.idle(quiet):
-            if fast.shapes and fast.replay():
+            if fast.replay():
                 stats["ok"] += 1
                 stats["accepted"] += 1
                 return
@@ -270,82 +270,3 @@ def _disarming(then: Callable[[Outcome], None], entry: list[Any]) -> Callable[[O
         then(o)
     return done
 
-
-class OneCallLifecycles:
-    """The fast path of a load step's connections on loopback: a whole lifecycle in one kernel
-    call (Kernel.tcp_loopback_lifecycle, sim/kernel/loopback.py), from the shape of the step's
-    own lifecycles made through the general path.
-
-    Eligible: the fast engine, the server accepting on the client's host, the client closing
-    first, an unbound client, zero latency, no link. A lifecycle is taken in one call only when
-    the engine would do nothing else around it (nothing in flight, nobody subscribed, no other
-    blocked call than the acceptor's accept(), the trace's wire already full so the segments are
-    only counted) and the kernel is in the state the shape was learnt in; otherwise, and until
-    two consecutive lifecycles through the calls gave the same shape, the calls are made.
-    """
-
-    def __init__(self, b: SimBackend, spec: dict[str, Any], k: Any):
-        self.b, self.k, self.spec = b, k, spec
-        self.client, self.server = spec["proc"], spec["accept_proc"]
-        self.shapes: dict[bool, Any] = {}  # confirmed shapes, by whether a TIME_WAIT entry was taken over
-        self.last: dict[bool, Any] = {}  # the last shape seen, by the same key
-        self.mark: tuple | None = None
-        self.csk = self.ssk = None
-
-    @staticmethod
-    def eligible(b: SimBackend, spec: dict[str, Any], k: Any) -> bool:
-        server = spec.get("accept_proc")
-        return (b.fast and server is not None and spec.get("close_first", "client") == "client"
-                and not spec.get("bind_addr") and b.net is None and b.latencies.get(id(k)) == 0.0
-                and b.kernel_of(server) is k)
-
-    def idle(self, quiet: Callable[[], bool]) -> bool:
-        """Nothing but the acceptor's accept() waits, nothing is in flight, the wire is full."""
-        b, rec = self.b, self.b.wire_recorder
-        if b.pending or len(b.waiters) != 1 or rec.limit is None or len(rec.nodes) < rec.limit:
-            return False
-        (parked,) = b.waiters.values()
-        return (len(parked) == 1 and parked[0][1].proc == self.server and parked[0][1].call == "accept"
-                and quiet())
-
-    def replay(self) -> bool:
-        b = self.b
-        shape = self.k.tcp_loopback_lifecycle(self.shapes, self.client, self.server, b.env.now)
-        if shape is None:
-            return False
-        segments, not_recorded, _timers = shape.engine
-        b.segments += segments
-        b.wire_recorder.dropped += not_recorded
-        b._drain()  # the two timer entries
-        return True
-
-    def before(self, stats: dict[str, Any]) -> None:
-        b = self.b
-        self.csk = self.ssk = None
-        self.mark = (self.k.lifecycle_snapshot(self.client, self.server), stats["ok"], stats["accepted"],
-                     b.segments, b.wire_recorder.dropped, b.timers.pending)
-
-    def after(self, stats: dict[str, Any], quiet: Callable[[], bool]) -> None:
-        mark, self.mark = self.mark, None
-        if mark is None:
-            return
-        snap, ok, accepted, segments, dropped, pending = mark
-        b = self.b
-        if (stats["ok"] != ok + 1 or stats["accepted"] != accepted + 1 or self.csk is None or self.ssk is None
-                or b.timers.pending != pending + 2 or not self.idle(quiet)):
-            return
-        timers = []
-        for lane in (1.0, self.k.TIME_WAIT_LEN):
-            q = b.timers.queues.get(lane)
-            if not q or len(q[-1]) != 5 or q[-1][1] is not self.k:
-                return
-            timers.append((lane, *q[-1][2:]))
-        (listener,) = b.waiters  # the acceptor's accept() sleeps on the listener's wait queue
-        shape = self.k.lifecycle_shape(snap, self.client, self.server, self.csk, self.ssk, listener, tuple(timers))
-        if shape is None:
-            return
-        shape = dataclasses.replace(shape, engine=(b.segments - segments, b.wire_recorder.dropped - dropped, 2))
-        prev = self.last.get(shape.recycled)
-        self.last[shape.recycled] = shape
-        if prev is not None and prev.same(shape):
-            self.shapes[shape.recycled] = shape

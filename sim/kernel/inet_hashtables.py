@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any
 
@@ -13,6 +14,14 @@ from .sockets import Sock
 from .tcp_states import State
 from .timewait import TimeWaitSock, tcp_clock_ms, tw_reusable_at, twsk_unique
 from .tracepoints import PortBound, PortReleased
+
+
+@functools.lru_cache(maxsize=4096)
+def inet_port_offset(saddr: str, daddr: str, dport: int, secret: int) -> int:
+    """secure_ipv4_port_ephemeral() (net/core/secure_seq.c): a keyed hash of the destination, where
+    connect()'s port search starts (the same destination always gets the same offset)."""
+    h = hashlib.blake2b(f"{saddr}|{daddr}|{dport}|{secret}".encode(), digest_size=8)
+    return int.from_bytes(h.digest(), "little")
 
 
 class InetHashtables:
@@ -97,8 +106,7 @@ class InetHashtables:
         itself changes nothing but the memory of a fruitless search (see port_search_fruitless)."""
         sysctl = self.sysctls
         lo, hi, local_range = self.inet_sk_get_local_port_range(sk)
-        h = hashlib.blake2b(f"{saddr}|{daddr}|{dport}|{self.secret}".encode(), digest_size=8)
-        port_offset = int.from_bytes(h.digest(), "little")
+        port_offset = inet_port_offset(saddr, daddr, dport, self.secret)
         index = port_offset & 255
         start = (self.perturb[index] + (port_offset >> 32)) & 0xFFFFFFFF
 

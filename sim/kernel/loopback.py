@@ -157,12 +157,13 @@ class LoopbackLifecycle:
             mib=mib)
 
     def tcp_loopback_lifecycle(self, shapes: dict[bool, LifecycleShape], client: str, server: str,
-                               now: float) -> LifecycleShape | None:
+                               now: float) -> tuple[LifecycleShape, tuple, int, int] | None:
         """A load step's whole loopback lifecycle in one call, from the shapes learnt for it (see
         the module's docstring): the port search of __inet_hash_connect() and its random step, the
         takeover of a TIME_WAIT entry by tcp_twsk_unique(), two secure_tcp_seq() numbers, the
         TIME_WAIT entry of tcp_time_wait() with its timer, the SYN timer's entry, the counters.
-        Returns the shape taken, or None (nothing changed) when the kernel is not in the state the
+        Returns the shape taken, the connection's 4-tuple and the client's and the server's
+        initial sequence numbers, or None (nothing changed) when the kernel is not in the state the
         shape was learnt in or the search's outcome has no shape yet: the engine then makes the
         calls."""
         any_shape = next(iter(shapes.values()))
@@ -191,7 +192,8 @@ class LoopbackLifecycle:
             return None
         return self._lifecycle_commit(shape, index, i, key, other)
 
-    def _lifecycle_commit(self, shape: LifecycleShape, index: int, i: int, key: tuple, other: Any) -> LifecycleShape:
+    def _lifecycle_commit(self, shape: LifecycleShape, index: int, i: int, key: tuple,
+                          other: Any) -> tuple[LifecycleShape, tuple, int, int]:
         from .sockets import Sock
 
         ids0, frees0, bfrees0, count0, recycled0 = (Sock._ids, self.ehash_frees, self.bhash.frees,
@@ -219,4 +221,4 @@ class LoopbackLifecycle:
         for m, n in shape.mib:
             mib[m] = mib.get(m, 0) + n
         self.lifecycles_in_one_call += 1
-        return shape
+        return shape, key, isn_c, isn_s
