@@ -29,6 +29,7 @@ from typing import Any
 
 from .errors import SysError
 from .rules import activate
+from .sockets import Sock
 from .tcp_states import State
 from .timers import wheel_expiry
 from .timewait import TimeWaitSock, twsk_unique
@@ -90,8 +91,6 @@ class LoopbackLifecycle:
 
     def lifecycle_snapshot(self, client: str, server: str) -> dict[str, Any]:
         """The counters a lifecycle moves, before it (taken by the engine around a general one)."""
-        from .sockets import Sock
-
         return {"ids": Sock._ids, "isn": self.isn_next, "ehash_frees": self.ehash_frees,
                 "bhash_frees": self.bhash.frees, "tw": (self.tw.count, self.tw.recycled), "mib": dict(self.mib),
                 "pool": (self.pool.bytes, self.pool.peak), "socks": len(self.socks),
@@ -118,8 +117,6 @@ class LoopbackLifecycle:
         left one new TIME_WAIT entry (the last one hashed) for the client's 4-tuple with its
         timer, the client's SYN timer as the only other one, no socket, file or buffer byte, an
         empty accept queue, no delayed ACK."""
-        from .sockets import Sock
-
         key = (csk.laddr, csk.lport, csk.raddr, csk.rport)
         tw = self.ehash.get(key)
         step = 0x01000193  # secure_tcp_seq()'s increment
@@ -194,8 +191,6 @@ class LoopbackLifecycle:
 
     def _lifecycle_commit(self, shape: LifecycleShape, index: int, i: int, key: tuple,
                           other: Any) -> tuple[LifecycleShape, tuple, int, int]:
-        from .sockets import Sock
-
         ids0, frees0, bfrees0, count0, recycled0 = (Sock._ids, self.ehash_frees, self.bhash.frees,
                                                     self.tw.count, self.tw.recycled)
         self.inet_hash_connect_advance(index, i)
