@@ -42,10 +42,11 @@ class _SynTimerGone:
     whose timer generation moved on when the SYN-ACK arrived (inet_csk_clear_xmit_timer()), so
     the timer is a no-op, as the general path's entry for the freed socket is."""
 
-    __slots__ = ("syn_gen", "tcp_state")
+    __slots__ = ("syn_gen",)
+    tcp_state = int(State.CLOSE)  # the freed socket's (not read: the generation differs)
 
-    def __init__(self, syn_gen: int, tcp_state: int):
-        self.syn_gen, self.tcp_state = syn_gen, tcp_state
+    def __init__(self, syn_gen: int):
+        self.syn_gen = syn_gen
 
 
 class _BindFields:
@@ -134,7 +135,7 @@ class LoopbackLifecycle:
             return None
         (syn_delay, syn_kind, syn_obj, syn_gen), (tw_delay, tw_kind, tw_obj, tw_gen) = timers
         if ((syn_kind, syn_obj, tw_kind, tw_obj, tw_gen, tw_delay) != ("syn", csk, "tw", tw, 0, self.TIME_WAIT_LEN)
-                or (csk.syn_gen == syn_gen and csk.tcp_state == State.SYN_SENT)):
+                or csk.syn_gen == syn_gen):
             return None  # the SYN timer must fire as a no-op (tcp_retransmit_syn())
         count0, recycled0 = before["tw"]
         recycled = self.tw.recycled - recycled0
@@ -196,8 +197,8 @@ class LoopbackLifecycle:
         self.inet_hash_connect_advance(index, i)
         if other is not None:
             self.inet_twsk_kill(other, "tw_recycle")
-        delay, armed, gen_end, state_end = shape.syn_timer
-        self.timer_requests.append(("syn", delay, _SynTimerGone(gen_end, state_end), armed))
+        delay, armed, gen_end, _state_end = shape.syn_timer
+        self.timer_requests.append(("syn", delay, _SynTimerGone(gen_end), armed))
         isn_c = self.secure_tcp_seq()
         isn_s = self.secure_tcp_seq()
         now = self.now
