@@ -67,10 +67,43 @@ def load_scenarios(draw: st.DrawFn) -> dict:
     steps += [{"sleep": draw(st.sampled_from([0.5, 3.0, 65.0]))},
               {"observe": {"what": "sockstat"}},
               {"observe": {"what": "tcp_states", "port": 8080}}]
-    # the trace's wire keeps a load step's first WIRE_LIMIT segments; the one-call lifecycle
-    # starts once it is full, so small limits let it take most of these short steps
+    # the trace's wire keeps a load step's first WIRE_LIMIT segments: one-call lifecycles record
+    # their segments while it has room and count them once it is full
     return {"wire_limit": draw(st.sampled_from([10_000, 0, 0, 7, 40])),
             "name": "fast-vs-plain", "host": host, "seed": draw(st.integers(0, 3)),
+            "processes": {"server": {"nofile": draw(st.sampled_from([8, 4096]))},
+                          "client": {"nofile": draw(st.sampled_from([10, 4096]))}},
+            "steps": steps}
+
+
+@st.composite
+def one_call_scenarios(draw: st.DrawFn) -> dict:
+    """Load steps the one-call lifecycle applies to (Linux, zero latency, an acceptor, the client
+    closing first, no explicit bind), around what makes it fall back to the calls: a full range,
+    TIME_WAIT takeovers, tcp_max_tw_buckets reached, too few file descriptors, a backlog of 0,
+    a step to an unserved port, a sysctl changed between steps, the wire filling up."""
+    ports = draw(st.integers(min_value=4, max_value=200))
+    sysctls = {"ip_local_port_range": [40000, 40000 + ports - 1],
+               "tcp_tw_reuse": draw(st.sampled_from([0, 1, 2])),
+               "tcp_tw_reuse_delay": draw(st.sampled_from([100, 1000])),
+               "tcp_max_tw_buckets": draw(st.sampled_from([5, 50, 131072])),
+               "tcp_timestamps": draw(st.sampled_from([0, 1, 1]))}
+    rate = draw(st.sampled_from([50.0, 400.0, 3000.0]))
+    n = draw(st.integers(min_value=1, max_value=250))
+    load = {"proc": "client", "addr": "127.0.0.1", "port": 8080, "rate": rate, "duration": n / rate,
+            "accept_proc": "server", "listener": "srv", "reuseaddr": draw(st.booleans()),
+            "stop_on_error": draw(st.booleans())}
+    steps = [{"proc": "server", "call": "socket", "as": "srv"},
+             {"proc": "server", "call": "bind", "sock": "srv", "addr": "127.0.0.1", "port": 8080},
+             {"proc": "server", "call": "listen", "sock": "srv", "backlog": draw(st.sampled_from([0, 1, 128]))},
+             {"load": load}]
+    for _ in range(draw(st.integers(0, 2))):
+        between = draw(st.sampled_from([{"sleep": 0.5}, {"sleep": 61.0}, {"sysctl": {"tcp_tw_reuse": 2}},
+                                        {"load": {**load, "port": 8081, "duration": 5 / rate}}]))
+        steps += [between, {"load": {**load, "duration": draw(st.integers(1, 150)) / rate}}]
+    steps += [{"sleep": draw(st.sampled_from([0.5, 65.0]))}, {"observe": {"what": "sockstat"}}]
+    return {"wire_limit": draw(st.sampled_from([10_000, 0, 7, 100])), "name": "one-call",
+            "seed": draw(st.integers(0, 3)), "host": {"sysctls": sysctls},
             "processes": {"server": {"nofile": draw(st.sampled_from([8, 4096]))},
                           "client": {"nofile": draw(st.sampled_from([10, 4096]))}},
             "steps": steps}
@@ -107,6 +140,16 @@ def test_fast_and_plain_engines_give_the_same_run(data):
     assert not fb.kernel.probes and fb._compact_timers()
     assert fast == plain
     assert _tables(fb) == _tables(pb)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(one_call_scenarios())
+def test_one_call_lifecycles_give_the_same_run(data):
+    fast, fb = _run(data, fast=True)
+    plain, pb = _run(data, fast=False)
+    assert fast == plain
+    assert _tables(fb) == _tables(pb)
+    assert pb.kernel.lifecycles_in_one_call == 0
 
 
 def test_the_fast_path_holds_fewer_timer_entries():
