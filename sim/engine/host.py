@@ -8,6 +8,7 @@ duration expire in insertion order, and a re-armed or cancelled entry is skipped
 
 from __future__ import annotations
 
+import gc
 import weakref
 from collections import deque
 from typing import Any, Callable
@@ -24,6 +25,7 @@ from .net import Network
 from .wire import WireRecorder
 
 MAX_SETTLE_EVENTS = 1_000_000
+GC_GEN0_DURING_LOAD = 50_000  # allocations between two collections of the youngest generation
 
 
 class FifoTimers:
@@ -483,10 +485,16 @@ class SimBackend:
 
         rec = self.wire_recorder
         rec.limit, rec.dropped = len(rec.nodes) + WIRE_LIMIT, 0
+        # a load step allocates and frees millions of small objects while holding hundreds of
+        # thousands (TIME_WAIT entries, timer entries): the collector's youngest generation is
+        # collected every 50,000 allocations instead of 700 (about 15 % of the step's time)
+        threshold = gc.get_threshold()
+        gc.set_threshold(max(threshold[0], GC_GEN0_DURING_LOAD), *threshold[1:])
         try:
             stats = run_load(self, spec)
         finally:
             rec.limit = None
+            gc.set_threshold(*threshold)
         stats["model"]["wire_segments_not_recorded"] = rec.dropped
         return stats
 
