@@ -23,6 +23,9 @@ def _lvl_start(n: int) -> int:
     return (LVL_SIZE - 1) << ((n - 1) * LVL_CLK_SHIFT)
 
 
+_LVL_STARTS = tuple(_lvl_start(n) for n in range(1, LVL_DEPTH))  # LVL_START(1) .. LVL_START(LVL_DEPTH - 1)
+
+
 @rule("timer.wheel_expiry", "timers", "minor")
 def wheel_expiry(now: float, delay: float, hz: int = HZ) -> float:
     """calc_wheel_index()/calc_index() in kernel/time/timer.c: expiry rounded up to the level's granularity."""
@@ -31,7 +34,9 @@ def wheel_expiry(now: float, delay: float, hz: int = HZ) -> float:
     expires = clk + ticks
     delta = expires - clk
     lvl = 0
-    while lvl < LVL_DEPTH - 1 and delta >= _lvl_start(lvl + 1):
+    for start in _LVL_STARTS:  # the first level whose range holds delta
+        if delta < start:
+            break
         lvl += 1
     shift = lvl * LVL_CLK_SHIFT
     bucket = ((expires >> shift) + 1) << shift if lvl else expires
