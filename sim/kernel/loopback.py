@@ -65,7 +65,7 @@ class _BindFields:
 class LifecycleShape:
     """What a load step's lifecycle does that does not depend on the connection."""
 
-    where: tuple  # (client fd, server fd, open files, listener, daddr, dport, saddr): the state taken in
+    where: tuple  # ((client's, server's lowest free fd), open files, listener, daddr, dport, saddr)
     recycled: bool  # the chosen 4-tuple held a TIME_WAIT entry that connect() took over
     bind: _BindFields | None  # compared by the tuple below
     bind_key: tuple
@@ -76,7 +76,7 @@ class LifecycleShape:
     syn_timer: tuple[float, int, int, int]  # delay, generation armed, generation and state at the end
     counters: tuple  # (socket ids, ehash removals, bind-table removals, TIME_WAIT count, recycled)
     mib: tuple  # (name, increment) sorted
-    engine: tuple = ()  # what the engine counted (segments, wire segments not recorded)
+    engine: tuple = ()  # the engine's: segments delivered, wire segments not recorded, the wire's shape
 
     def same(self, other: LifecycleShape) -> bool:
         return (self.where, self.recycled, self.bind_key, self.substate, self.ts_recent, self.timeo, self.wire,
