@@ -64,6 +64,11 @@ class FifoTimers:
         """A flat entry's item from its fields (all None: a bare wake-up)."""
         return None if fields[0] is None else tuple(fields)
 
+    def last(self, key: Any) -> tuple[float, Any] | None:
+        """The newest entry of lane ``key`` as (due time, item), or None when the lane is empty."""
+        q = self.queues.get(key)
+        return self._last(q) if q else None
+
     def _last(self, q: deque) -> tuple[float, Any]:
         if not self.flat:
             return q[-1]

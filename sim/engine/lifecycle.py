@@ -11,6 +11,7 @@ count once it is full.
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..kernel.skbuff import ACK
@@ -117,10 +118,13 @@ class OneCallLifecycles:
             return
         timers = []
         for lane in (1.0, k.TIME_WAIT_LEN):
-            q = b.timers.queues.get(lane)
-            if not q or len(q[-1]) != 5 or q[-1][1] is not k:
+            last = b.timers.last(lane)
+            if last is None or last[1] is None or len(last[1]) != 4 or last[1][0] is not k:
                 return
-            timers.append((lane, *q[-1][2:]))
+            _, kind, obj, gen = last[1]
+            if type(obj) is weakref.ref:  # a SYN timer holds its socket weakly (SimBackend)
+                obj = obj()
+            timers.append((lane, kind, obj, gen))
         (listener,) = b.waiters  # the acceptor's accept() sleeps on the listener's wait queue
         shape = k.lifecycle_shape(snap, self.client, self.server, self.csk, self.ssk, listener, tuple(timers))
         if shape is None:
@@ -152,7 +156,8 @@ def _shape_of(roots: list, csk: Any, ssk: Any) -> tuple | None:
     lifecycle's connection."""
     client, server = (csk.laddr, csk.lport), (csk.raddr, csk.rport)
     out = []
-    for seg, children in roots:
+    for node in roots:  # [segment, *the segments its delivery caused] (WireRecorder)
+        seg, children = node[0], node[1:]
         if seg.src == client and seg.dst == server:
             mine, theirs, from_client = csk.isn, ssk.isn, True
         elif seg.src == server and seg.dst == client:
@@ -178,7 +183,7 @@ def _record(rec: Any, wire: tuple, ends: tuple, isns: tuple, parent: list | None
         me, peer = (0, 1) if from_client else (1, 0)
         seg = _WireSegment(ends[me], ends[peer], flags, push, (isns[me] + seq) & _MASK,
                            0 if ack is None else (isns[peer] + ack) & _MASK, length, win, opts)
-        node = [seg, []]
-        (parent[1] if parent is not None else rec.roots).append(node)
+        node = [seg]
+        (parent if parent is not None else rec.roots).append(node)
         rec.nodes[id(seg)] = node
         _record(rec, sub, ends, isns, node)

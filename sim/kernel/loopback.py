@@ -42,7 +42,7 @@ class _SynTimerGone:
     whose timer generation moved on when the SYN-ACK arrived (inet_csk_clear_xmit_timer()), so
     the timer is a no-op, as the general path's entry for the freed socket is."""
 
-    __slots__ = ("syn_gen",)
+    __slots__ = ("syn_gen", "__weakref__")  # (the engine may queue it weakly, as a socket)
     tcp_state = int(State.CLOSE)  # the freed socket's (not read: the generation differs)
 
     def __init__(self, syn_gen: int):
