@@ -162,6 +162,8 @@ class Tcp:
         if unread:
             sk.rcv_q = 0
             self.sk_mem_uncharge(unread)
+        sk.rcv_skbs.clear()  # every skb of the receive queue is freed, a FIN's own too
+        sk.rmem_alloc = 0
         if st == State.CLOSE:
             self.inet_csk_destroy_sock(sk)
             return
@@ -210,6 +212,8 @@ class Tcp:
         if sk.rcv_q:  # __skb_queue_purge(&sk->sk_receive_queue)
             self.sk_mem_uncharge(sk.rcv_q)
             sk.rcv_q = 0
+        sk.rcv_skbs.clear()
+        sk.rmem_alloc = 0
         self.tcp_write_queue_purge(sk)
         sk.seq_gap += sk.max_window + 2  # tcp_disconnect(): write_seq += max_window + 2 (listeners too)
         if sk.in_bhash and not sk.bindport_lock:
@@ -317,6 +321,8 @@ class Tcp:
             if not peek:
                 sk.rcv_q -= n
                 self.tcp_eat_recv_skb(sk, n)
+                if n < want:
+                    self.tcp_eat_fin_skb(sk)  # room left in the buffer: the read goes on to the FIN
                 self.sk_mem_uncharge(n)
                 self.tcp_cleanup_rbuf(sk)
             return n
@@ -324,6 +330,8 @@ class Tcp:
             return 0  # an empty read of a queued skb copies nothing (tcp_recvmsg_locked)
         if sk.done:
             fact("the peer's FIN was received: end of stream")
+            if not peek:
+                self.tcp_eat_fin_skb(sk)
             return 0
         if sk.err:
             err, sk.err = sk.err, None

@@ -100,6 +100,8 @@ class TcpInput:
             self.tcp_push(sk)
         st = STATES[sk.tcp_state]
         if seg.flags & FIN and st not in (State.CLOSE,):
+            if not seg.length and not sk.done:
+                self.tcp_queue_fin(sk, seg)
             sk.done = True
             if st == State.FIN_WAIT1 and seg.acks_fin and sk.fin_sent:
                 sk.fin_acked = True
@@ -170,6 +172,26 @@ class TcpInput:
             sk.rmem_alloc += n + LO_SKB_OVERHEAD
         sk.rcv_q += n
 
+    def tcp_queue_fin(self, sk: Sock, seg: Segment) -> None:
+        """tcp_data_queue() -> tcp_queue_rcv() for a bare FIN: skb_try_coalesce() (net/core/
+        skbuff.c) merges it into the tail skb, which costs nothing, unless the tail is still a
+        clone of the sender's skb or the queue is empty; then the FIN is an skb of its own whose
+        truesize (LO_SKB_OVERHEAD) stays charged until a read reaches it (tcp_recvmsg_locked(),
+        found_fin_ok). Measured on Linux 6.18: the ACK of a FIN to an empty queue with a 2304-byte
+        SO_RCVBUF offers 1151, the window it had offered less the FIN's sequence number
+        (scenarios/regressions/fin-skb-keeps-window.yaml)."""
+        self.sk_rmem_alloc(sk)
+        tail = sk.rcv_skbs[-1] if sk.rcv_skbs else None
+        if tail is not None and not tail.cloned():
+            return
+        sk.rcv_skbs.append(RcvSkb(0, LO_SKB_OVERHEAD, 1, seg.origin, seg.origin_end))
+        sk.rmem_alloc += LO_SKB_OVERHEAD
+
+    def tcp_eat_fin_skb(self, sk: Sock) -> None:
+        """tcp_recvmsg_locked(), found_fin_ok: a read that reaches the FIN's own skb frees it."""
+        if sk.rcv_skbs and not sk.rcv_skbs[0].len:
+            sk.rmem_alloc -= sk.rcv_skbs.pop(0).truesize
+
     def tcp_add_backlog(self, sk: Sock, seg: Segment) -> None:
         """tcp_v4_rcv() -> tcp_add_backlog(): data for a socket whose send() or recv() holds its
         lock -- on loopback, data that call caused, such as the peer's answer to a window update
@@ -195,8 +217,8 @@ class TcpInput:
     def sk_rmem_alloc(self, sk: Sock) -> int:
         """sk_rmem_alloc (include/net/sock.h): the truesize of the skbs in the receive queue; an
         empty queue holds none (a queue emptied without reading, on close or abort, frees them)."""
-        if not sk.rcv_q and sk.rcv_skbs:
-            sk.rcv_skbs.clear()
+        if not sk.rcv_q and sk.rcv_skbs and sk.rcv_skbs[-1].len:
+            sk.rcv_skbs.clear()  # (a FIN's own skb, of no payload, stays until a read reaches it)
             sk.rmem_alloc = 0
         return sk.rmem_alloc
 
