@@ -101,7 +101,7 @@ class AfInet:
         for check in order:
             check()
         table = self.bhash if sk.kind == "tcp" else self.udp_ports
-        old = (sk.addr6, sk.saddr4, sk.laddr)
+        v6only = sk.v6only_opt
         sk.set_local(addr, 0, bind=True)
         try:
             if port == 0 and sk.bind_no_port and sk.kind == "tcp":
@@ -109,7 +109,11 @@ class AfInet:
                 return 0
             port = self.inet_csk_get_port(table, sk, port)
         except SysError:
-            sk.addr6, sk.saddr4, sk.laddr = old
+            # __inet_bind(): inet_saddr = inet_rcv_saddr = 0; __inet6_bind(): inet_reset_saddr()
+            # and sk_ipv6only restored. The address a failed bind() leaves is "any", not the one
+            # the socket had before (measured: Linux 6.18, regressions/failed-bind-resets-address)
+            sk.v6only_opt = v6only
+            sk.set_local("::" if sk.family == 6 else "0.0.0.0", 0)
             raise
         sk.lport = sk.sport = port
         sk.connect_bind = False  # the port comes from bind() now
