@@ -8,6 +8,7 @@ from typing import Any
 
 from .addr import ip_addr
 from .errors import SysError
+from .ports import bind2_key
 from .rules import fact, rule
 from .skbuff import Segment
 from .sockets import Sock
@@ -84,7 +85,10 @@ class InetHashtables:
             if sk.laddr in ("0.0.0.0", "::"):
                 # inet_bhash2_update_saddr(): a wildcard-bound socket now owns its source address only
                 fact(f"bound to the wildcard: connect() narrows the port's owner to {saddr}")
+                old_key = bind2_key(sk)
                 sk.set_local(saddr, sk.lport)
+                if sk.in_bhash:
+                    self.bhash.move(sk.lport, sk, old_key)
             sk.laddr = saddr
             self.inet_ehash_insert(sk)
             return

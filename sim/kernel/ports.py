@@ -115,22 +115,54 @@ def describe_owner(o: Any) -> str:
     return f"socket {addr}:{o.lport}{peer} ({st}) {flag_text}"
 
 
-class BindBucket:
-    """``inet_bind_bucket``: every owner of one port."""
+def bind2_key(owner: Any) -> tuple:
+    """The (family, local address) of ``owner``'s ``inet_bind2_bucket`` within its port."""
+    return (owner.family, owner.addr6 if owner.family == 6 else owner.saddr4)
 
-    __slots__ = ("port", "owners")
+
+class BindBucket:
+    """``inet_bind_bucket``: every owner of one port, and whether connect() may take the port.
+
+    ``blocked`` is the bucket's ``fastreuse >= 0 || fastreuseport >= 0``: __inet_hash_connect()
+    skips such a port. Since Linux 6.18 (d57f4b874946, "tcp: Update bind bucket state on port
+    release") the state is kept per (port, address) ``inet_bind2_bucket`` too and recomputed
+    lazily: a bind() (inet_csk_update_fastreuse()) blocks the port and its address's bucket; a
+    connect() autobind creates unblocked ones; a socket moved to another address (connect() of a
+    wildcard-bound socket, inet_bhash2_update_saddr()) joins that address's bucket as it is, or
+    creates it blocked unless the socket is connect()-bound; only a socket leaving an address's
+    bucket (__inet_put_port(), inet_bind2_bucket_destroy()) unblocks it when every owner left is
+    connect()-bound, and then the port's bucket when all its address buckets are unblocked
+    (inet_bind_bucket_destroy()). So a bound socket that moved into a connect()-made address
+    bucket leaves the port open to connect() once another owner leaves (measured: Linux 6.18,
+    scenarios/regressions/connect-port-of-moved-bind-owner.yaml).
+    """
+
+    __slots__ = ("port", "owners", "blocked", "tb2")
 
     def __init__(self, port: int):
         self.port = port
         self.owners: list[Any] = []
+        self.blocked = False
+        self.tb2: dict[tuple, list] = {}  # (family, address) -> [blocked, owners]
 
     def has_bind_owner(self) -> bool:
-        """fastreuse >= 0 || fastreuseport >= 0: some owner got the port from bind()/listen().
+        """fastreuse >= 0 || fastreuseport >= 0: connect() does not take this port."""
+        return self.blocked
 
-        Since Linux 6.18 ("tcp: Update bind bucket state on port release") the bucket returns to
-        connect()-only use (fastreuse = -1) once its last bind() owner has left.
-        """
-        return any(not o.connect_bind for o in self.owners)
+    def leave_tb2(self, key: tuple, owner: Any) -> None:
+        """inet_bind2_bucket_destroy(): ``owner`` left; the address's bucket goes when empty, or
+        is unblocked when every owner left got the port from connect()."""
+        tb2 = self.tb2.get(key)
+        if tb2 is None or owner not in tb2[1]:
+            # (an address changed without inet_bhash2_update_saddr(): find the owner's bucket)
+            key, tb2 = next(((k, t) for k, t in self.tb2.items() if owner in t[1]), (key, None))
+            if tb2 is None:
+                return
+        tb2[1].remove(owner)
+        if not tb2[1]:
+            del self.tb2[key]
+        elif tb2[0] and all(o.connect_bind for o in tb2[1]):
+            tb2[0] = False
 
 
 class BindTable:
@@ -139,22 +171,61 @@ class BindTable:
     def __init__(self) -> None:
         self.buckets: dict[int, BindBucket] = {}
         self.frees = 0  # owners removed so far (a port may have become free)
-        self.bound: dict[int, int] = {}  # port -> owners that got it from bind()/listen()
+        self.bound: set[int] = set()  # ports connect() does not take (blocked buckets)
 
     def owners(self, port: int) -> list[Any]:
         b = self.buckets.get(port)
         return b.owners if b else []
 
+    def _set_blocked(self, b: BindBucket, blocked: bool) -> None:
+        b.blocked = blocked
+        if blocked:
+            self.bound.add(b.port)
+        else:
+            self.bound.discard(b.port)
+
     def add(self, port: int, owner: Any) -> None:
+        """inet_bind_hash() after inet_csk_get_port() (bind: both buckets blocked),
+        __inet_hash_connect() (new buckets unblocked), __inet_inherit_port() (an accepted child:
+        a new address bucket is blocked) or inet_twsk_hashdance() (a TIME_WAIT entry takes its
+        socket's place: nothing changes, a new bucket is as connect() would have made it)."""
         b = self.buckets.get(port)
-        if b is None:
+        new = b is None
+        if new:
             b = self.buckets[port] = BindBucket(port)
         b.owners.append(owner)
-        if not owner.connect_bind:
-            self.bound[port] = self.bound.get(port, 0) + 1
+        key = bind2_key(owner)
+        tb2 = b.tb2.get(key)
+        by_bind = not owner.connect_bind and not getattr(owner, "is_request", False) \
+            and getattr(owner, "tcp_state", 0) != TIME_WAIT_STATE
+        if by_bind:
+            self._set_blocked(b, True)
+        elif new:
+            self._set_blocked(b, not owner.connect_bind)
+        if tb2 is None:
+            b.tb2[key] = [by_bind or not owner.connect_bind, [owner]]
+        else:
+            tb2[1].append(owner)
+            if by_bind:
+                tb2[0] = True
+
+    def move(self, port: int, owner: Any, old_key: tuple) -> None:
+        """inet_bhash2_update_saddr() / inet_bhash2_reset_saddr(): ``owner`` (whose address
+        changed) leaves its old address's bucket for the new one's."""
+        b = self.buckets.get(port)
+        key = bind2_key(owner)
+        if b is None or key == old_key:
+            return
+        b.leave_tb2(old_key, owner)
+        tb2 = b.tb2.get(key)
+        if tb2 is None:
+            b.tb2[key] = [not owner.connect_bind, [owner]]
+        else:
+            tb2[1].append(owner)
 
     def remove(self, port: int, owner: Any) -> None:
-        """inet_put_port(): leave the bucket; the bucket goes when its last owner leaves."""
+        """__inet_put_port(): leave the bucket; the bucket goes when its last owner leaves, and
+        is unblocked when all its address buckets are (inet_bind_bucket_destroy())."""
         b = self.buckets.get(port)
         if b is None:
             return
@@ -163,12 +234,12 @@ class BindTable:
         except ValueError:
             return
         self.frees += 1
-        if not owner.connect_bind and port in self.bound:
-            self.bound[port] -= 1
-            if not self.bound[port]:
-                del self.bound[port]
+        b.leave_tb2(bind2_key(owner), owner)
         if not b.owners:
             del self.buckets[port]
+            self.bound.discard(port)
+        elif b.blocked and not any(tb2[0] for tb2 in b.tb2.values()):
+            self._set_blocked(b, False)
 
     def bind_owner_in(self, low: int, high: int) -> bool:
         return any(low <= p <= high for p in self.bound)

@@ -7,6 +7,7 @@ from typing import Any
 from . import buffers, tcp_states
 from .errors import Block, SysError
 from .handles import Process
+from .ports import bind2_key
 from .rules import fact, rule
 from .skbuff import ACK, RST, SYN
 from .sockets import RCV_SHUTDOWN, SEND_SHUTDOWN, Sock
@@ -226,7 +227,10 @@ class Tcp:
         sk.shutdown = 0
         if not sk.bindaddr_lock:
             # inet_reset_saddr(): an address that bind() did not choose is forgotten
+            old_key = bind2_key(sk)
             sk.set_local("::" if sk.family == 6 else "0.0.0.0", sk.lport)
+            if sk.in_bhash and sk.kind == "tcp":
+                self.bhash.move(sk.lport, sk, old_key)  # inet_bhash2_reset_saddr()
 
     @rule("sys.send", "buffers")
     def tcp_sendmsg(self, p: Process, sock: int, bytes: int, flags: list[str] | None = None) -> int:
