@@ -273,7 +273,14 @@ class AfInet:
         saddr = self.ip_route_connect(sk, daddr)
         if sk.family == 6 and dip.version == 4:
             sk.v4_addrs = (norm_addr(saddr), norm_addr(daddr))  # inet_saddr, inet_daddr
-        self.inet_hash_connect(sk, saddr, daddr, port)
+        try:
+            self.inet_hash_connect(sk, saddr, daddr, port)
+        except SysError:
+            if sk.family == 6 and dip.version == 4:
+                # tcp_v6_connect(): tcp_v4_connect() failed at once, so icsk_af_ops goes back to
+                # ipv6_specific (measured: Linux 6.18, regressions/v6-ops-restored-after-failed-mapped-connect)
+                sk.mapped_ops = False
+            raise
         sk.sock_state = SS_CONNECTING
         self.tcp_transition(sk, "connect")
         if f.nonblock:
