@@ -36,19 +36,25 @@ class WinsockIO:
             ms = getattr(sk, "win_sndtimeo", 0)
             if not ms:
                 raise
-            deadline, resume = self.now + ms / 1000, b.resume
-            self.inet_csk_reset_xmit_timer("win_sndtimeo", ms / 1000, sk, 0)
             fact(f"no room in the send buffer: send waits up to SO_SNDTIMEO = {ms} ms")
-            raise Block(lambda now: self._send_wait(resume, deadline, now), b.reason) from None
+            raise self._timed_block("win.send", "send", "win_sndtimeo", sk, ms, b, self._send_timed_out) from None
 
-    def _send_wait(self, resume: Any, deadline: float, now: float) -> int:
+    def _timed_block(self, tag: str, doc: str, timer: str, sk: Sock, ms: int, b: Block,
+                     timed_out: Any) -> Block:
+        """A blocking send or recv bounded by SO_SNDTIMEO / SO_RCVTIMEO: the wait goes on as the
+        call's own until ``ms`` have passed, then ``timed_out`` answers."""
+        deadline, resume = self.now + ms / 1000, b.resume
+        self.inet_csk_reset_xmit_timer(timer, ms / 1000, sk, 0)
+        return Block(lambda now: self._timed_wait(tag, doc, resume, deadline, timed_out, now), b.reason)
+
+    def _timed_wait(self, tag: str, doc: str, resume: Any, deadline: float, timed_out: Any, now: float) -> int:
         try:
-            return self._retag("win.send", DOCUMENTED["send"], resume, now)
+            return self._retag(tag, DOCUMENTED[doc], resume, now)
         except Block as b:
             if self.now >= deadline - 1e-9:
-                return self._send_timed_out(deadline)
+                return timed_out(deadline)
             again = b.resume
-            raise Block(lambda n: self._send_wait(again, deadline, n), b.reason) from None
+            raise Block(lambda n: self._timed_wait(tag, doc, again, deadline, timed_out, n), b.reason) from None
 
     @rule("win.send_timeout", "windows", "buffers")
     def _send_timed_out(self, deadline: float) -> int:
@@ -104,18 +110,8 @@ class WinsockIO:
             ms = getattr(sk, "win_rcvtimeo", 0)
             if not ms:
                 raise
-            deadline = self.now + ms / 1000
-            self.inet_csk_reset_xmit_timer("win_rcvtimeo", ms / 1000, sk, 0)
             fact(f"nothing to read: recv waits up to SO_RCVTIMEO = {ms} ms")
-            raise Block(lambda now: self._recv_wait(p, sock, bytes, flags, deadline), b.reason) from None
-
-    def _recv_wait(self, p: Process, sock: int, nbytes: int, flags: list[str] | None, deadline: float) -> int:
-        try:
-            return self._retag("win.recv", DOCUMENTED["recv"], super().tcp_recvmsg, p, sock, nbytes, flags)
-        except Block as b:
-            if self.now >= deadline - 1e-9:
-                return self._recv_timed_out(deadline)
-            raise Block(lambda now: self._recv_wait(p, sock, nbytes, flags, deadline), b.reason) from None
+            raise self._timed_block("win.recv", "recv", "win_rcvtimeo", sk, ms, b, self._recv_timed_out) from None
 
     @rule("win.recv_timeout", "windows", "buffers")
     def _recv_timed_out(self, deadline: float) -> int:
