@@ -29,23 +29,26 @@ class WinsockIO:
     @rule("win.send", "windows", "buffers")
     def tcp_sendmsg(self, p: Process, sock: int, bytes: int, flags: list[str] | None = None) -> int:
         """send function (Learn/api/winsock2/nf-winsock2-send): WSAENOTCONN if not connected, WSAESHUTDOWN after SD_SEND, WSAECONNRESET after a hard close by the peer, WSAENOBUFS without buffer space, WSAETIMEDOUT when SO_SNDTIMEO runs out."""
+        return self._timed("send", "win_sndtimeo", "no room in the send buffer: send waits up to SO_SNDTIMEO",
+                           self._send_timed_out, super().tcp_sendmsg, p, sock, bytes, flags)
+
+    def _timed(self, doc: str, timer: str, why: str, timed_out: Any, call: Any, p: Process, sock: int,
+               *args: Any) -> int:
+        """A blocking send or recv bounded by SO_SNDTIMEO / SO_RCVTIMEO (the socket's ``timer``
+        attribute, in ms): the wait goes on as the call's own until the time has passed, then
+        ``timed_out`` answers."""
+        tag = f"win.{doc}"
         try:
-            return self._retag("win.send", DOCUMENTED["send"], super().tcp_sendmsg, p, sock, bytes, flags)
+            return self._retag(tag, DOCUMENTED[doc], call, p, sock, *args)
         except Block as b:
             _, sk = self.sockfd_lookup(p, sock)
-            ms = getattr(sk, "win_sndtimeo", 0)
+            ms = getattr(sk, timer, 0)
             if not ms:
                 raise
-            fact(f"no room in the send buffer: send waits up to SO_SNDTIMEO = {ms} ms")
-            raise self._timed_block("win.send", "send", "win_sndtimeo", sk, ms, b, self._send_timed_out) from None
-
-    def _timed_block(self, tag: str, doc: str, timer: str, sk: Sock, ms: int, b: Block,
-                     timed_out: Any) -> Block:
-        """A blocking send or recv bounded by SO_SNDTIMEO / SO_RCVTIMEO: the wait goes on as the
-        call's own until ``ms`` have passed, then ``timed_out`` answers."""
-        deadline, resume = self.now + ms / 1000, b.resume
-        self.inet_csk_reset_xmit_timer(timer, ms / 1000, sk, 0)
-        return Block(lambda now: self._timed_wait(tag, doc, resume, deadline, timed_out, now), b.reason)
+            fact(f"{why} = {ms} ms")
+            deadline, resume = self.now + ms / 1000, b.resume
+            self.inet_csk_reset_xmit_timer(timer, ms / 1000, sk, 0)
+            raise Block(lambda now: self._timed_wait(tag, doc, resume, deadline, timed_out, now), b.reason) from None
 
     def _timed_wait(self, tag: str, doc: str, resume: Any, deadline: float, timed_out: Any, now: float) -> int:
         try:
@@ -103,15 +106,8 @@ class WinsockIO:
     @rule("win.recv", "windows", "buffers")
     def tcp_recvmsg(self, p: Process, sock: int, bytes: int = 65536, flags: list[str] | None = None) -> int:
         """recv function (Learn/api/winsock/nf-winsock-recv): 0 after the peer's graceful close, WSAECONNRESET after a hard one, WSAESHUTDOWN after SD_RECEIVE, WSAENOTCONN if not connected, WSAETIMEDOUT when SO_RCVTIMEO runs out."""
-        try:
-            return self._retag("win.recv", DOCUMENTED["recv"], super().tcp_recvmsg, p, sock, bytes, flags)
-        except Block as b:
-            _, sk = self.sockfd_lookup(p, sock)
-            ms = getattr(sk, "win_rcvtimeo", 0)
-            if not ms:
-                raise
-            fact(f"nothing to read: recv waits up to SO_RCVTIMEO = {ms} ms")
-            raise self._timed_block("win.recv", "recv", "win_rcvtimeo", sk, ms, b, self._recv_timed_out) from None
+        return self._timed("recv", "win_rcvtimeo", "nothing to read: recv waits up to SO_RCVTIMEO",
+                           self._recv_timed_out, super().tcp_recvmsg, p, sock, bytes, flags)
 
     @rule("win.recv_timeout", "windows", "buffers")
     def _recv_timed_out(self, deadline: float) -> int:
