@@ -166,7 +166,7 @@ class _Builder:
                     break
                 pid = f"port:{proto}:{port}"
                 g.add_node(pid, kind="port", proto=proto, port=port, owners=len(b.owners),
-                           bind_owner=bool(getattr(b, "has_bind_owner", lambda: True)()))
+                           bind_owner=bool(getattr(b, "blocked", True)))
                 for o in b.owners:
                     oid_ = self.oid(o, "tw") if isinstance(o, TimeWaitSock) else self.tcb_id(o)
                     if oid_ in g:

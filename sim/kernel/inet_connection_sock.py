@@ -92,9 +92,7 @@ class InetConnectionSock:
             if not self.listeners[sk.lport]:
                 del self.listeners[sk.lport]
         self.tcp_write_queue_purge(sk)
-        if sk.rcv_q:
-            self.sk_mem_uncharge(sk.rcv_q)
-            sk.rcv_q = 0
+        self.tcp_rcv_queue_purge(sk)
         self.socks.discard(sk)
 
     @rule("listen.accept_queue_full", "tcp", "minor")

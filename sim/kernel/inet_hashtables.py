@@ -135,7 +135,7 @@ class InetHashtables:
         per_pass = (self._eph[1] - self._eph[0] + 1) // 2  # ports one parity pass visits
         skip = None
         if (counts is not None and not reuse_by_age and not sysctl["ip_local_reserved_ports"]
-                and not local_range and not self.bhash.bind_owner_in(lo, hi)):
+                and not local_range and not self.bhash.blocked_in(lo, hi)):
             def skip(parity: int) -> bool:
                 # every port of this parity already carries a 4-tuple to this destination
                 return counts[parity] >= per_pass

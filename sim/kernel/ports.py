@@ -145,10 +145,6 @@ class BindBucket:
         self.blocked = False
         self.tb2: dict[tuple, list] = {}  # (family, address) -> [blocked, owners]
 
-    def has_bind_owner(self) -> bool:
-        """fastreuse >= 0 || fastreuseport >= 0: connect() does not take this port."""
-        return self.blocked
-
     def leave_tb2(self, key: tuple, owner: Any) -> None:
         """inet_bind2_bucket_destroy(): ``owner`` left; the address's bucket goes when empty, or
         is unblocked when every owner left got the port from connect()."""
@@ -241,7 +237,8 @@ class BindTable:
         elif b.blocked and not any(tb2[0] for tb2 in b.tb2.values()):
             self._set_blocked(b, False)
 
-    def bind_owner_in(self, low: int, high: int) -> bool:
+    def blocked_in(self, low: int, high: int) -> bool:
+        """Whether connect() skips some port of ``low``-``high`` (a blocked bucket)."""
         return any(low <= p <= high for p in self.bound)
 
     def conflicts(self, sk: Any, port: int, relax: bool, reuseport_ok: bool) -> list[Any]:
@@ -323,7 +320,7 @@ class BindTable:
                     port -= remaining
                 if port not in reserved:
                     b = self.buckets.get(port)
-                    if b is None or (not b.has_bind_owner() and established_ok(port)):
+                    if b is None or (not b.blocked and established_ok(port)):
                         fact(f"port {port} chosen for connect() (4-tuple free; socket range {low}-{high})")
                         return (port if b is None else b.port), i
                 port += 1
@@ -342,7 +339,7 @@ class BindTable:
                     port -= remaining
                 if port not in reserved:
                     b = self.buckets.get(port)
-                    if b is None or (not b.has_bind_owner() and established_ok(port)):
+                    if b is None or (not b.blocked and established_ok(port)):
                         fact(f"port {port} chosen for connect() (4-tuple free; range {low}-{high})")
                         # the bucket's own number: the 4-tuples of every owner share one int object
                         return (port if b is None else b.port), i

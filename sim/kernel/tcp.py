@@ -159,12 +159,7 @@ class Tcp:
             self.tcp_transition(sk, "close")
             self.inet_csk_destroy_sock(sk)
             return
-        unread = sk.rcv_q
-        if unread:
-            sk.rcv_q = 0
-            self.sk_mem_uncharge(unread)
-        sk.rcv_skbs.clear()  # every skb of the receive queue is freed, a FIN's own too
-        sk.rmem_alloc = 0
+        unread = self.tcp_rcv_queue_purge(sk)
         if st == State.CLOSE:
             self.inet_csk_destroy_sock(sk)
             return
@@ -210,11 +205,7 @@ class Tcp:
             sk.err = "ECONNRESET"  # an aborted connection attempt reports ECONNRESET
         self.tcp_set_state(sk, State.CLOSE, "disconnect")
         self.inet_unhash(sk)
-        if sk.rcv_q:  # __skb_queue_purge(&sk->sk_receive_queue)
-            self.sk_mem_uncharge(sk.rcv_q)
-            sk.rcv_q = 0
-        sk.rcv_skbs.clear()
-        sk.rmem_alloc = 0
+        self.tcp_rcv_queue_purge(sk)
         self.tcp_write_queue_purge(sk)
         sk.seq_gap += sk.max_window + 2  # tcp_disconnect(): write_seq += max_window + 2 (listeners too)
         if sk.in_bhash and not sk.bindport_lock:

@@ -222,6 +222,18 @@ class TcpInput:
             sk.rmem_alloc = 0
         return sk.rmem_alloc
 
+    def tcp_rcv_queue_purge(self, sk: Sock) -> int:
+        """__skb_queue_purge(&sk->sk_receive_queue) (__tcp_close(), tcp_disconnect(),
+        inet_csk_destroy_sock()): every skb of the receive queue is freed, a FIN's own too, and the
+        unread bytes are uncharged; returns how many there were."""
+        unread = sk.rcv_q
+        if unread:
+            sk.rcv_q = 0
+            self.sk_mem_uncharge(unread)
+        sk.rcv_skbs.clear()
+        sk.rmem_alloc = 0
+        return unread
+
     def tcp_eat_recv_skb(self, sk: Sock, n: int) -> None:
         """tcp_recvmsg_locked() -> tcp_eat_recv_skb() (net/ipv4/tcp.c): ``n`` bytes read from the
         head of the queue; an skb is freed, and its truesize uncharged, once all of it is read."""

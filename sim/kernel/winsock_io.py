@@ -174,9 +174,7 @@ class WinsockIO:
     def _reset_on_receive(self, sk: Sock, why: str) -> None:
         """shutdown function (Learn/api/winsock/nf-winsock-shutdown): after SD_RECEIVE, TCP resets the connection if data is already queued for receive or arrives later."""
         self.decided("win.shutdown_receive_reset", f"SD_RECEIVE and {why}: the connection is reset")
-        if sk.rcv_q:
-            self.sk_mem_uncharge(sk.rcv_q)
-            sk.rcv_q = 0
+        self.tcp_rcv_queue_purge(sk)
         self.tcp_transition(sk, "abort")
         sk.shutdown = RCV_SHUTDOWN | SEND_SHUTDOWN
 
