@@ -33,6 +33,7 @@ class StepRecord:
     call: str | None = None
     args: dict[str, Any] = field(default_factory=dict)
     time: float = 0.0  # seconds since the scenario started, when the step was issued
+    returned: float | None = None  # real backend: when the system call returned (seconds since the start)
     ret: Any = None  # POSIX-style return value: fd, byte count, option value, port, 0, or -1
     err: str | None = None  # errno name (WSA name under windows), BLOCKED, PROCESS_BUSY, PROCESS_GONE
     errno: int | None = None  # the error's number as the program sees it (errno / WSAGetLastError)
@@ -226,6 +227,7 @@ class CallResult:
     blocked: bool = False  # True: the call has not returned yet (it may complete later)
     name: dict[str, Any] | None = None  # an address the call returned: {addr, port}
     at: float | None = None  # real backend: when the system call began (seconds since the start)
+    until: float | None = None  # real backend: when the system call returned
     rule: str | None = None  # simulator only
     cite: str | None = None
     trail: list[str] = field(default_factory=list)

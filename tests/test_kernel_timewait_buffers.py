@@ -177,3 +177,44 @@ def test_exhausted_range_recovers_when_time_wait_expires(port_range):
     k.advance(62.1)
     c = k.ok("b", "socket")
     assert k.err("b", "connect", sock=c, addr="127.0.0.1", port=8080) is None
+
+
+def _entry_stamped_in_a_real_window(found):
+    """A client's TIME_WAIT entry stamped by the server's close() (a real call that ran from
+    0.5 ms to 0.9 ms: tcp_clock_ms() read 0 either way), one port, tcp_tw_reuse=2."""
+    k = K(ip_local_port_range=(40000, 40000), tcp_tw_reuse=2)
+    lst = k.server("a", 8080)
+    c = k.ok("b", "socket")
+    k.ok("b", "connect", sock=c, addr="127.0.0.1", port=8080)
+    s = k.ok("a", "accept", sock=lst)
+    k.ok("b", "close", sock=c)
+    k.now = 0.0005
+    k.k.followed = (0.0009, True)
+    k.ok("a", "close", sock=s)
+    k.k.followed = None
+    return k, k.ok("b", "socket")
+
+
+@pytest.mark.parametrize("found", [True, False])
+def test_followed_window_straddling_the_reuse_millisecond_takes_the_real_outcome(found):
+    # tcp_twsk_unique() recycles once tcp_clock_ms() > stamp + 1000 (whole ms, include/net/tcp.h).
+    # A real connect() that entered at 1000.9 ms (reads 1000: too young) and returned at 1001.2 ms
+    # (reads 1001: old enough): the windows cannot tell which the kernel read; its outcome can.
+    k, c = _entry_stamped_in_a_real_window(found)
+    k.now = 1.0009
+    k.k.followed = (1.0012, found)
+    out = k.k.syscall("b", "connect", {"sock": c, "addr": "127.0.0.1", "port": 8080}, k.now)
+    assert out.err == (None if found else "EADDRNOTAVAIL")
+    assert any("the real kernel's clock decided" in f for f in out.facts)
+
+
+@pytest.mark.parametrize("now,late,want", [(1.0002, 1.0008, "EADDRNOTAVAIL"), (1.0011, 1.0019, None)])
+def test_followed_window_inside_one_millisecond_decides_alone(now, late, want):
+    # the whole window reads one millisecond (1000: too young; 1001: old enough): the model's
+    # verdict stands whatever the real call did (a different real outcome is a disagreement)
+    k, c = _entry_stamped_in_a_real_window(True)
+    k.now = now
+    k.k.followed = (late, want is not None)  # the opposite of the model's verdict
+    out = k.k.syscall("b", "connect", {"sock": c, "addr": "127.0.0.1", "port": 8080}, k.now)
+    assert out.err == want  # None: the handshake under way
+    assert not any("the real kernel's clock decided" in f for f in out.facts)

@@ -5,7 +5,9 @@ and rules that read the clock see it: with eight ephemeral ports, each connectio
 in TIME_WAIT, and connect() may take it over only once the entry's last segment is more than
 tcp_tw_reuse_delay (1000 ms) old (tcp_twsk_unique(), net/ipv4/tcp_ipv4.c); until then connect()
 fails with EADDRNOTAVAIL. Which connects fail depends on how fast the real steps ran, so the
-model starts every step when the kernel started it and must then agree at every step. The same
+model starts every step when the kernel started it and must then agree at every step (where
+the real calls' windows straddle the millisecond the kernel compares, about one run in ten
+here, the real outcome decides that comparison: tw_old_enough in sim/kernel/timewait.py). The same
 model on its own clock (every step at once) cannot: the check that the comparison is not vacuous.
 
 Slow (minutes of real steps): run with ``-m slow``.

@@ -228,6 +228,13 @@ class SimBackend:
         for k in self.kernels.values():
             k.clock_start = clock_start
 
+    def follow_call(self, call: tuple[float, bool | None] | None) -> None:
+        """Following a real run, the real system call of the current step: (when it returned,
+        whether it found an address), or None between steps. The kernel reads its clock somewhere in
+        that window; where the window decides a rule, the real outcome does (tw_old_enough)."""
+        for k in self.kernels.values():
+            k.followed = call
+
     def _compact_timers(self) -> bool:
         """Superseded timers leave the queue only in the fast engine and only when nothing watches
         the kernel: a subscriber sees every timer fire, the no-ops included."""

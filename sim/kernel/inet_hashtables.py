@@ -13,7 +13,7 @@ from .rules import fact, rule
 from .skbuff import Segment
 from .sockets import Sock
 from .tcp_states import State
-from .timewait import TimeWaitSock, tcp_clock_ms, tw_reusable_at, twsk_unique
+from .timewait import TimeWaitSock, tcp_clock_ms, tw_old_enough, tw_reusable_at, twsk_unique
 from .tracepoints import PortBound, PortReleased
 
 
@@ -59,13 +59,33 @@ class InetHashtables:
             if other.substate == State.FIN_WAIT2:
                 ripe[0] = -1.0  # may turn TIME_WAIT without anything being freed: no shortcut
                 return False
+            if followed:
+                ripe[0] = -1.0  # the real run's outcome may decide: no shortcut
+                return self.tw_old_enough_followed(other)
             at = tw_reusable_at(other, delay_ms, clock)
             if now_ms > at:
                 return True
             ripe[0] = min(ripe[0], at)
             return False
 
+        followed = self.followed is not None
         return established_ok, ripe
+
+    def tw_old_enough_followed(self, tw: TimeWaitSock, say: bool = True) -> bool:
+        """tcp_twsk_unique()'s age test while following a real run (see tw_old_enough): where the
+        real calls' windows straddle the millisecond the kernel compares, the measurement cannot
+        tell what the real kernel's clock read, and the followed call's outcome decides."""
+        late, succeeded = self.followed
+        delay_ms = self.sysctls["tcp_tw_reuse_delay"]
+        verdict = tw_old_enough(tw, delay_ms, self.now, self.clock_start, late, self.stamp_late.get(tw))
+        if verdict is not None:
+            return verdict
+        if succeeded is None:
+            return tcp_clock_ms(self.clock_start, self.now) > tw_reusable_at(tw, delay_ms, self.clock_start)
+        if say:
+            fact(f"the entry's age is {delay_ms} ms (tcp_tw_reuse_delay) within the real calls' durations: "
+                 f"the real kernel's clock decided, and it {'recycled' if succeeded else 'kept'} the entry")
+        return succeeded
 
     def port_search_fruitless(self, dest: tuple, now_ms: float) -> bool:
         """Whether connect()'s port search towards ``dest`` (saddr, daddr, dport) is known to find
@@ -163,8 +183,10 @@ class InetHashtables:
             return True
         if isinstance(other, TimeWaitSock):
             s = self.sysctls
+            # (the port search said so already, if the real clock decided)
+            old_enough = self.tw_old_enough_followed(other, say=False) if self.followed is not None else None
             if twsk_unique(other, explicitly_bound, s["tcp_tw_reuse"], s["tcp_tw_reuse_delay"], self.now,
-                           self.clock_start):
+                           self.clock_start, old_enough):
                 if not probe:
                     sk.ts_recent = other.ts_recent  # tcp_twsk_unique(): ts_recent carried over
                     self._mib("TWRecycled")

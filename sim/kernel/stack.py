@@ -187,6 +187,10 @@ class Kernel(Tracepoints, FileOps, Select, SocketCalls, AfInet, InetConnectionSo
         # CLOCK_MONOTONIC (seconds) at now = 0: the kernel's millisecond clock tcp_clock_ms()
         # ticks on whole milliseconds of that clock (set to a real run's when following one)
         self.clock_start = 0.0
+        # following a real run: (when the current step's real call returned, whether it succeeded);
+        # and when the real calls that stamped TIME_WAIT entries returned (see tw_old_enough)
+        self.followed: tuple[float, bool | None] | None = None
+        self.stamp_late: dict[Any, float] = {}
         self._last_expiry: dict[float, float] = {}  # delay -> the last wheel expiry handed out for it
         self.probes: list[Any] = []  # subscribers (tracepoints.Tracepoints.subscribe)
         self.trail = Trail(self.probes)  # the rules and facts of the current kernel entry

@@ -25,6 +25,8 @@ class TcpMinisocks:
         key = sk.key()
         if admitted:
             tw = TimeWaitSock(sk, int(substate), self.now, self.timer_expiry(self.now, timeo), sk.used_ts, key)
+            if self.followed is not None:  # a real call's window (see tw_old_enough)
+                self.stamp_late[tw] = self.followed[0]
             # tcp_time_wait(): tw_snd_nxt, tw_rcv_nxt, tw_rcv_wnd = tcp_receive_window(), wscale
             tw.wire = ((sk.isn or 0) + 1 + sk.snd_nxt + (1 if sk.fin_sent else 0),
                        sk.peer_isn + 1 + sk.rcv_nxt + (1 if sk.done else 0),
@@ -88,6 +90,8 @@ class TcpMinisocks:
                 self.tcp_set_state(tw, State.TIME_WAIT, "rcv_fin")
                 if tw.ts_recent and seg.ts:  # tcp_timewait_state_process(): tw_ts_recent_stamp renewed
                     tw.ts_stamp = self.now
+                    if self.followed is not None:
+                        self.stamp_late[tw] = self.followed[0]
                 self.inet_twsk_reschedule(tw)
                 snd_nxt, rcv_nxt, wnd, wscale = tw.wire
                 tw.wire = (snd_nxt, rcv_nxt + 1, wnd, wscale)  # tw_rcv_nxt: the FIN is acknowledged

@@ -143,9 +143,26 @@ def tw_reusable_at(tw: TimeWaitSock, reuse_delay_ms: int, clock_start: float) ->
     return tcp_clock_ms(clock_start, tw.ts_stamp) + reuse_delay_ms
 
 
+def tw_old_enough(tw: TimeWaitSock, reuse_delay_ms: int, now: float, clock_start: float,
+                  late: float | None = None, stamp_late: float | None = None) -> bool | None:
+    """tcp_twsk_unique() in net/ipv4/tcp_ipv4.c: is tcp_clock_ms() past the entry's stamp plus
+    tcp_tw_reuse_delay? Following a real run, the model knows each clock reading only as the
+    window of the real system call that made it (entered at ``now``, returned at ``late``; the
+    stamp's call returned at ``stamp_late``): None when those windows straddle the whole
+    millisecond the kernel compares, so that the measurement cannot tell what the kernel saw."""
+    at = tw_reusable_at(tw, reuse_delay_ms, clock_start)
+    point = tcp_clock_ms(clock_start, now) > at
+    if late is None and stamp_late is None:
+        return point
+    least = tcp_clock_ms(clock_start, now) > tcp_clock_ms(clock_start, stamp_late or tw.ts_stamp) + reuse_delay_ms
+    most = tcp_clock_ms(clock_start, late or now) > at
+    return least if least == most else None
+
+
 def twsk_unique(tw: TimeWaitSock, explicitly_bound: bool, tw_reuse: int, reuse_delay_ms: int,
-                now: float, clock_start: float = 0.0) -> bool:
-    """tcp_twsk_unique() in net/ipv4/tcp_ipv4.c: may connect() take over this TIME_WAIT 4-tuple?"""
+                now: float, clock_start: float = 0.0, old_enough: bool | None = None) -> bool:
+    """tcp_twsk_unique() in net/ipv4/tcp_ipv4.c: may connect() take over this TIME_WAIT 4-tuple?
+    ``old_enough``, when given, is the age test already decided by the caller (see tw_old_enough)."""
     reuse = tw_reuse
     if tw.substate == FIN_WAIT2_STATE:
         reuse = 0
@@ -168,13 +185,16 @@ def twsk_unique(tw: TimeWaitSock, explicitly_bound: bool, tw_reuse: int, reuse_d
         return True
     now_ms = tcp_clock_ms(clock_start, now)
     age_ms = now_ms - tcp_clock_ms(clock_start, tw.ts_stamp)
-    if reuse and now_ms > tw_reusable_at(tw, reuse_delay_ms, clock_start):
-        fact(f"tcp_tw_reuse={tw_reuse} and the entry is {age_ms:.0f} ms old (> tcp_tw_reuse_delay "
-             f"{reuse_delay_ms} ms): recycled")
+    told = old_enough is not None
+    if old_enough is None:
+        old_enough = now_ms > tw_reusable_at(tw, reuse_delay_ms, clock_start)
+    if reuse and old_enough:
+        fact(f"tcp_tw_reuse={tw_reuse} and the entry is {age_ms:.0f} ms old "
+             f"({'old enough by the real clock' if told else '> tcp_tw_reuse_delay'} {reuse_delay_ms} ms): recycled")
         return True
     if reuse:
         fact(f"tcp_tw_reuse={tw_reuse} but the entry is only {age_ms:.0f} ms old "
-             f"(needs > {reuse_delay_ms} ms)")
+             f"({'too young by the real clock for' if told else 'needs >'} {reuse_delay_ms} ms)")
     else:
         fact(f"tcp_tw_reuse={tw_reuse} does not allow reuse here")
     return False

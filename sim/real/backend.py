@@ -301,6 +301,8 @@ class RealBackend(ProcessChannels, Observations, Faults):
         result = CallResult(ret=msg.get("ret"), err=msg.get("err"), name=msg.get("name"))
         if isinstance(msg.get("t_in"), (int, float)):
             result.at = max(0.0, float(msg["t_in"]) - self._t0)  # the driver's clock is ours
+            if isinstance(msg.get("t"), (int, float)):
+                result.until = max(result.at, float(msg["t"]) - self._t0)
         if call == "fork":
             if fds:
                 child = self._register(str(args.get("as")), fds[0])

@@ -65,6 +65,7 @@ class _Run:
         self.sc, self.backend, self.on_step = scenario, backend, on_step
         self.at_step = at_step  # called before each scenario step (see switch())
         self.step_times = step_times(follow) if follow is not None else {}
+        self.step_calls = followed_calls(follow) if follow is not None else {}
         self.clock_start = follow.summary.get("clock_start") if follow is not None else None
         self.data = scenario.model_dump(by_alias=True)
         # only the settings the scenario sets: each kernel (and the real one) keeps its own defaults
@@ -108,6 +109,8 @@ class _Run:
                 if hasattr(self.backend, "begin_step"):  # the real backend names steps in faults
                     self.backend.begin_step(i)
                 self.step(step, line)
+                if i in self.step_calls:
+                    self.backend.follow_call(None)
                 self._wire(len(self.trace.steps) - 1)
                 i += 1
             for rec in run_checks(self.sc, self.caps, lambda kind, line: self._record(kind, line)):
@@ -138,6 +141,11 @@ class _Run:
         t = self.step_times.get(i)
         if t is not None and t > self.backend.now():
             self.sleep(t - self.backend.now())
+        call = self.step_calls.get(i)
+        if call is not None and hasattr(self.backend, "follow_call"):
+            self.backend.follow_call(call)
+        elif call is not None:
+            del self.step_calls[i]
 
     def _record(self, kind: str, line: int, expect: Any = None, step: Any = None) -> StepRecord:
         rec = StepRecord(index=len(self.trace.steps), line=line, kind=kind,
@@ -241,6 +249,8 @@ class _Run:
             res = self.backend.call(rec.index, step.proc, self.pers.kernel_call(step.call), args)
         if res.at is not None:  # when the system call began, a little after the step was issued
             rec.time = round(res.at, 9)
+            if res.until is not None:
+                rec.returned = round(res.until, 9)
         _fill(rec, res, self.pers, step.call)
         if rec.errno is not None:
             self.last_err[step.proc] = (rec.err, rec.errno)
@@ -416,6 +426,19 @@ def run(scenario: Scenario, backend: Backend, seed: int | None = None,
     timer's slot made (``via`` says which timeout). With ``follow`` (the trace of another run of
     the same scenario, e.g. the real kernel's) each step starts at the time it started there."""
     return _Run(scenario, backend, seed, on_step, personality, follow, at_step).go()
+
+
+def followed_calls(trace: Trace) -> dict[int, tuple[float, bool | None]]:
+    """The real system call of each scenario step of ``trace`` that made one: (when it returned,
+    whether it found an address: not EADDRNOTAVAIL, the error of a TIME_WAIT entry too young to
+    recycle). Its window, from the step's time to its return, bounds when the real kernel read
+    its clock during the call (see tw_old_enough in sim/kernel/timewait.py)."""
+    out: dict[int, tuple[float, bool | None]] = {}
+    for rec in trace.steps:
+        if rec.step is not None and rec.step not in out and rec.kind == "call" and rec.returned is not None:
+            found = None if rec.blocked else rec.err not in ("EADDRNOTAVAIL", "WSAEADDRNOTAVAIL")
+            out[rec.step] = (float(rec.returned), found)
+    return out
 
 
 def step_times(trace: Trace) -> dict[int, float]:
