@@ -26,10 +26,8 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import json
-import mmap
 import os
 import resource
-import select
 import signal
 import socket
 import struct
@@ -40,121 +38,19 @@ import time
 # Helpers of this driver in a sibling file: a plain script finds its directory on no path.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sockinfo import (FAMILIES, MSG_FLAGS, OPTIONS, POLL,  # noqa: E402
-                      PROTOCOLS, SHUT, SOCK_NONBLOCK, SOL_SOCKET, TYPES, drop_caps, errname, sockaddr_name,
+                      PROTOCOLS, SHUT, SOCK_NONBLOCK, TYPES, drop_caps, errname, sockaddr_name,
                       tcp_info)
 from netns import _read, apply_sysctls, enter_netns, lo_up  # noqa: E402
-
-# ----------------------------------------------------------------------------- libc
-
-try:
-    libc = ctypes.CDLL(None, use_errno=True)
-except OSError:  # not a Unix: nothing here can run, but importing must not fail
-    libc = None
-
-c_int, c_uint, c_ulong, c_void_p = ctypes.c_int, ctypes.c_uint, ctypes.c_ulong, ctypes.c_void_p
-c_size_t, c_ssize_t, c_long = ctypes.c_size_t, ctypes.c_ssize_t, ctypes.c_long
+# the raw libc calls (libc and LOAD_IO_TIMEOUT are read by the controller's side as driver.*)
+from libcalls import (F_GETFL, F_SETFL, MAX_MSG, O_NONBLOCK, PR_SET_CHILD_SUBREAPER,  # noqa: E402
+                      PR_SET_PDEATHSIG, SIOCINQ, SIOCOUTQ, _accept, _bind, _Buffer, _close, _connect, _dup,
+                      _dup2, _fcntl, _getpeername, _getsockname, _getsockopt, _int32, _ioctl, _listen,
+                      _poll, _prctl, _recv, _result, _send, _sendto, _seteuid, _setsockopt, _shutdown,
+                      _socket, c_int, c_uint, libc, sock_family, sockaddr)
+from loadgen import LOAD_IO_TIMEOUT, LoadClient, _LoadServer  # noqa: E402, F401
 
 
-def _fn(name: str, restype, *argtypes):
-    f = getattr(libc, name, None)
-    if f is None:
-        return None
-    f.restype = restype
-    f.argtypes = list(argtypes)
-    return f
-
-
-_socket = _fn("socket", c_int, c_int, c_int, c_int)
-_bind = _fn("bind", c_int, c_int, c_void_p, c_uint)
-_connect = _fn("connect", c_int, c_int, c_void_p, c_uint)
-_listen = _fn("listen", c_int, c_int, c_int)
-_accept = _fn("accept", c_int, c_int, c_void_p, c_void_p)
-_send = _fn("send", c_ssize_t, c_int, c_void_p, c_size_t, c_int)
-_recv = _fn("recv", c_ssize_t, c_int, c_void_p, c_size_t, c_int)
-_shutdown = _fn("shutdown", c_int, c_int, c_int)
-_close = _fn("close", c_int, c_int)
-_dup = _fn("dup", c_int, c_int)
-_dup2 = _fn("dup2", c_int, c_int, c_int)
-_getsockname = _fn("getsockname", c_int, c_int, c_void_p, ctypes.POINTER(c_uint))
-_getpeername = _fn("getpeername", c_int, c_int, c_void_p, ctypes.POINTER(c_uint))
-_sendto = _fn("sendto", c_ssize_t, c_int, c_void_p, c_size_t, c_int, c_void_p, c_uint)
-_poll = _fn("poll", c_int, c_void_p, c_ulong, c_int)
-_seteuid = _fn("seteuid", c_int, c_uint)
-_setsockopt = _fn("setsockopt", c_int, c_int, c_int, c_int, c_void_p, c_uint)
-_getsockopt = _fn("getsockopt", c_int, c_int, c_int, c_int, c_void_p, ctypes.POINTER(c_uint))
-_fcntl = _fn("fcntl", c_int, c_int, c_int, c_long)
-_ioctl = _fn("ioctl", c_int, c_int, c_ulong, c_void_p)
-_prctl = _fn("prctl", c_int, c_int, c_ulong, c_ulong, c_ulong, c_ulong)
-
-PR_SET_PDEATHSIG = 1
-PR_SET_CHILD_SUBREAPER = 36
-SIOCINQ, SIOCOUTQ = 0x541B, 0x5411
-F_GETFL, F_SETFL, O_NONBLOCK = 3, 4, 0o4000
-SO_DOMAIN = 39
-
-# ----------------------------------------------------------------------------- limits
-
-
-MAX_MSG = 1 << 16
-LOAD_IO_TIMEOUT = 2.0  # load steps: bound on each connect() and each wait for EOF, seconds
-
-
-def _result(rc: int) -> tuple[int, str | None]:
-    if rc < 0:
-        return -1, errname(ctypes.get_errno())
-    return int(rc), None
-
-
-def _int32(v: int) -> int:
-    v &= 0xFFFFFFFF
-    return v - (1 << 32) if v & 0x80000000 else v
-
-
-def sockaddr(addr: str, port: int, sock_family: int | None) -> bytes:
-    """struct sockaddr_in / sockaddr_in6 for ``addr``.
-
-    Scenario addresses are family-neutral: an IPv4 literal used on an AF_INET6 socket means its
-    v4-mapped form, and 0.0.0.0 there means the IPv6 wildcard ``::``.
-    """
-    if ":" not in addr and sock_family == socket.AF_INET6:
-        addr = "::" if addr == "0.0.0.0" else "::ffff:" + addr
-    if ":" in addr:
-        return (struct.pack("=H", socket.AF_INET6) + struct.pack("!H", port) + bytes(4)
-                + socket.inet_pton(socket.AF_INET6, addr) + bytes(4))
-    return (struct.pack("=H", socket.AF_INET) + struct.pack("!H", port)
-            + socket.inet_pton(socket.AF_INET, addr) + bytes(8))
-
-
-def sock_family(fd: int) -> int | None:
-    val = c_int(0)
-    ln = c_uint(4)
-    if _getsockopt(fd, SOL_SOCKET, SO_DOMAIN, ctypes.byref(val), ctypes.byref(ln)) < 0:
-        return None
-    return val.value
-
-
-class _Buffer:
-    """An anonymous mapping reused for send/recv; untouched pages read as zeros."""
-
-    def __init__(self) -> None:
-        self.size = 0
-        self.map: mmap.mmap | None = None
-        self.ref = None
-        self.addr = 0
-
-    def get(self, n: int) -> int:
-        if n > self.size:
-            size = max(n, 1 << 16)
-            m = mmap.mmap(-1, size)
-            ref = ctypes.c_char.from_buffer(m)
-            self.map, self.ref, self.addr, self.size = m, ref, ctypes.addressof(ref), size
-        return self.addr
-
-
-# ----------------------------------------------------------------------------- scenario process
-
-
-class Child:
+class Child(LoadClient):
     """One scenario process: executes commands from its control channel, one at a time."""
 
     def __init__(self, ctrl_fd: int, zygote_pid: int) -> None:
@@ -478,139 +374,6 @@ class Child:
                 return {"error": errname(ctypes.get_errno())}
             out[key] = val.value
         return out
-
-    # -- load
-    def load_client(self, spec: dict) -> dict:
-        rate = float(spec["rate"])
-        duration = float(spec["duration"])
-        hard_stop = duration + max(1.0, 0.25 * duration)
-        errors: dict[str, int] = {}
-        stats = {"attempts": 0, "ok": 0, "errors": errors, "first_error": None,
-                 "first_error_at": None, "late": 0.0, "truncated": False}
-        start = time.monotonic()
-        i = 0
-        while True:
-            offset = i / rate
-            if offset >= duration:
-                break
-            due = start + offset
-            now = time.monotonic()
-            if now - start >= hard_stop:
-                stats["truncated"] = True
-                break
-            if now < due:
-                time.sleep(due - now)
-            else:
-                stats["late"] = max(stats["late"], now - due)
-            i += 1
-            stats["attempts"] += 1
-            err = self._one_connection(spec)
-            if err is None:
-                stats["ok"] += 1
-                continue
-            errors[err] = errors.get(err, 0) + 1
-            if stats["first_error"] is None:
-                stats["first_error"] = err
-                stats["first_error_at"] = time.monotonic() - start
-            if spec.get("stop_on_error"):
-                break
-        # The step lasts its whole duration (as in the model), unless it stopped on an error.
-        if not (spec.get("stop_on_error") and stats["first_error"] is not None):
-            rest = start + duration - time.monotonic()
-            if rest > 0:
-                time.sleep(rest)
-        stats["elapsed"] = time.monotonic() - start
-        return stats
-
-    def _one_connection(self, spec: dict) -> str | None:
-        addr = spec.get("addr", "127.0.0.1")
-        fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
-        fd = _socket(fam, socket.SOCK_STREAM, 0)
-        if fd < 0:
-            return errname(ctypes.get_errno())
-        try:
-            one = struct.pack("i", 1)
-            if spec.get("reuseaddr"):
-                if _setsockopt(fd, SOL_SOCKET, 2, one, 4) < 0:
-                    return errname(ctypes.get_errno())
-            tv = struct.pack("qq", int(LOAD_IO_TIMEOUT), 0)
-            _setsockopt(fd, SOL_SOCKET, socket.SO_SNDTIMEO, tv, len(tv))  # bounds connect()
-            _setsockopt(fd, SOL_SOCKET, socket.SO_RCVTIMEO, tv, len(tv))  # bounds recv()
-            if spec.get("bind_addr"):
-                sa = sockaddr(spec["bind_addr"], 0, fam)
-                if _bind(fd, sa, len(sa)) < 0:
-                    return errname(ctypes.get_errno())
-            sa = sockaddr(addr, int(spec["port"]), fam)
-            if _connect(fd, sa, len(sa)) < 0:
-                e = errname(ctypes.get_errno())
-                return "ETIMEDOUT" if e in ("EINPROGRESS", "EAGAIN") else e
-            if spec.get("close_first", "client") == "client":
-                return None
-            return _drain(fd, self.recvbuf.get(65536))
-        finally:
-            _close(fd)
-
-
-def _drain(fd: int, buf: int) -> str | None:
-    """recv() until EOF; a wait beyond the socket's receive timeout counts as ETIMEDOUT."""
-    while True:
-        n = _recv(fd, buf, 65536, 0)
-        if n == 0:
-            return None
-        if n < 0:
-            e = errname(ctypes.get_errno())
-            return "ETIMEDOUT" if e == "EAGAIN" else e
-
-
-class _LoadServer:
-    """Accept loop of a load step, in a thread of the accepting scenario process."""
-
-    def __init__(self, listener: int, close_first: str) -> None:
-        self.listener = listener
-        self.close_first = close_first
-        self.accepted = 0
-        self.errors: dict[str, int] = {}
-        self.stopping = threading.Event()
-        self.buf = _Buffer()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-
-    def run(self) -> None:
-        poller = select.poll()
-        poller.register(self.listener, select.POLLIN)
-        addr = self.buf.get(65536)
-        while not self.stopping.is_set():
-            try:
-                ready = poller.poll(20)
-            except OSError:
-                time.sleep(0.01)
-                continue
-            if not ready:
-                continue
-            if ready[0][1] & select.POLLNVAL:
-                self.errors["EBADF"] = self.errors.get("EBADF", 0) + 1
-                return
-            fd = _accept(self.listener, None, None)
-            if fd < 0:
-                e = errname(ctypes.get_errno())
-                if e != "EAGAIN":
-                    self.errors[e] = self.errors.get(e, 0) + 1
-                    time.sleep(0.005)
-                continue
-            self.accepted += 1
-            if self.close_first != "server":
-                tv = struct.pack("qq", int(LOAD_IO_TIMEOUT), 0)
-                _setsockopt(fd, SOL_SOCKET, socket.SO_RCVTIMEO, tv, len(tv))
-                err = _drain(fd, addr)
-                if err:
-                    self.errors[err] = self.errors.get(err, 0) + 1
-            _close(fd)
-
-    def stop(self) -> dict:
-        self.stopping.set()
-        self.thread.join(LOAD_IO_TIMEOUT + 1.0)
-        return {"accepted": self.accepted, "errors": dict(self.errors)}
-
 
 def child_main(chan_fd: int, nofile: int, uid: int, zygote_pid: int, nr_open: int,
                caps: list | None = None) -> None:
